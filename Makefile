@@ -1,0 +1,82 @@
+# dagd — plain Makefile (see docs/operations.md). Targets: deps all test check bench run install clean
+CC      ?= cc
+PKGS    := libuv libcurl jansson yaml-0.1 sqlite3 libarchive
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Iinclude -MMD -MP -D_GNU_SOURCE
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+BUILD   ?= build
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+SRCS     := $(shell find src -name '*.c' ! -name main.c | sort)
+OBJS     := $(SRCS:%.c=$(BUILD)/%.o)
+UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
+UNIT_BINS:= $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev libyaml-dev \
+            libsqlite3-dev libarchive-dev libcriterion-dev busybox-static python3 python3-pytest \
+            valgrind docker.io
+
+.PHONY: all deps test unit integration check bench run install clean images valgrind
+
+all: $(BUILD)/dagd
+
+# Installs only what is missing (Debian packages); safe to run again.
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if command -v docker >/dev/null 2>&1; then missing=$$(echo $$missing | tr ' ' '\n' | grep -vx docker.io); fi; \
+	fi; \
+	if [ -n "$$(echo $$missing)" ]; then \
+	  echo "deps: installing $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	else echo "deps: all present"; fi
+
+$(BUILD)/libdagd.a: $(OBJS)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+$(BUILD)/dagd: $(BUILD)/src/main.o $(BUILD)/libdagd.a
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdagd.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libdagd.a $(PKG_LIBS) -lcriterion $(LDFLAGS)
+
+unit: $(UNIT_BINS)
+	@rc=0; for t in $(UNIT_BINS); do $$t --jobs 2 || rc=1; done; exit $$rc
+
+integration: $(BUILD)/dagd
+	DAGD_BIN=$(abspath $(BUILD)/dagd) python3 -m pytest -q tests/integration
+
+test: deps
+	$(MAKE) all $(UNIT_BINS)
+	$(MAKE) unit
+	$(MAKE) integration
+
+# ASan + UBSan build of everything, then the same tests against it.
+check: deps
+	$(MAKE) BUILD=build-san CFLAGS="-O1 -g $(SANFLAGS)" LDFLAGS="$(SANFLAGS)" unit integration
+
+valgrind: all $(UNIT_BINS)
+	@rc=0; for t in $(UNIT_BINS); do valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite --trace-children=yes $$t --jobs 1 || rc=1; done; \
+	DAGD_VALGRIND=1 DAGD_BIN=$(abspath $(BUILD)/dagd) python3 -m pytest -q tests/integration -k "$(VALGRIND_K)" || rc=1; exit $$rc
+
+bench: deps all
+	DAGD_BIN=$(abspath $(BUILD)/dagd) python3 bench/bench_chain.py
+
+run: deps all
+	bash examples/run-demo.sh $(abspath $(BUILD)/dagd)
+
+install: all
+	install -Dm755 $(BUILD)/dagd $(DESTDIR)/usr/local/bin/dagd
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,79 @@
+/* store — durable state in SQLite (WAL) under the state dir: DAG runs, task instances
+ * and every try, with a versioned schema (PRAGMA user_version, migrations in order).
+ * Records passed in are borrowed; records returned are owned by the caller and freed
+ * with the matching *_free. Times are ms since the epoch UTC, 0 = unset. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dagd/util.h"
+
+#define DG_STORE_SCHEMA_VERSION 1
+
+typedef struct dg_store dg_store;
+
+typedef struct dg_run_rec {
+    char *dag_id, *run_id, *run_type, *state;
+    int64_t logical_ms, interval_start_ms, interval_end_ms, start_ms, end_ms;
+    char *conf_json; /* "{}" when none */
+} dg_run_rec;
+
+typedef struct dg_ti_rec {
+    char *dag_id, *run_id, *task_id, *state;
+    int try_number, max_tries;
+    int64_t start_ms, end_ms;
+    bool has_exit_code;
+    int exit_code;
+    char *container_id, *container_name, *image, *output, *message;
+} dg_ti_rec;
+
+typedef struct dg_try_rec {
+    char *dag_id, *run_id, *task_id, *state;
+    int try_number;
+    int64_t start_ms, end_ms;
+    bool has_exit_code;
+    int exit_code;
+    char *container_id, *container_name, *message;
+} dg_try_rec;
+
+/* Creates state_dir (0700) and state_dir/dagd.db when missing, enables WAL, migrates. */
+int dg_store_open(const char *state_dir, dg_store **ret, dg_error *err);
+void dg_store_close(dg_store *st);
+const char *dg_store_dir(const dg_store *st);
+
+/* Insert-or-replace by primary key (dag_id, run_id[, task_id[, try_number]]). */
+int dg_store_put_run(dg_store *st, const dg_run_rec *r);
+int dg_store_put_ti(dg_store *st, const dg_ti_rec *r);
+int dg_store_put_try(dg_store *st, const dg_try_rec *r);
+
+/* -ENOENT when absent. */
+int dg_store_get_run(dg_store *st, const char *dag, const char *run, dg_run_rec **ret);
+int dg_store_get_ti(dg_store *st, const char *dag, const char *run, const char *task,
+                    dg_ti_rec **ret);
+/* Newest first (by logical date, then run_id); limit <= 0 = all; *ret_total = count of all. */
+int dg_store_list_runs(dg_store *st, const char *dag, int limit, int offset, dg_run_rec ***ret,
+                       size_t *ret_n, size_t *ret_total);
+int dg_store_list_tis(dg_store *st, const char *dag, const char *run, dg_ti_rec ***ret,
+                      size_t *ret_n);
+int dg_store_list_tries(dg_store *st, const char *dag, const char *run, const char *task,
+                        dg_try_rec ***ret, size_t *ret_n);
+/* The run just before `run` of the same DAG by logical date (for depends_on_past). */
+int dg_store_prev_run(dg_store *st, const char *dag, int64_t logical_ms, dg_run_rec **ret);
+
+void dg_run_rec_free(dg_run_rec *r);
+void dg_ti_rec_free(dg_ti_rec *r);
+void dg_try_rec_free(dg_try_rec *r);
+void dg_run_recs_free(dg_run_rec **v, size_t n);
+void dg_ti_recs_free(dg_ti_rec **v, size_t n);
+void dg_try_recs_free(dg_try_rec **v, size_t n);
+
+/* <state_dir>/logs/<dag>/<run>/<task>/<try>.log ; caller frees. */
+char *dg_store_log_path(const char *state_dir, const char *dag, const char *run, const char *task,
+                        int try_number);
+
+/* A task try's log file: lines appended in arrival order, stdout and stderr together. */
+typedef struct dg_tasklog dg_tasklog;
+int dg_tasklog_open(const char *path, dg_tasklog **ret); /* creates parent dirs */
+void dg_tasklog_line(dg_tasklog *l, int stream, const char *line, size_t len);
+void dg_tasklog_close(dg_tasklog *l); /* flushes; NULL is fine */

@@ -1,0 +1,184 @@
+/* util — allocation, errors, buffers, vectors. Allocation failure aborts. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "dagd/util.h"
+
+static void oom(void) {
+    fputs("dagd: out of memory\n", stderr);
+    abort();
+}
+
+void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) oom();
+    return p;
+}
+
+void *xcalloc(size_t n, size_t m) {
+    void *p = calloc(n ? n : 1, m ? m : 1);
+    if (!p) oom();
+    return p;
+}
+
+void *xrealloc(void *p, size_t n) {
+    p = realloc(p, n ? n : 1);
+    if (!p) oom();
+    return p;
+}
+
+char *xstrdup(const char *s) {
+    if (!s) return NULL;
+    char *r = strdup(s);
+    if (!r) oom();
+    return r;
+}
+
+char *xstrndup(const char *s, size_t n) {
+    if (!s) return NULL;
+    char *r = strndup(s, n);
+    if (!r) oom();
+    return r;
+}
+
+char *xasprintf(const char *fmt, ...) {
+    va_list ap;
+    char *r;
+    va_start(ap, fmt);
+    int n = vasprintf(&r, fmt, ap);
+    va_end(ap);
+    if (n < 0) oom();
+    return r;
+}
+
+int dg_error_set(dg_error *err, int code, const char *fmt, ...) {
+    if (!err) return code;
+    char *msg;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0) oom();
+    va_end(ap);
+    free(err->msg);
+    err->msg = msg;
+    err->code = code;
+    return code;
+}
+
+void dg_error_clear(dg_error *err) {
+    if (!err) return;
+    free(err->msg);
+    err->msg = NULL;
+    err->code = 0;
+}
+
+static void buf_reserve(dg_buf *b, size_t extra) {
+    if (b->len + extra + 1 <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->len + extra + 1) cap *= 2;
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+}
+
+void dg_buf_append(dg_buf *b, const void *p, size_t n) {
+    buf_reserve(b, n);
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = 0;
+}
+
+void dg_buf_puts(dg_buf *b, const char *s) { dg_buf_append(b, s, strlen(s)); }
+
+void dg_buf_printf(dg_buf *b, const char *fmt, ...) {
+    va_list ap, ap2;
+    va_start(ap, fmt);
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) oom();
+    buf_reserve(b, (size_t)n);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap2);
+    va_end(ap2);
+    b->len += (size_t)n;
+}
+
+void dg_buf_consume(dg_buf *b, size_t n) {
+    if (n >= b->len) {
+        b->len = 0;
+        if (b->data) b->data[0] = 0;
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+    b->data[b->len] = 0;
+}
+
+char *dg_buf_steal(dg_buf *b) {
+    char *r = b->data ? b->data : xstrdup("");
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return r;
+}
+
+void dg_buf_free(dg_buf *b) {
+    if (!b) return;
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+void dg_strv_free(char **v) {
+    if (!v) return;
+    for (char **p = v; *p; p++) free(*p);
+    free(v);
+}
+
+size_t dg_strv_len(char *const *v) {
+    size_t n = 0;
+    if (v)
+        while (v[n]) n++;
+    return n;
+}
+
+char **dg_strv_copy(char *const *v) {
+    if (!v) return NULL;
+    size_t n = dg_strv_len(v);
+    char **r = xcalloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) r[i] = xstrdup(v[i]);
+    return r;
+}
+
+bool dg_str_has_prefix(const char *s, const char *prefix) {
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+int dg_mkdir_p(const char *path, unsigned mode) {
+    _cleanup_free_ char *p = xstrdup(path);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        if (mkdir(p, mode) < 0 && errno != EEXIST) return -errno;
+        *s = '/';
+    }
+    if (mkdir(p, mode) < 0 && errno != EEXIST) return -errno;
+    return 0;
+}
+
+int dg_read_file(const char *path, char **ret, size_t *ret_len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -errno;
+    dg_buf b = {0};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) dg_buf_append(&b, chunk, n);
+    int r = ferror(f) ? -EIO : 0;
+    fclose(f);
+    if (r < 0) {
+        dg_buf_free(&b);
+        return r;
+    }
+    if (ret_len) *ret_len = b.len;
+    *ret = dg_buf_steal(&b);
+    return 0;
+}
