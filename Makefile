@@ -6,6 +6,7 @@ CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Iinclude -MMD
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 BUILD   ?= build
+PYTHON  ?= /usr/bin/python3
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 SRCS     := $(shell find src -name '*.c' ! -name main.c | sort)
@@ -52,7 +53,7 @@ unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do $$t --jobs 2 || rc=1; done; exit $$rc
 
 integration: $(BUILD)/dagd
-	DAGD_BIN=$(abspath $(BUILD)/dagd) python3 -m pytest -q tests/integration
+	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) -m pytest -q tests/integration
 
 test: deps
 	$(MAKE) all $(UNIT_BINS)
@@ -65,10 +66,10 @@ check: deps
 
 valgrind: all $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite --trace-children=yes $$t --jobs 1 || rc=1; done; \
-	DAGD_VALGRIND=1 DAGD_BIN=$(abspath $(BUILD)/dagd) python3 -m pytest -q tests/integration -k "$(VALGRIND_K)" || rc=1; exit $$rc
+	DAGD_VALGRIND=1 DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) -m pytest -q tests/integration -k "$(VALGRIND_K)" || rc=1; exit $$rc
 
 bench: deps all
-	DAGD_BIN=$(abspath $(BUILD)/dagd) python3 bench/bench_chain.py
+	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_chain.py
 
 run: deps all
 	bash examples/run-demo.sh $(abspath $(BUILD)/dagd)
