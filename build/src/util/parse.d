@@ -1,2 +1,0 @@
-build/src/util/parse.o: src/util/parse.c include/dagd/util.h
-include/dagd/util.h:
