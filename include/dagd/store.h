@@ -77,3 +77,18 @@ typedef struct dg_tasklog dg_tasklog;
 int dg_tasklog_open(const char *path, dg_tasklog **ret); /* creates parent dirs */
 void dg_tasklog_line(dg_tasklog *l, int stream, const char *line, size_t len);
 void dg_tasklog_close(dg_tasklog *l); /* flushes; NULL is fine */
+
+/* Additions by the store module. */
+
+/* Notes on the calls above: a ti needs its run, a try its ti, stored first (a put
+ * without its parent fails with -ENOENT); a put whose key field is NULL fails with
+ * -EINVAL; other failures are -EBUSY, -ENOSPC, -EIO... with the text in
+ * dg_store_errmsg. A run stored with conf_json NULL reads back as "{}". Lists with no
+ * rows return *ret NULL and *ret_n 0; list_runs takes dag NULL for the runs of every
+ * DAG; list_tis is in insertion order. In log paths, ids equal to "." or ".." and ids
+ * containing '/' or '%' are percent-encoded; other characters (':' '+') are kept. */
+
+/* The message of the store's last failed call ("" when none). */
+const char *dg_store_errmsg(const dg_store *st);
+/* Pushes buffered lines to the file, so followers of a running task see them. */
+int dg_tasklog_flush(dg_tasklog *l);
