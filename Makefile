@@ -2,7 +2,7 @@
 CC      ?= cc
 PKGS    := libuv libcurl jansson yaml-0.1 sqlite3 libarchive
 CFLAGS  ?= -O2 -g
-override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Iinclude -MMD -MP -D_GNU_SOURCE
+override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Iinclude -MMD -MP -D_GNU_SOURCE -DDAGD_VERSION=\"0.1.0\"
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 BUILD   ?= build

@@ -34,3 +34,9 @@ bool dg_tmpl_uses_xcom(const char *src);
 json_t *dg_tmpl_vars(const char *dag_id, const char *run_id, const char *task_id, int try_number,
                      int64_t logical_ms, int64_t interval_start_ms, int64_t interval_end_ms,
                      const json_t *params, const json_t *conf);
+
+/* An Airflow-style connection URI as the object conn.ID holds:
+ * {uri, host, port, login, password, schema, extra{...}}. NULL and err set if malformed. */
+json_t *dg_conn_parse_uri(const char *uri, dg_error *err);
+/* Every DAGD_CONN_<ID>=<uri> of the environment, keyed by lowercased id. */
+json_t *dg_conn_from_env(void);

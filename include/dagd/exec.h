@@ -1,0 +1,61 @@
+/* exec — the local Docker backend: carries out the scheduler's commands on the engine
+ * and feeds the outcomes back. For each try it renders the templates, makes the image
+ * and network available, creates a uniquely named, labelled container, starts it,
+ * follows its logs from the first line into the try's log file, takes the exit code
+ * from the engine's `die` event (reconciled by inspect after reconnects), reads the
+ * output, reports to the scheduler, and only then removes the container (off the
+ * critical path). PREPARE hints create a container before its upstream finishes when
+ * its templates do not need upstream outputs.
+ * The executor owns its per-run and per-try state; it borrows the loop, the docker
+ * client, the scheduler and the store (NULL store = `dagd test`: nothing persisted). */
+#pragma once
+#include <jansson.h>
+#include <uv.h>
+
+#include "dagd/dag.h"
+#include "dagd/docker.h"
+#include "dagd/sched.h"
+#include "dagd/store.h"
+
+#define DG_OUTPUT_MAX (64 * 1024)
+
+typedef struct dg_exec dg_exec;
+
+typedef struct dg_exec_hooks {
+    void (*ti_changed)(void *ud, dg_run *run, size_t task);
+    void (*run_changed)(void *ud, dg_run *run);
+    /* every container log line (after redaction), e.g. for `dagd test` */
+    void (*log_line)(void *ud, dg_run *run, size_t task, int stream, const char *line, size_t len);
+    /* everything outstanding (tries, removals) has finished: the loop may stop */
+    void (*idle)(void *ud);
+    void *ud;
+} dg_exec_hooks;
+
+typedef struct dg_exec_opts {
+    uv_loop_t *loop;
+    dg_docker *docker;
+    dg_sched *sched;
+    dg_store *store;       /* may be NULL */
+    const char *state_dir; /* for log files; NULL = no log files */
+    int stop_grace_s;      /* SIGTERM → SIGKILL, default 10 */
+    bool allow_privileged;
+    dg_exec_hooks hooks;
+} dg_exec_opts;
+
+int dg_exec_new(const dg_exec_opts *opts, dg_exec **ret, dg_error *err);
+/* Connects to the engine (version, event stream); the callback says when ready. */
+void dg_exec_connect(dg_exec *x, dg_docker_done_cb cb, void *ud);
+/* Create and persist a run. conf (borrowed, may be NULL) overrides params. */
+dg_run *dg_exec_add_run(dg_exec *x, const dg_dag *dag, const char *run_id, const char *run_type,
+                        int64_t logical_ms, int64_t interval_start_ms, int64_t interval_end_ms,
+                        const json_t *conf);
+/* Let the scheduler act now (after adding runs or cancelling). */
+void dg_exec_pump(dg_exec *x);
+void dg_exec_cancel_all(dg_exec *x);
+/* What the executor knows of a try beyond the scheduler's state. NULL when none. */
+const char *dg_exec_container_name(dg_exec *x, dg_run *run, size_t task);
+const char *dg_exec_output(dg_exec *x, dg_run *run, size_t task);
+/* Number of tries and removals still outstanding. */
+int dg_exec_outstanding(dg_exec *x);
+/* Closes handles; run the loop afterwards. Does not free the docker client. */
+void dg_exec_free(dg_exec *x);

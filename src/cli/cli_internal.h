@@ -1,0 +1,21 @@
+/* cli internals: the foreground-run display and shared helpers. */
+#pragma once
+#include <stdio.h>
+
+#include "dagd/dag.h"
+#include "dagd/exec.h"
+#include "dagd/sched.h"
+
+typedef struct dg_display {
+    FILE *out;
+    bool tty;
+    int drawn_lines;
+} dg_display;
+
+void dg__display_init(dg_display *d, FILE *out, bool tty);
+void dg__display_draw(dg_display *d, dg_run *run, dg_exec *x, int64_t now);
+void dg__display_ti(dg_display *d, dg_run *run, size_t task);
+void dg__display_run(dg_display *d, dg_run *run);
+
+/* Load and validate a DAG file, including template syntax; prints diagnostics to stderr. */
+int dg__cli_load(const char *path, dg_dag **ret);

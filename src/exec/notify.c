@@ -1,0 +1,218 @@
+/* exec/notify — notifications (email over SMTP, webhooks) for notify tasks and for
+ * on_failure / on_success / on_retry. Delivery is a blocking libcurl transfer, so it
+ * runs on libuv's thread pool; the result comes back on the loop. SMTP settings come
+ * from the environment (DAGD_SMTP_URL, DAGD_SMTP_FROM, optional DAGD_SMTP_USER and
+ * DAGD_SMTP_PASSWORD), as every server config key does (SPEC §9). */
+#include <curl/curl.h>
+#include <errno.h>
+#include <string.h>
+
+#include "dagd/tmpl.h"
+#include "exec_internal.h"
+
+typedef struct notify_job {
+    uv_work_t work;
+    dg_exec *x;
+    exec_try *t; /* NULL for event notifications */
+    char *name;
+    /* rendered */
+    char *url, *body, *subject, *from, *user, *password;
+    char **to;
+    bool email;
+    /* result */
+    char *error;
+} notify_job;
+
+typedef struct upload {
+    const char *data;
+    size_t len, off;
+} upload;
+
+static size_t read_cb(char *buf, size_t size, size_t n, void *ud) {
+    upload *u = ud;
+    size_t want = size * n, left = u->len - u->off;
+    if (want > left) want = left;
+    memcpy(buf, u->data + u->off, want);
+    u->off += want;
+    return want;
+}
+
+static size_t discard_cb(char *p, size_t s, size_t n, void *ud) { return s * n; }
+
+static void deliver(uv_work_t *w) {
+    notify_job *j = w->data;
+    CURL *c = curl_easy_init();
+    if (!c) {
+        j->error = xstrdup("cannot initialise libcurl");
+        return;
+    }
+    char errbuf[CURL_ERROR_SIZE] = "";
+    struct curl_slist *hdrs = NULL, *rcpt = NULL;
+    dg_buf msg = {0};
+    upload up = {0};
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard_cb);
+    if (j->email) {
+        curl_easy_setopt(c, CURLOPT_URL, j->url);
+        curl_easy_setopt(c, CURLOPT_MAIL_FROM, j->from);
+        for (size_t i = 0; j->to && j->to[i]; i++) rcpt = curl_slist_append(rcpt, j->to[i]);
+        curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpt);
+        if (j->user) curl_easy_setopt(c, CURLOPT_USERNAME, j->user);
+        if (j->password) curl_easy_setopt(c, CURLOPT_PASSWORD, j->password);
+        char date[64];
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+        dg_buf_printf(&msg, "Date: %s\r\nFrom: %s\r\nTo: ", date, j->from);
+        for (size_t i = 0; j->to && j->to[i]; i++) dg_buf_printf(&msg, "%s%s", i ? ", " : "", j->to[i]);
+        dg_buf_printf(&msg, "\r\nSubject: %s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
+                      j->subject, j->body);
+        up.data = msg.data;
+        up.len = msg.len;
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, read_cb);
+        curl_easy_setopt(c, CURLOPT_READDATA, &up);
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    } else {
+        curl_easy_setopt(c, CURLOPT_URL, j->url);
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, j->body);
+        curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+    }
+    CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK)
+        j->error = xasprintf("notification '%s': %s", j->name, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    curl_slist_free_all(hdrs);
+    curl_slist_free_all(rcpt);
+    dg_buf_free(&msg);
+    curl_easy_cleanup(c);
+}
+
+static void job_free(notify_job *j) {
+    free(j->name);
+    free(j->url);
+    free(j->body);
+    free(j->subject);
+    free(j->from);
+    free(j->user);
+    free(j->password);
+    dg_strv_free(j->to);
+    free(j->error);
+    free(j);
+}
+
+static void delivered(uv_work_t *w, int status) {
+    notify_job *j = w->data;
+    if (status == UV_ECANCELED && !j->error) j->error = xstrdup("notification cancelled");
+    if (j->t) {
+        if (j->error) dg__exec_try_fail(j->t, j->error);
+        else dg__exec_try_succeed(j->t);
+    } else if (j->error) {
+        fprintf(stderr, "dagd: %s\n", j->error);
+    }
+    job_free(j);
+}
+
+/* Render a notification into a job; the caller queues it. */
+static int prepare_job(notify_job *j, const dg_notification *n, exec_try *t, const json_t *vars,
+                       dg_error *err) {
+    dg_tmpl_ctx ctx = {.vars = vars};
+    j->name = xstrdup(n->name);
+    if (n->webhook_url) {
+        if (dg_tmpl_render(n->webhook_url, &ctx, &j->url, err) < 0) return -EINVAL;
+        if (n->webhook_body) {
+            if (dg_tmpl_render(n->webhook_body, &ctx, &j->body, err) < 0) return -EINVAL;
+        } else {
+            json_auto_t *o = json_pack("{s:O?,s:O?,s:O?,s:O?,s:O?}", "dag_id", json_object_get(vars, "dag_id"),
+                                       "run_id", json_object_get(vars, "run_id"), "task_id",
+                                       json_object_get(vars, "task_id"), "state",
+                                       json_object_get(vars, "state"), "ds", json_object_get(vars, "ds"));
+            const char *dag = json_string_value(json_object_get(vars, "dag_id"));
+            const char *st = json_string_value(json_object_get(vars, "state"));
+            json_object_set_new(o, "text", json_sprintf("dagd: %s %s", dag ? dag : "", st ? st : ""));
+            j->body = json_dumps(o, JSON_COMPACT);
+        }
+        return 0;
+    }
+    j->email = true;
+    const char *url = getenv("DAGD_SMTP_URL");
+    if (!url || !*url)
+        return dg_error_set(err, -ENOENT, "notification '%s': email needs an SMTP server (smtp.url / DAGD_SMTP_URL)",
+                            n->name);
+    j->url = xstrdup(url);
+    const char *from = getenv("DAGD_SMTP_FROM");
+    j->from = xstrdup(from && *from ? from : "dagd@localhost");
+    j->user = xstrdup(getenv("DAGD_SMTP_USER"));
+    j->password = xstrdup(getenv("DAGD_SMTP_PASSWORD"));
+    j->to = dg_strv_copy(n->email_to);
+    const char *subj = n->email_subject ? n->email_subject : "dagd: {{ dag_id }} {{ ds }} {{ state }}";
+    const char *body = n->email_body ? n->email_body
+                                     : "DAG {{ dag_id }}, run {{ run_id }}: {{ state }}";
+    if (dg_tmpl_render(subj, &ctx, &j->subject, err) < 0) return -EINVAL;
+    if (dg_tmpl_render(body, &ctx, &j->body, err) < 0) return -EINVAL;
+    (void)t;
+    return 0;
+}
+
+static void queue(dg_exec *x, const dg_notification *n, exec_try *t, json_t *vars) {
+    notify_job *j = xcalloc(1, sizeof *j);
+    j->x = x;
+    j->t = t;
+    j->work.data = j;
+    dg_error err = {0};
+    if (prepare_job(j, n, t, vars, &err) < 0) {
+        if (t) dg__exec_try_fail(t, err.msg);
+        else fprintf(stderr, "dagd: %s\n", err.msg);
+        dg_error_clear(&err);
+        job_free(j);
+        return;
+    }
+    uv_queue_work(x->loop, &j->work, deliver, delivered);
+}
+
+/* A notify task's `state`: failed when an upstream did not succeed, else success. */
+void dg__exec_notify_task(exec_try *t) {
+    const dg_dag *dag = t->er->run->dag;
+    const dg_task *tk = &dag->tasks[t->task];
+    dg_sched_on_started(t->x->sched, t->er->run, t->task, t->try_number, dg_now_ms());
+    const dg_notification *n = dg_dag_notification(dag, tk->notify);
+    if (!n) {
+        dg__exec_try_fail(t, "unknown notification");
+        return;
+    }
+    const char *state = "success";
+    for (size_t i = 0; i < tk->n_upstream; i++) {
+        dg_ti_state s = t->er->run->ti[tk->upstream[i]].state;
+        if (s == DG_TI_FAILED || s == DG_TI_UPSTREAM_FAILED) state = "failed";
+    }
+    json_auto_t *vars = dg__exec_vars(t);
+    json_object_set_new(vars, "state", json_string(state));
+    queue(t->x, n, t, vars);
+}
+
+void dg__exec_notify_event(dg_exec *x, dg_run *run, size_t task, dg_notify_event ev) {
+    const dg_dag *dag = run->dag;
+    exec_run *er = run->userdata;
+    char **names;
+    const char *state;
+    if (task == SIZE_MAX) {
+        names = ev == DG_EVENT_SUCCESS ? dag->on_success : dag->on_failure;
+        state = ev == DG_EVENT_SUCCESS ? "success" : "failed";
+    } else {
+        const dg_task *tk = &dag->tasks[task];
+        names = ev == DG_EVENT_SUCCESS ? tk->on_success : ev == DG_EVENT_RETRY ? tk->on_retry : tk->on_failure;
+        state = ev == DG_EVENT_SUCCESS ? "success" : ev == DG_EVENT_RETRY ? "up_for_retry" : "failed";
+    }
+    for (size_t i = 0; names && names[i]; i++) {
+        const dg_notification *n = dg_dag_notification(dag, names[i]);
+        if (!n) continue;
+        json_auto_t *vars = dg_tmpl_vars(dag->dag_id, run->run_id, task == SIZE_MAX ? "" : dag->tasks[task].id,
+                                         task == SIZE_MAX ? 0 : run->ti[task].try_number, er->logical_ms,
+                                         er->interval_start_ms, er->interval_end_ms, er->params, er->conf);
+        json_object_set_new(vars, "state", json_string(state));
+        queue(x, n, NULL, vars);
+    }
+}
