@@ -1038,12 +1038,7 @@ dg_run *dg_exec_add_run(dg_exec *x, const dg_dag *dag, const char *run_id, const
     er->interval_start_ms = interval_start_ms;
     er->interval_end_ms = interval_end_ms;
     er->conf = conf ? json_deep_copy(conf) : json_object();
-    er->params = json_deep_copy(dag->params);
-    const char *k;
-    json_t *v;
-    json_object_foreach(er->conf, k, v) {
-        if (json_object_get(er->params, k)) json_object_set(er->params, k, v);
-    }
+    er->params = json_deep_copy(dag->params); /* dg_tmpl_vars lays conf over it */
     er->n_tasks = dag->n_tasks;
     er->outputs = xcalloc(dag->n_tasks, sizeof(char *));
     er->cur = xcalloc(dag->n_tasks, sizeof(exec_try *));
