@@ -82,7 +82,8 @@ static int parse_query(const char *q, size_t n, json_t *extra, dg_error *err) {
                     json_decref(obj);
                     json_decref(k);
                     json_decref(v);
-                    return dg_error_set(err, -EINVAL, "connection URI: __extra__ is not a JSON object");
+                    return dg_error_set(err, -EINVAL,
+                                        "connection URI: __extra__ is not a JSON object");
                 }
                 json_object_update(extra, obj);
                 json_decref(obj);
@@ -137,7 +138,8 @@ json_t *dg_conn_parse_uri(const char *uri, dg_error *err) {
         const char *lend = colon ? colon : at;
         if (set_decoded(c, "login", auth, (size_t)(lend - auth), err) < 0) return NULL;
         if (colon) {
-            if (set_decoded(c, "password", colon + 1, (size_t)(at - colon - 1), err) < 0) return NULL;
+            size_t plen = (size_t)(at - colon - 1);
+            if (set_decoded(c, "password", colon + 1, plen, err) < 0) return NULL;
         } else if (set_decoded(c, "password", "", 0, err) < 0)
             return NULL;
         hp = at + 1;

@@ -70,8 +70,8 @@ static int next_block(const char *src, size_t pos, block *ret, dg_error *err) {
             }
             if (!src[p]) {
                 _cleanup_free_ char *snip = snippet(src, start, strlen(src));
-                return dg_error_set(err, -EINVAL, "unterminated string at offset %zu in template '%s'",
-                                    q, snip);
+                return dg_error_set(err, -EINVAL,
+                                    "unterminated string at offset %zu in template '%s'", q, snip);
             }
             p++;
             continue;
@@ -190,10 +190,10 @@ static int lex(parser *p) {
         p->pos = e;
         return 0;
     }
-    if (isdigit((unsigned char)c) || (c == '-' && st + 1 < lim && isdigit((unsigned char)s[st + 1]))) {
-        size_t e = st + (c == '-');
+    bool negative = c == '-' && st + 1 < lim && isdigit((unsigned char)s[st + 1]);
+    if (isdigit((unsigned char)c) || negative) {
+        size_t e = st + negative;
         long long v = 0;
-        bool neg = c == '-';
         while (e < lim && isdigit((unsigned char)s[e])) {
             int d = s[e++] - '0';
             /* Accumulate negatively so LLONG_MIN is representable. */
@@ -201,7 +201,7 @@ static int lex(parser *p) {
             v = v * 10 - d;
         }
         if (e < lim && is_ident_char(s[e])) return syntax_error(p, st, "bad number");
-        if (!neg) {
+        if (!negative) {
             if (v == LLONG_MIN) return syntax_error(p, st, "integer out of range");
             v = -v;
         }
@@ -236,8 +236,8 @@ static int expect(parser *p, enum tok_kind k, const char *what) {
     if (p->t.kind != k) {
         if (p->t.kind == T_END) return syntax_error(p, p->t.start, "expected %s", what);
         size_t n = p->t.end - p->t.start;
-        return syntax_error(p, p->t.start, "expected %s, found '%.*s'", what, (int)(n > 40 ? 40 : n),
-                            p->src + p->t.start);
+        return syntax_error(p, p->t.start, "expected %s, found '%.*s'", what,
+                            (int)(n > 40 ? 40 : n), p->src + p->t.start);
     }
     return lex(p);
 }
@@ -358,8 +358,8 @@ static int parse_args(parser *p, enum builtin fn, size_t name_start, node *call)
     if ((r = lex(p)) < 0) return r; /* ")" */
     for (size_t i = 0; i < sg->min; i++)
         if (!call->argv[i])
-            return syntax_error(p, name_start, "%s takes %zu argument%s, got %zu", sg->name, sg->max,
-                                sg->max == 1 ? "" : "s", given);
+            return syntax_error(p, name_start, "%s takes %zu argument%s, got %zu", sg->name,
+                                sg->max, sg->max == 1 ? "" : "s", given);
     return 0;
 }
 
@@ -380,7 +380,8 @@ static int parse_postfix(parser *p, node **ret) {
     for (;;) {
         if (p->t.kind == T_DOT) {
             if ((r = lex(p)) < 0) return r;
-            if (p->t.kind != T_IDENT) return syntax_error(p, p->t.start, "expected a name after '.'");
+            if (p->t.kind != T_IDENT)
+                return syntax_error(p, p->t.start, "expected a name after '.'");
             node *a = node_new(N_ATTR, n->start);
             a->name = TAKE_PTR(p->t.s);
             a->end = p->t.end;
@@ -401,8 +402,8 @@ static int parse_postfix(parser *p, node **ret) {
             for (i = 0; i < ARRAY_SIZE(sigs); i++)
                 if (!sigs[i].filter && fname && strcmp(sigs[i].name, fname) == 0) break;
             if (i == ARRAY_SIZE(sigs))
-                return syntax_error(p, n->start, "unknown function '%.*s'", (int)(n->end - n->start),
-                                    p->src + n->start);
+                return syntax_error(p, n->start, "unknown function '%.*s'",
+                                    (int)(n->end - n->start), p->src + n->start);
             node *c = node_new(N_CALL, n->start);
             c->fn = (enum builtin)i;
             node_free(TAKE_PTR(n));
@@ -424,11 +425,11 @@ static int parse_primary(parser *p, node **ret) {
         node *n = node_new(N_LIT, p->t.start);
         n->end = p->t.end;
         n->lit = p->t.kind == T_STR ? json_string(p->t.s) : json_integer(p->t.i);
-        *ret = n;
         if ((r = lex(p)) < 0) {
             node_free(n);
             return r;
         }
+        *ret = n;
         return 0;
     }
     case T_IDENT: {
@@ -438,11 +439,11 @@ static int parse_primary(parser *p, node **ret) {
                 node *n = node_new(N_LIT, p->t.start);
                 n->end = p->t.end;
                 n->lit = i < 2 ? json_true() : i < 4 ? json_false() : json_null();
-                *ret = n;
                 if ((r = lex(p)) < 0) {
                     node_free(n);
                     return r;
                 }
+                *ret = n;
                 return 0;
             }
         return parse_postfix(p, ret);
@@ -467,11 +468,13 @@ static int parse_expr(parser *p, node **ret) {
     if (r < 0) return r;
     while (p->t.kind == T_PIPE) {
         if ((r = lex(p)) < 0) return r;
-        if (p->t.kind != T_IDENT) return syntax_error(p, p->t.start, "expected a filter name after '|'");
+        if (p->t.kind != T_IDENT)
+            return syntax_error(p, p->t.start, "expected a filter name after '|'");
         size_t i;
         for (i = 0; i < ARRAY_SIZE(sigs); i++)
             if (sigs[i].filter && strcmp(sigs[i].name, p->t.s) == 0) break;
-        if (i == ARRAY_SIZE(sigs)) return syntax_error(p, p->t.start, "unknown filter '%s'", p->t.s);
+        if (i == ARRAY_SIZE(sigs))
+            return syntax_error(p, p->t.start, "unknown filter '%s'", p->t.s);
         node *f = node_new(N_FILTER, n->start);
         f->fn = (enum builtin)i;
         f->base = TAKE_PTR(n);
@@ -610,6 +613,16 @@ typedef struct evaler {
 
 static int eval(evaler *e, const node *n, val *ret);
 
+static int eval_error(evaler *e, const char *fmt, ...) _printf_(2, 3);
+static int eval_error(evaler *e, const char *fmt, ...) {
+    _cleanup_free_ char *what = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&what, fmt, ap) < 0) abort();
+    va_end(ap);
+    return block_error(e->err, -EINVAL, e->src, e->blk, "%s", what);
+}
+
 static int unknown_name(evaler *e, const node *n) {
     return block_error(e->err, UNKNOWN_NAME, e->src, e->blk, "unknown name '%.*s'",
                        (int)(n->end - n->start), e->src + n->start);
@@ -648,6 +661,7 @@ static bool parse_ymd(const char *s, struct tm *ret) {
     if (strlen(s) != 10 || s[4] != '-' || s[7] != '-') return false;
     for (int i = 0; i < 10; i++)
         if (i != 4 && i != 7 && !isdigit((unsigned char)s[i])) return false;
+    if (atoi(s) < 1) return false;
     struct tm tm = {0};
     tm.tm_year = atoi(s) - 1900;
     tm.tm_mon = atoi(s + 5) - 1;
@@ -668,19 +682,19 @@ static int call_ds_add(evaler *e, const val *a, val *ret) {
     if (!json_is_string(a[0].v) || !parse_ymd(json_string_value(a[0].v), &tm)) {
         _cleanup_free_ char *shown = NULL;
         if (json_is_string(a[0].v)) shown = xasprintf("'%s'", json_string_value(a[0].v));
-        return block_error(e->err, -EINVAL, e->src, e->blk,
-                           "macros.ds_add: bad date %s (want YYYY-MM-DD)", shown ? shown : "value");
+        return eval_error(e, "macros.ds_add: bad date %s (want YYYY-MM-DD)",
+                          shown ? shown : "value");
     }
     if (!json_is_integer(a[1].v))
-        return block_error(e->err, -EINVAL, e->src, e->blk, "macros.ds_add: days must be an integer");
+        return eval_error(e, "macros.ds_add: days must be an integer");
     json_int_t days = json_integer_value(a[1].v);
     /* Past this the year leaves 1..9999 anyway; checking first keeps time_t math sane. */
     if (days > 4000000 || days < -4000000)
-        return block_error(e->err, -EINVAL, e->src, e->blk, "macros.ds_add: date out of range");
+        return eval_error(e, "macros.ds_add: date out of range");
     time_t t = timegm(&tm) + (time_t)days * 86400;
     struct tm out;
     if (!gmtime_r(&t, &out) || out.tm_year + 1900 < 1 || out.tm_year + 1900 > 9999)
-        return block_error(e->err, -EINVAL, e->src, e->blk, "macros.ds_add: date out of range");
+        return eval_error(e, "macros.ds_add: date out of range");
     char buf[40];
     snprintf(buf, sizeof buf, "%04d-%02d-%02d", out.tm_year + 1900, out.tm_mon + 1, out.tm_mday);
     *ret = val_owned(json_string(buf));
@@ -690,8 +704,7 @@ static int call_ds_add(evaler *e, const val *a, val *ret) {
 static int call_ds_format(evaler *e, const val *a, val *ret) {
     for (int i = 0; i < 3; i++)
         if (!json_is_string(a[i].v))
-            return block_error(e->err, -EINVAL, e->src, e->blk,
-                               "macros.ds_format: argument %d must be a string", i + 1);
+            return eval_error(e, "macros.ds_format: argument %d must be a string", i + 1);
     const char *ds = json_string_value(a[0].v), *in = json_string_value(a[1].v),
                *out = json_string_value(a[2].v);
     struct tm tm = {0};
@@ -708,8 +721,7 @@ static int call_ds_format(evaler *e, const val *a, val *ret) {
         if (ok) tm = back;
     }
     if (!ok)
-        return block_error(e->err, -EINVAL, e->src, e->blk,
-                           "macros.ds_format: '%s' does not match format '%s'", ds, in);
+        return eval_error(e, "macros.ds_format: '%s' does not match format '%s'", ds, in);
     if (!*out) {
         *ret = val_owned(json_string(""));
         return 0;
@@ -722,8 +734,7 @@ static int call_ds_format(evaler *e, const val *a, val *ret) {
             buf[n] = 0;
             json_t *s = json_string(buf);
             if (!s)
-                return block_error(e->err, -EINVAL, e->src, e->blk,
-                                   "macros.ds_format: result is not valid UTF-8");
+                return eval_error(e, "macros.ds_format: result is not valid UTF-8");
             *ret = val_owned(s);
             return 0;
         }
@@ -735,7 +746,7 @@ static int call_xcom_pull(evaler *e, const val *a, val *ret) {
     if (!e->ctx || !e->ctx->xcom_pull)
         return dg_error_set(e->err, -EINVAL, "ti.xcom_pull is not available here");
     if (!json_is_string(a[0].v))
-        return block_error(e->err, -EINVAL, e->src, e->blk, "ti.xcom_pull: task id must be a string");
+        return eval_error(e, "ti.xcom_pull: task id must be a string");
     const char *task = json_string_value(a[0].v);
     char *out = NULL;
     dg_error xe = {0};
