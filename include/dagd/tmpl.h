@@ -35,8 +35,13 @@ json_t *dg_tmpl_vars(const char *dag_id, const char *run_id, const char *task_id
                      int64_t logical_ms, int64_t interval_start_ms, int64_t interval_end_ms,
                      const json_t *params, const json_t *conf);
 
-/* An Airflow-style connection URI as the object conn.ID holds:
- * {uri, host, port, login, password, schema, extra{...}}. NULL and err set if malformed. */
+/* One Airflow-style connection URI, `type://login:password@host:port/schema?k=v`, as the
+ * object templates see under conn.ID: {conn_type, uri, host, port (absent when the URI has
+ * none), login, password, schema, extra{k: v}}. Parts are percent-decoded ('+' is a space
+ * in the query); `?__extra__=<json object>` is the whole extra, as in Airflow; an IPv6 host
+ * goes in brackets. Returns NULL with err set on a bad URI; messages never repeat it. */
 json_t *dg_conn_parse_uri(const char *uri, dg_error *err);
-/* Every DAGD_CONN_<ID>=<uri> of the environment, keyed by lowercased id. */
+
+/* Every DAGD_CONN_<ID>=<uri> in the environment, as {<id lowercased>: <dg_conn_parse_uri>}.
+ * dg_tmpl_vars puts this under "conn"; URIs that do not parse are left out. */
 json_t *dg_conn_from_env(void);
