@@ -1039,6 +1039,10 @@ dg_run *dg_exec_add_run(dg_exec *x, const dg_dag *dag, const char *run_id, const
     er->interval_end_ms = interval_end_ms;
     er->conf = conf ? json_deep_copy(conf) : json_object();
     er->params = json_deep_copy(dag->params); /* dg_tmpl_vars lays conf over it */
+    json_auto_t *conns = dg_conn_from_env(); /* connection passwords never reach a log */
+    const char *cid;
+    json_t *c;
+    json_object_foreach(conns, cid, c) add_secret(er, json_string_value(json_object_get(c, "password")));
     er->n_tasks = dag->n_tasks;
     er->outputs = xcalloc(dag->n_tasks, sizeof(char *));
     er->cur = xcalloc(dag->n_tasks, sizeof(exec_try *));
