@@ -199,6 +199,7 @@ void dg__exec_try_fail(exec_try *t, const char *msg) {
     if (t->stopping && !msg) res.message = "stopped";
     free(t->message);
     t->message = xstrdup(msg);
+    if (t->er->prepared[t->task] == t) t->er->prepared[t->task] = NULL; /* START makes a new try */
     if (t->container_id) try_remove_container(t);
     if (!t->prepare_only || t->start_requested) report(t, &res);
     try_release(t);
