@@ -133,7 +133,8 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
                 .dag_id = run->dag->dag_id,
                 .run_id = run->run_id,
                 .task_id = tk->id,
-                .state = (char *)dg_ti_state_name(ti->state),
+                /* a try that will be retried ended failed; the instance waits */
+                .state = (char *)dg_ti_state_name(ti->state == DG_TI_UP_FOR_RETRY ? DG_TI_FAILED : ti->state),
                 .try_number = ti->try_number,
                 .start_ms = ti->start_ms,
                 .end_ms = ti->end_ms,
