@@ -14,6 +14,7 @@ Fixtures:
 DAGD_VALGRIND=1 runs every dagd invocation under valgrind (exit 99 = valgrind error) with
 ten times longer timeouts.
 """
+import datetime
 import json
 import os
 import pathlib
@@ -78,6 +79,8 @@ def docker_engine():
         return
     if why == "the docker CLI is not installed" or not shutil.which("dockerd"):
         _unavailable(why + "; no dockerd to start")
+    if os.environ.get("DOCKER_HOST"):
+        _unavailable("DOCKER_HOST=%s does not answer: %s" % (os.environ["DOCKER_HOST"], why))
     logf = tempfile.NamedTemporaryFile(prefix="dagd-itest-dockerd-", suffix=".log", delete=False)
     proc = subprocess.Popen(["dockerd"], stdout=logf, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -178,7 +181,6 @@ def inspect(ref):
 
 def epoch_ms(s):
     """'2025-03-04' or '2025-03-04T05:06:07Z' → ms since the epoch (UTC)."""
-    import datetime
     if "T" not in s:
         s += "T00:00:00Z"
     d = datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
@@ -213,6 +215,7 @@ class Harness:
     # --- processes
     def exec(self, *args, timeout=60, env=None, cwd=None):
         argv = [self.bin, *[str(a) for a in args]]
+        cwd = cwd or self.tmp
         t0 = time.monotonic()
         try:
             p = subprocess.run(wrap(argv), capture_output=True, timeout=timeout * TIME_SCALE,
@@ -235,7 +238,7 @@ class Harness:
     def popen(self, *args, env=None):
         argv = [self.bin, *[str(a) for a in args]]
         p = subprocess.Popen(wrap(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL, env=env)
+                             stdin=subprocess.DEVNULL, env=env, cwd=self.tmp)
         self.procs.append(p)
         return p
 

@@ -14,8 +14,15 @@ Where the CLI contract leaves room, these tests take the Airflow-like reading:
   stripped by the test: the file is written without one).
 - The test image's busybox `sleep` runs as PID 1 and ignores SIGTERM, so stopping it takes
   the 10 s grace before SIGKILL: timeouts below allow for that.
-- The engine (20.10) accepts almost any network name; " " is one it refuses at create
-  ("invalid name"), which is what the bad-network test uses.
+- The engine (20.10) accepts almost any network name ("bad name!" included); " " is one it
+  refuses at create ("invalid name"), which is what the bad-network test uses. Refusing it
+  at validation (exit 2 with file:line:col naming the network) is accepted too.
+- `dagd run DAG` finds the DAG by its `dag:` id among the folder's files, whatever the
+  file is called (dag ids are not file names, as in Airflow).
+- `ti.xcom_pull('x')` for a task that does not exist fails that task naming 'x' (or the
+  whole file is refused with exit 2 naming it).
+- In the plain stdout lines, a failed container try carries `exit=N` and `— exit code N`.
+- Cancelled by a signal: the running try ends failed; tasks not started never succeed.
 """
 import json
 import os
