@@ -88,6 +88,7 @@ def test_xcom_pull_fails_in_test_mode(dg, iso):
     res = dg.exec("test", dg.dagfile, "pulls", env=env, cwd=dirs["cwd"])
     assert res.rc == 1, res
     assert "xcom_pull" in res.err, res
+    assert res.out.strip() == "", res
     assert containers(dg.dag_id) == []
 
 
