@@ -1,0 +1,335 @@
+"""Integration harness for dagd: the real binary against a real Docker engine and real SQLite.
+
+Fixtures:
+  docker_engine  (session) an engine that answers `docker version`: the configured one, or
+                 a dockerd started here; skips with a reason when there is none (fails when
+                 $CI is set), never passes silently.
+  test_image     (session) dagd-test/busybox:1 built from images/test/Dockerfile with the
+                 host's static busybox; nothing is pulled from any registry.
+  dagd_bin       (session) $DAGD_BIN, else build/dagd.
+  dg             (per test) a Harness: a unique dag id, a state dir, helpers to write DAG
+                 files, run dagd, read the state DB, the task logs and the engine's containers.
+                 After the test no container labelled with the test's dag ids may remain.
+
+DAGD_VALGRIND=1 runs every dagd invocation under valgrind (exit 99 = valgrind error) with
+ten times longer timeouts.
+"""
+import datetime
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import tempfile
+import textwrap
+import time
+import uuid
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+IMAGE = "dagd-test/busybox:1"
+VALGRIND = os.environ.get("DAGD_VALGRIND") == "1"
+TIME_SCALE = 10 if VALGRIND else 1
+VALGRIND_RC = 99
+VALGRIND_CMD = ["valgrind", "-q", "--error-exitcode=%d" % VALGRIND_RC, "--leak-check=full",
+                "--errors-for-leak-kinds=definite"]
+
+TS_RE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+RUN_ID_RE = r"manual__\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(?:Z|\+00:00)"
+
+
+def _unavailable(msg):
+    if os.environ.get("CI"):
+        pytest.fail("Docker engine not available (and $CI is set): " + msg, pytrace=False)
+    pytest.skip("Docker engine not available: " + msg)
+
+
+def docker(*args, check=True, timeout=120, input=None):
+    """Run the docker CLI; returns the CompletedProcess (text)."""
+    p = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
+                       input=input, stdin=None if input is not None else subprocess.DEVNULL)
+    if check and p.returncode != 0:
+        raise AssertionError("docker %s failed (%d): %s" % (" ".join(args), p.returncode,
+                                                            p.stderr.strip()))
+    return p
+
+
+def _engine_answers():
+    try:
+        p = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                           capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return False, "the docker CLI is not installed"
+    except subprocess.TimeoutExpired:
+        return False, "`docker version` did not answer within 20s"
+    if p.returncode == 0 and p.stdout.strip():
+        return True, p.stdout.strip()
+    return False, (p.stderr.strip() or "`docker version` exited %d" % p.returncode)
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    ok, why = _engine_answers()
+    if ok:
+        yield why
+        return
+    if why == "the docker CLI is not installed" or not shutil.which("dockerd"):
+        _unavailable(why + "; no dockerd to start")
+    if os.environ.get("DOCKER_HOST"):
+        _unavailable("DOCKER_HOST=%s does not answer: %s" % (os.environ["DOCKER_HOST"], why))
+    logf = tempfile.NamedTemporaryFile(prefix="dagd-itest-dockerd-", suffix=".log", delete=False)
+    proc = subprocess.Popen(["dockerd"], stdout=logf, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        ok, _ = _engine_answers()
+        if ok:
+            break
+        time.sleep(1)
+    if not ok:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        with open(logf.name, errors="replace") as f:
+            tail = f.read()[-2000:]
+        _unavailable("%s; started dockerd did not answer within 60s (log %s):\n%s"
+                     % (why, logf.name, tail))
+    try:
+        yield "started dockerd pid %d" % proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def test_image(docker_engine):
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not os.path.exists(busybox):
+        pytest.fail("busybox (Debian's busybox-static) is needed to build " + IMAGE)
+    with tempfile.TemporaryDirectory(prefix="dagd-itest-image-") as ctx:
+        shutil.copy(REPO / "images" / "test" / "Dockerfile", ctx)
+        shutil.copy(busybox, os.path.join(ctx, "busybox"))
+        env = dict(os.environ, DOCKER_BUILDKIT="0")
+        p = subprocess.run(["docker", "build", "-q", "-t", IMAGE, ctx], capture_output=True,
+                           text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
+        if p.returncode != 0:
+            pytest.fail("building %s failed:\n%s\n%s" % (IMAGE, p.stdout, p.stderr))
+    smoke = docker("run", "--rm", IMAGE, "sh", "-c", "echo ok", check=False)
+    if smoke.returncode != 0 or smoke.stdout.strip() != "ok":
+        pytest.fail("%s does not run: %s" % (IMAGE, smoke.stderr))
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
+def dagd_bin():
+    path = os.environ.get("DAGD_BIN") or str(REPO / "build" / "dagd")
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        msg = "dagd binary not found at %s (set DAGD_BIN or run `make`)" % path
+        if os.environ.get("CI"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    if VALGRIND and not shutil.which("valgrind"):
+        pytest.fail("DAGD_VALGRIND=1 but valgrind is not installed")
+    return os.path.abspath(path)
+
+
+def wrap(argv):
+    return VALGRIND_CMD + list(argv) if VALGRIND else list(argv)
+
+
+class Result:
+    def __init__(self, argv, rc, out, err, elapsed):
+        self.argv, self.rc, self.out, self.err, self.elapsed = argv, rc, out, err, elapsed
+
+    def __repr__(self):
+        return "<dagd %s rc=%s %.1fs>\n--- stdout\n%s\n--- stderr\n%s" % (
+            " ".join(self.argv[1:]), self.rc, self.elapsed, self.out[-4000:], self.err[-4000:])
+
+
+def check_valgrind(res):
+    if VALGRIND:
+        assert res.rc != VALGRIND_RC, "valgrind reported errors: %r" % res
+
+
+def make_dag_id(name):
+    base = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:32]
+    return "it_%s_%s" % (base, uuid.uuid4().hex[:6])
+
+
+def containers(dag_id, running_only=False, extra=()):
+    args = ["ps", "-q", "--no-trunc", "--filter", "label=io.dagd.dag=" + dag_id]
+    if not running_only:
+        args.insert(1, "-a")
+    for f in extra:
+        args += ["--filter", f]
+    return docker(*args).stdout.split()
+
+
+def inspect(ref):
+    return json.loads(docker("inspect", ref).stdout)[0]
+
+
+def epoch_ms(s):
+    """'2025-03-04' or '2025-03-04T05:06:07Z' → ms since the epoch (UTC)."""
+    if "T" not in s:
+        s += "T00:00:00Z"
+    d = datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return int(d.timestamp() * 1000)
+
+
+class Harness:
+    def __init__(self, bin_path, tmp_path, name):
+        self.bin = bin_path
+        self.tmp = tmp_path
+        self.state = tmp_path / "state"
+        self.dag_id = make_dag_id(name)
+        self.dag_ids = [self.dag_id]  # every dag id whose containers the test may create
+        self.networks = []            # networks the test expects dagd to create
+        self.procs = []               # dagd processes started with popen()
+
+    # --- files
+    def new_dag_id(self, suffix):
+        d = "%s_%s" % (self.dag_id, suffix)
+        self.dag_ids.append(d)
+        return d
+
+    def write(self, body, name="dag.yml", dag_id=None, dedent=True):
+        """Write a DAG file; @DAG@ and @IMAGE@ in body become the dag id and test image."""
+        text = textwrap.dedent(body) if dedent else body
+        text = text.replace("@DAG@", dag_id or self.dag_id).replace("@IMAGE@", IMAGE)
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    # --- processes
+    def exec(self, *args, timeout=60, env=None, cwd=None):
+        argv = [self.bin, *[str(a) for a in args]]
+        cwd = cwd or self.tmp
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run(wrap(argv), capture_output=True, timeout=timeout * TIME_SCALE,
+                               env=env, cwd=cwd, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            out = (e.stdout or b"").decode("utf-8", "replace")
+            err = (e.stderr or b"").decode("utf-8", "replace")
+            pytest.fail("dagd %s did not finish within %ss\n--- stdout\n%s\n--- stderr\n%s"
+                        % (" ".join(argv[1:]), timeout * TIME_SCALE, out[-4000:], err[-4000:]))
+        res = Result(argv, p.returncode, p.stdout.decode("utf-8", "replace"),
+                     p.stderr.decode("utf-8", "replace"), time.monotonic() - t0)
+        check_valgrind(res)
+        assert res.rc >= 0, "dagd died of signal %d: %r" % (-res.rc, res)
+        return res
+
+    def run(self, target, *args, timeout=60, env=None, state=True):
+        extra = ["--state", str(self.state)] if state else []
+        return self.exec("run", target, *extra, *args, timeout=timeout, env=env)
+
+    def popen(self, *args, env=None):
+        argv = [self.bin, *[str(a) for a in args]]
+        p = subprocess.Popen(wrap(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL, env=env, cwd=self.tmp)
+        self.procs.append(p)
+        return p
+
+    # --- state DB
+    def rows(self, sql, params=(), state=None):
+        db = (state or self.state) / "dagd.db"
+        assert db.exists(), "no state DB at %s" % db
+        con = sqlite3.connect(str(db), timeout=10)
+        try:
+            con.row_factory = sqlite3.Row
+            return [dict(r) for r in con.execute(sql, params)]
+        finally:
+            con.close()
+
+    def runs(self, dag_id=None, state=None):
+        return self.rows("SELECT * FROM dag_runs WHERE dag_id = ? ORDER BY start_ms, rowid",
+                         (dag_id or self.dag_id,), state=state)
+
+    def the_run(self, dag_id=None, state=None):
+        runs = self.runs(dag_id, state=state)
+        assert len(runs) == 1, "expected exactly one dag run, got %r" % runs
+        return runs[0]
+
+    def tis(self, run_id=None, dag_id=None, state=None):
+        """task_id → task_instances row of the run (the only run when run_id is None)."""
+        dag_id = dag_id or self.dag_id
+        run_id = run_id or self.the_run(dag_id, state=state)["run_id"]
+        rows = self.rows("SELECT * FROM task_instances WHERE dag_id = ? AND run_id = ?",
+                         (dag_id, run_id), state=state)
+        return {r["task_id"]: r for r in rows}
+
+    def tries(self, task_id, run_id=None, dag_id=None):
+        dag_id = dag_id or self.dag_id
+        run_id = run_id or self.the_run(dag_id)["run_id"]
+        return self.rows("SELECT * FROM task_tries WHERE dag_id = ? AND run_id = ? AND task_id = ?"
+                         " ORDER BY try_number", (dag_id, run_id, task_id))
+
+    def log_path(self, task_id, try_number=1, run_id=None, dag_id=None):
+        dag_id = dag_id or self.dag_id
+        run_id = run_id or self.the_run(dag_id)["run_id"]
+        return self.state / "logs" / dag_id / run_id / task_id / ("%d.log" % try_number)
+
+    def log(self, task_id, try_number=1, run_id=None, dag_id=None):
+        p = self.log_path(task_id, try_number, run_id, dag_id)
+        assert p.is_file(), "no log file %s" % p
+        return p.read_bytes().decode("utf-8", "replace")
+
+    def log_lines(self, *a, **kw):
+        return self.log(*a, **kw).splitlines()
+
+    # --- engine
+    def containers(self, running_only=False):
+        out = []
+        for d in self.dag_ids:
+            out += containers(d, running_only)
+        return out
+
+    def remove_containers(self):
+        ids = self.containers()
+        if ids:
+            docker("rm", "-f", "-v", *ids, check=False)
+        return ids
+
+
+def _stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.communicate(timeout=30 * TIME_SCALE)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def dg(request, docker_engine, test_image, dagd_bin, tmp_path):
+    h = Harness(dagd_bin, tmp_path, request.node.name)
+    yield h
+    for p in h.procs:
+        _stop(p)
+    left = h.remove_containers()
+    for n in h.networks:
+        docker("network", "rm", n, check=False)
+    call = getattr(request.node, "rep_call", None)
+    if left and call is not None and call.passed:
+        pytest.fail("containers labelled io.dagd.dag in %s were left behind: %s"
+                    % (h.dag_ids, left), pytrace=False)

@@ -1,0 +1,213 @@
+"""`dagd validate PATH...`: ok lines on stdout, `file:line:col: error: msg` on stderr,
+exit 0 all valid / 1 any invalid / 2 usage.
+
+Readings of the contract taken here:
+- For a directory, only *.yml / *.yaml directly inside it are checked; other files are
+  ignored. The file named in ok/error lines is the path as found (directory + name).
+- `ok <file> (<dag_id>, <n> tasks)`: the tests use 2-task DAGs so the plural is certain.
+- Line and column are 1-based; where a problem could be reported at the key or at its
+  value, every case below keeps both on one line, and only the line is checked.
+- Every problem in a file is reported (not only the first).
+- A path that does not exist is an invalid input: exit 1 or 2, with its name on stderr.
+"""
+import os
+import re
+
+import pytest
+
+GOOD = """\
+dag: {dag}
+tasks:
+  a:
+    image: busybox:1
+    command: [echo, "{{{{ ds }}}}"]
+  b:
+    image: busybox:1
+    depends_on: [a]
+"""
+
+
+def ok_re(path, dag, n):
+    return re.compile(r"^ok %s \(%s, %d tasks?\)$" % (re.escape(str(path)), re.escape(dag), n), re.M)
+
+
+def err_re(path, line, col=None):
+    return re.compile(r"^%s:%d:%s: error: \S" % (re.escape(str(path)), line,
+                                                 r"\d+" if col is None else str(col)), re.M)
+
+
+@pytest.fixture
+def v(dagd_bin, tmp_path):
+    from conftest import Harness
+    return Harness(dagd_bin, tmp_path, "validate")
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        p.write_bytes(text)
+    else:
+        p.write_text(text)
+    return p
+
+
+def test_valid_files(v, tmp_path):
+    a = write(tmp_path, "one.yml", GOOD.format(dag="first_dag"))
+    b = write(tmp_path, "two.yaml", GOOD.format(dag="second.dag-2"))
+    res = v.exec("validate", a, b)
+    assert res.rc == 0, res
+    assert ok_re(a, "first_dag", 2).search(res.out), res
+    assert ok_re(b, "second.dag-2", 2).search(res.out), res
+    assert res.err.strip() == "", res
+
+
+def test_syntax_error(v, tmp_path):
+    p = write(tmp_path, "broken.yml", "dag: x\ntasks:\n  a: {image: busybox:1\n  b: [\n")
+    res = v.exec("validate", p)
+    assert res.rc == 1, res
+    assert re.search(r"^%s:\d+:\d+: error: \S" % re.escape(str(p)), res.err, re.M), res
+    assert "ok " not in res.out
+
+
+def test_unknown_key_suggestion(v, tmp_path):
+    p = write(tmp_path, "typo.yml", GOOD.format(dag="typo").replace("depends_on", "depnds_on"))
+    res = v.exec("validate", p)
+    assert res.rc == 1, res
+    assert err_re(p, 8, 5).search(res.err), res
+    line = [l for l in res.err.splitlines() if l.startswith("%s:8:" % p)][0]
+    assert "did you mean" in line and "depends_on" in line, line
+    p2 = write(tmp_path, "typo2.yml", "dag: typo2\nschedul: '@daily'\ntasks:\n  a: {image: x}\n")
+    res = v.exec("validate", p2)
+    assert res.rc == 1
+    assert err_re(p2, 2, 1).search(res.err) and "schedule" in res.err, res
+
+
+def test_cycle(v, tmp_path):
+    p = write(tmp_path, "cycle.yml", """\
+dag: cyc
+tasks:
+  a:
+    image: busybox:1
+    depends_on: [b]
+  b:
+    image: busybox:1
+    depends_on: [a]
+  c:
+    image: busybox:1
+""")
+    res = v.exec("validate", p)
+    assert res.rc == 1, res
+    assert re.search(r"^%s:\d+:\d+: error: .*(a -> b -> a|b -> a -> b)" % re.escape(str(p)),
+                     res.err, re.M), res
+
+
+def test_directory_mixing_good_and_bad(v, tmp_path):
+    d = tmp_path / "dags"
+    g1 = write(d, "good1.yml", GOOD.format(dag="good_one"))
+    g2 = write(d, "good2.yaml", GOOD.format(dag="good_two"))
+    bad = write(d, "bad.yml", GOOD.format(dag="bad_one").replace("image: busybox:1\n  b", "imag: busybox:1\n  b"))
+    write(d, "notes.txt", "this: is [not a dag\n")
+    res = v.exec("validate", d)
+    assert res.rc == 1, res
+    assert ok_re(g1, "good_one", 2).search(res.out), res
+    assert ok_re(g2, "good_two", 2).search(res.out), res
+    assert err_re(bad, 4, 5).search(res.err), res
+    assert "notes.txt" not in res.out + res.err
+    assert "bad.yml" not in res.out
+
+
+@pytest.mark.parametrize("name,text,lines,needle", [
+    ("unknown_dep", "dag: d\ntasks:\n  a: {image: x, depends_on: [nope]}\n  b: {image: x}\n", [3], "nope"),
+    ("no_kind", "dag: d\ntasks:\n  a:\n    retries: 1\n  b: {image: x}\n", [3, 4], None),
+    ("two_kinds", "dag: d\ntasks:\n  a:\n    image: x\n    notify: ops\n  b: {image: x}\n"
+     "notifications:\n  ops: {webhook: {url: 'http://h/'}}\n", [3, 4, 5], None),
+    ("bad_cron", "dag: d\nschedule: '0 2 * *'\nstart_date: 2025-01-01\ntasks:\n  a: {image: x}\n  b: {image: x}\n", [2], None),
+    ("bad_cron_field", "dag: d\nschedule: '61 2 * * *'\nstart_date: 2025-01-01\ntasks:\n  a: {image: x}\n  b: {image: x}\n", [2], None),
+    ("schedule_no_start", "dag: d\nschedule: '@daily'\ntasks:\n  a: {image: x}\n  b: {image: x}\n", [1, 2], "start_date"),
+    ("bad_duration", "dag: d\ntasks:\n  a: {image: x, timeout: 5 parsecs}\n  b: {image: x}\n", [3], None),
+    ("bad_size", "dag: d\ntasks:\n  a: {image: x, shm_size: lots}\n  b: {image: x}\n", [3], None),
+    ("bad_timezone", "dag: d\ntimezone: Mars/Olympus\ntasks:\n  a: {image: x}\n  b: {image: x}\n", [2], "Mars/Olympus"),
+    ("bad_trigger_rule", "dag: d\ntasks:\n  a: {image: x}\n  b: {image: x, depends_on: [a], trigger_rule: sometimes}\n", [4], "sometimes"),
+    ("unknown_notification", "dag: d\non_failure: [pager]\ntasks:\n  a: {image: x}\n  b: {image: x}\n", [2], "pager"),
+    ("duplicate_task", "dag: d\ntasks:\n  a: {image: x}\n  a: {image: y}\n", [4], None),
+    ("bad_dag_id", "dag: 'has space'\ntasks:\n  a: {image: x}\n  b: {image: x}\n", [1], None),
+    ("no_dag_key", "tasks:\n  a: {image: x}\n  b: {image: x}\n", [1, 2, 3, 4], "dag"),
+    ("bad_template", "dag: d\ntasks:\n  a: {image: x, command: [echo, '{{ ds ']}\n  b: {image: x}\n", [3], None),
+    ("bad_pull", "dag: d\ntasks:\n  a: {image: x, pull: sometimes}\n  b: {image: x}\n", [3], "sometimes"),
+])
+def test_rejections(v, tmp_path, name, text, lines, needle):
+    p = write(tmp_path, name + ".yml", text)
+    res = v.exec("validate", p)
+    assert res.rc == 1, res
+    errs = [l for l in res.err.splitlines() if l.startswith(str(p) + ":")]
+    assert errs, res
+    at = []
+    for l in errs:
+        m = re.match(r"^%s:(\d+):(\d+): error: \S" % re.escape(str(p)), l)
+        assert m, "bad diagnostic format: %r" % l
+        at.append(int(m.group(1)))
+    assert any(n in lines for n in at), (lines, res)
+    if needle:
+        assert needle in res.err, res
+    assert res.out.strip() == "", res
+
+
+def test_every_problem_reported(v, tmp_path):
+    p = write(tmp_path, "many.yml", """\
+dag: many
+tasks:
+  a:
+    image: x
+    retriess: 1
+  b:
+    image: x
+    comand: [true]
+    depends_on: [zzz]
+""")
+    res = v.exec("validate", p)
+    assert res.rc == 1, res
+    assert err_re(p, 5, 5).search(res.err), res
+    assert err_re(p, 8, 5).search(res.err), res
+    assert err_re(p, 9).search(res.err), res
+
+
+def test_empty_file(v, tmp_path):
+    p = write(tmp_path, "empty.yml", "")
+    res = v.exec("validate", p)
+    assert res.rc == 1, res
+    assert re.search(r"^%s:\d+:\d+: error: \S" % re.escape(str(p)), res.err, re.M), res
+
+
+def test_binary_file(v, tmp_path):
+    data = bytes(range(256)) * 8 + b"\x00\xff\xfe dag: x\n\x00" + os.urandom(2048)
+    p = write(tmp_path, "binary.yaml", data)
+    res = v.exec("validate", p)
+    assert res.rc == 1, res
+    assert str(p) in res.err, res
+
+
+def test_not_a_mapping(v, tmp_path):
+    for i, text in enumerate(["- a\n- b\n", "just a string\n", "dag: x\ntasks: [a, b]\n",
+                              "dag: x\ntasks:\n  a: 3\n"]):
+        p = write(tmp_path, "shape%d.yml" % i, text)
+        res = v.exec("validate", p)
+        assert res.rc == 1, (text, res)
+        assert re.search(r"^%s:\d+:\d+: error: \S" % re.escape(str(p)), res.err, re.M), res
+
+
+def test_one_bad_file_does_not_hide_others(v, tmp_path):
+    bad = write(tmp_path, "a_bad.yml", "dag: [\n")
+    good = write(tmp_path, "z_good.yml", GOOD.format(dag="zgood"))
+    res = v.exec("validate", bad, good)
+    assert res.rc == 1, res
+    assert ok_re(good, "zgood", 2).search(res.out), res
+
+
+def test_usage(v, tmp_path):
+    res = v.exec("validate")
+    assert res.rc == 2, res
+    missing = tmp_path / "missing.yml"
+    res = v.exec("validate", missing)
+    assert res.rc in (1, 2), res
+    assert str(missing) in res.err, res
