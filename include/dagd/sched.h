@@ -149,3 +149,15 @@ int64_t dg_sched_retry_delay(const dg_task *t, int next_try, int64_t default_cap
 
 /* Slot accounting, for tests and /metrics. */
 int dg_sched_running(const dg_sched *s);
+
+/* Behaviour the declarations above leave open (see src/sched/sched.c):
+ * - dg_sched_cancel_run and dg_sched_on_* do not cascade: call dg_sched_tick after
+ *   them so that downstream tasks and the run itself move on.
+ * - A reschedule-mode sensor answering DG_RES_NOT_YET goes back to `scheduled` with
+ *   not_before_ms = now + interval and no slot; its next check is a START with the
+ *   next try_number, and max_tries is raised by one so checks never use up retries.
+ *   Once sensor.timeout_ms has passed since first_start_ms it ends failed, no retry.
+ * - A try stopped because its run was cancelled ends failed, whatever it exited with.
+ * - depends_on_past: a task whose previous state is not success/skipped stays `none`
+ *   until dg_sched_set_prev_states says otherwise (or the run is cancelled).
+ * - A task without a pool counts against a configured pool named "default_pool". */
