@@ -720,10 +720,13 @@ static void load_task(ctx *c, const node *key, const node *val, const node **def
         err_at(c, key, "task '%.100s' has no kind: set exactly one of image, sensor or notify",
                t->id);
     } else if (kinds > 1) {
-        err_at(c, key, "task '%.100s' has more than one kind (%s%s%s): set exactly one of image, "
+        dg_buf b = {0};
+        for (int k = K_IMAGE; k <= K_NOTIFY; k++)
+            if (vals[k]) dg_buf_printf(&b, "%s%s", b.len ? " and " : "", task_keys[k]);
+        err_at(c, key, "task '%.100s' has more than one kind (%s): set exactly one of image, "
                        "sensor or notify",
-               t->id, vals[K_IMAGE] ? "image " : "", vals[K_SENSOR] ? "sensor " : "",
-               vals[K_NOTIFY] ? "notify" : "");
+               t->id, b.data);
+        dg_buf_free(&b);
     } else {
         t->kind = vals[K_IMAGE] ? DG_KIND_CONTAINER
                   : vals[K_SENSOR] ? DG_KIND_SENSOR : DG_KIND_NOTIFY;
@@ -1138,6 +1141,20 @@ static void load_root(ctx *c, const node *root) {
         load_tasks(c, v[T_TASKS], defaults);
 }
 
+/* Errors are found in walk order; users read them in file order. */
+static void sort_diags(dg_diags *d, size_t from) {
+    for (size_t i = from + 1; i < d->n; i++) {
+        dg_diag x = d->v[i];
+        size_t j = i;
+        while (j > from && (d->v[j - 1].line > x.line ||
+                            (d->v[j - 1].line == x.line && d->v[j - 1].col > x.col))) {
+            d->v[j] = d->v[j - 1];
+            j--;
+        }
+        d->v[j] = x;
+    }
+}
+
 int dg_dag_load_string(const char *name, const char *text, size_t len, const dg_dag_opts *opts,
                        dg_dag **ret, dg_diags *diags) {
     dg_diags local = {0};
@@ -1161,6 +1178,7 @@ int dg_dag_load_string(const char *name, const char *text, size_t len, const dg_
     dg__ynode_free(root);
     free(c.deps);
     bool ok = diags->n == c.first_diag;
+    sort_diags(diags, c.first_diag);
     dg_diags_free(&local);
     if (!ok) {
         dg_dag_free(c.dag);

@@ -166,15 +166,15 @@ static void parser_error(builder *b, yaml_parser_t *p) {
         if (p->problem && strstr(p->problem, "invalid"))
             fail(b, line, col, "invalid UTF-8 (%s)", p->problem);
         else
-            fail(b, line, col, "unreadable input: %s", p->problem ? p->problem : "reader error");
+            fail(b, line, col, "not a text file: %s", p->problem ? p->problem : "unreadable input");
         return;
     }
     if (p->error == YAML_MEMORY_ERROR) abort();
     line = (int)p->problem_mark.line + 1;
     col = (int)p->problem_mark.column + 1;
     if (p->context)
-        fail(b, line, col, "YAML syntax error: %s %s (line %d)", p->problem ? p->problem : "error",
-             p->context, (int)p->context_mark.line + 1);
+        fail(b, line, col, "YAML syntax error: %s (%s started at line %d)",
+             p->problem ? p->problem : "error", p->context, (int)p->context_mark.line + 1);
     else
         fail(b, line, col, "YAML syntax error: %s", p->problem ? p->problem : "error");
 }
