@@ -486,10 +486,7 @@ static void check_corpus_file(const char *path) {
     for (size_t i = 0; i < d.n; i++) {
         cr_assert_str_eq(d.v[i].file, path);
         cr_assert_gt(d.v[i].line, 0, "%s: no line for '%s'", path, d.v[i].msg);
-        char *full = NULL;
-        if (asprintf(&full, "%s", d.v[i].msg) < 0) abort();
-        found |= strstr(full, want) != NULL;
-        free(full);
+        found |= strstr(d.v[i].msg, want) != NULL;
     }
     if (!found) dg_diags_print(&d, stderr);
     cr_assert(found, "%s: no error containing \"%s\"", path, want);
