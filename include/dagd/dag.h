@@ -175,3 +175,20 @@ const dg_notification *dg_dag_notification(const dg_dag *dag, const char *name);
 
 /* Airflow's "downstream" weight rule: own weight plus that of every task downstream. */
 int64_t dg_task_effective_weight(const dg_dag *dag, size_t task);
+
+/* Internal to src/dag (not for other modules): the marked YAML tree the loader walks. */
+typedef enum { DG_YSCALAR, DG_YSEQ, DG_YMAP } dg__ytype;
+typedef struct dg__ynode {
+    dg__ytype type;
+    int line, col;            /* 1-based */
+    bool quoted;              /* quoted, block or !!str scalar: always a string */
+    bool dup;                 /* a mapping key already seen in its mapping (reported) */
+    char *str;                /* scalar text */
+    struct dg__ynode **kids;  /* sequence items; mapping key, value, key, value ... */
+    size_t n;                 /* number of kids */
+    char *anchor;             /* anchor of a container still being built */
+} dg__ynode;
+/* NULL when the text is not a usable YAML document; problems are added to diags. A tree
+ * may also come back with non-fatal problems (duplicate keys) already in diags. */
+dg__ynode *dg__yaml_parse(const char *file, const char *text, size_t len, dg_diags *diags);
+void dg__ynode_free(dg__ynode *n);

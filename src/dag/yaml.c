@@ -1,0 +1,306 @@
+/* dag/yaml — turns YAML text into a small tree of marked nodes (scalars, sequences, mappings)
+ * with libyaml's event parser, so every later error can point at line:col. Aliases are
+ * resolved by copying the anchored node (with a node budget against "billion laughs"),
+ * duplicate mapping keys are reported here, and sizes and depth are bounded so no input can
+ * crash the loader. The tree owns all its strings; dg__ynode_free releases it. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "dagd/dag.h"
+
+#define MAX_NODES 1000000
+#define MAX_DEPTH 100
+
+typedef struct anchor {
+    char *name;
+    dg__ynode *node;
+} anchor;
+
+typedef struct builder {
+    const char *file;
+    dg_diags *diags;
+    const char *text;
+    dg__ynode **stack;
+    size_t depth;
+    anchor *anchors;
+    size_t n_anchors;
+    size_t n_nodes;
+    dg__ynode *root;
+    bool failed;
+} builder;
+
+static void fail(builder *b, int line, int col, const char *fmt, ...) _printf_(4, 5);
+static void fail(builder *b, int line, int col, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0) abort();
+    va_end(ap);
+    dg_diags_add(b->diags, b->file, line, col, "%s", msg);
+    free(msg);
+    b->failed = true;
+}
+
+void dg__ynode_free(dg__ynode *n) {
+    if (!n) return;
+    for (size_t i = 0; i < n->n; i++) dg__ynode_free(n->kids[i]);
+    free(n->kids);
+    free(n->str);
+    free(n->anchor);
+    free(n);
+}
+
+static dg__ynode *node_new(builder *b, dg__ytype type, yaml_mark_t m) {
+    if (++b->n_nodes > MAX_NODES) {
+        fail(b, (int)m.line + 1, (int)m.column + 1,
+             "document too large (more than %d YAML nodes)", MAX_NODES);
+        return NULL;
+    }
+    dg__ynode *n = xcalloc(1, sizeof *n);
+    n->type = type;
+    n->line = (int)m.line + 1;
+    n->col = (int)m.column + 1;
+    return n;
+}
+
+static void add_kid(dg__ynode *parent, dg__ynode *kid) {
+    if ((parent->n & (parent->n - 1)) == 0) /* grow at powers of two */
+        parent->kids = xrealloc(parent->kids, (parent->n ? parent->n * 2 : 1) * sizeof(kid));
+    parent->kids[parent->n++] = kid;
+}
+
+static void attach(builder *b, dg__ynode *n) {
+    if (b->depth == 0) {
+        b->root = n;
+        return;
+    }
+    add_kid(b->stack[b->depth - 1], n);
+}
+
+static void add_anchor(builder *b, const char *name, dg__ynode *n) {
+    b->anchors = xrealloc(b->anchors, (b->n_anchors + 1) * sizeof(anchor));
+    b->anchors[b->n_anchors++] = (anchor){xstrdup(name), n};
+}
+
+/* An alias becomes its own copy so the tree stays a tree; marks point at the alias. */
+static dg__ynode *copy_node(builder *b, const dg__ynode *src, int line, int col, size_t level) {
+    if (level > MAX_DEPTH) {
+        fail(b, line, col, "nesting too deep (more than %d levels)", MAX_DEPTH);
+        return NULL;
+    }
+    if (++b->n_nodes > MAX_NODES) {
+        fail(b, line, col, "document too large (aliases expand to more than %d YAML nodes)",
+             MAX_NODES);
+        return NULL;
+    }
+    dg__ynode *n = xcalloc(1, sizeof *n);
+    n->type = src->type;
+    n->line = line;
+    n->col = col;
+    n->quoted = src->quoted;
+    n->str = xstrdup(src->str);
+    if (src->n) {
+        n->kids = xcalloc(src->n, sizeof(dg__ynode *));
+        for (size_t i = 0; i < src->n; i++) {
+            n->kids[i] = copy_node(b, src->kids[i], line, col, level + 1);
+            if (!n->kids[i]) break;
+            n->n = i + 1;
+        }
+    }
+    if (b->failed) {
+        dg__ynode_free(n);
+        return NULL;
+    }
+    return n;
+}
+
+static int cmp_key(const void *a, const void *b) {
+    const dg__ynode *x = *(dg__ynode *const *)a, *y = *(dg__ynode *const *)b;
+    int r = strcmp(x->str, y->str);
+    if (r) return r;
+    return x->line != y->line ? (x->line < y->line ? -1 : 1) : (x->col < y->col ? -1 : x->col > y->col);
+}
+
+/* Called when a mapping closes; tasks_map says it is the value of the top-level `tasks`. */
+static void check_keys(builder *b, dg__ynode *map, bool tasks_map) {
+    size_t n = map->n / 2, k = 0;
+    _cleanup_free_ dg__ynode **keys = xcalloc(n ? n : 1, sizeof(dg__ynode *));
+    for (size_t i = 0; i + 1 < map->n; i += 2) {
+        dg__ynode *key = map->kids[i];
+        if (key->type != DG_YSCALAR) {
+            dg_diags_add(b->diags, b->file, key->line, key->col,
+                         "mapping keys must be strings, not %s",
+                         key->type == DG_YMAP ? "mappings" : "lists");
+            continue;
+        }
+        keys[k++] = key;
+    }
+    qsort(keys, k, sizeof(dg__ynode *), cmp_key);
+    for (size_t i = 1; i < k; i++) {
+        if (strcmp(keys[i]->str, keys[i - 1]->str) != 0) continue;
+        size_t first = i - 1;
+        while (first > 0 && strcmp(keys[first - 1]->str, keys[i]->str) == 0) first--;
+        keys[i]->dup = true;
+        dg_diags_add(b->diags, b->file, keys[i]->line, keys[i]->col,
+                     "duplicate %s '%.200s' (first defined at line %d)",
+                     tasks_map ? "task id" : "key", keys[i]->str, keys[first]->line);
+    }
+}
+
+static void reader_mark(const char *text, size_t offset, int *line, int *col) {
+    int l = 1, c = 1;
+    for (size_t i = 0; i < offset && text[i]; i++) {
+        if (text[i] == '\n') l++, c = 1;
+        else if (((unsigned char)text[i] & 0xc0) != 0x80) c++;
+    }
+    *line = l, *col = c;
+}
+
+static void parser_error(builder *b, yaml_parser_t *p) {
+    int line, col;
+    if (p->error == YAML_READER_ERROR) {
+        reader_mark(b->text, p->problem_offset, &line, &col);
+        if (p->problem && strstr(p->problem, "invalid"))
+            fail(b, line, col, "invalid UTF-8 (%s)", p->problem);
+        else
+            fail(b, line, col, "not a text file: %s", p->problem ? p->problem : "unreadable input");
+        return;
+    }
+    if (p->error == YAML_MEMORY_ERROR) abort();
+    line = (int)p->problem_mark.line + 1;
+    col = (int)p->problem_mark.column + 1;
+    if (p->context)
+        fail(b, line, col, "YAML syntax error: %s (%s started at line %d)",
+             p->problem ? p->problem : "error", p->context, (int)p->context_mark.line + 1);
+    else
+        fail(b, line, col, "YAML syntax error: %s", p->problem ? p->problem : "error");
+}
+
+static void on_scalar(builder *b, yaml_event_t *ev) {
+    dg__ynode *n = node_new(b, DG_YSCALAR, ev->start_mark);
+    if (!n) return;
+    const char *v = (const char *)ev->data.scalar.value;
+    size_t len = ev->data.scalar.length;
+    if (memchr(v, 0, len))
+        dg_diags_add(b->diags, b->file, n->line, n->col, "strings must not contain NUL characters");
+    n->str = xstrndup(v, len);
+    const char *tag = (const char *)ev->data.scalar.tag;
+    n->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE ||
+                (tag && strcmp(tag, "tag:yaml.org,2002:str") == 0);
+    if (ev->data.scalar.anchor) add_anchor(b, (const char *)ev->data.scalar.anchor, n);
+    attach(b, n);
+}
+
+static void on_start(builder *b, yaml_event_t *ev, dg__ytype type, const yaml_char_t *anc) {
+    if (b->depth >= MAX_DEPTH) {
+        fail(b, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
+             "nesting too deep (more than %d levels)", MAX_DEPTH);
+        return;
+    }
+    dg__ynode *n = node_new(b, type, ev->start_mark);
+    if (!n) return;
+    n->anchor = anc ? xstrdup((const char *)anc) : NULL;
+    if ((b->depth & (b->depth - 1)) == 0)
+        b->stack = xrealloc(b->stack, (b->depth ? b->depth * 2 : 1) * sizeof(dg__ynode *));
+    b->stack[b->depth++] = n;
+}
+
+static void on_end(builder *b) {
+    if (b->depth == 0) return;
+    dg__ynode *n = b->stack[b->depth - 1];
+    if (n->type == DG_YMAP) {
+        bool tasks_map = false;
+        if (b->depth == 2) {
+            const dg__ynode *root = b->stack[0];
+            const dg__ynode *key = root->n % 2 == 1 ? root->kids[root->n - 1] : NULL;
+            tasks_map = key && key->type == DG_YSCALAR && strcmp(key->str, "tasks") == 0;
+        }
+        check_keys(b, n, tasks_map);
+    }
+    b->depth--;
+    if (n->anchor) {
+        add_anchor(b, n->anchor, n);
+        free(n->anchor);
+        n->anchor = NULL;
+    }
+    attach(b, n);
+}
+
+static void on_alias(builder *b, yaml_event_t *ev) {
+    const char *name = (const char *)ev->data.alias.anchor;
+    int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1;
+    for (size_t i = b->n_anchors; i > 0; i--) {
+        if (strcmp(b->anchors[i - 1].name, name) != 0) continue;
+        dg__ynode *n = copy_node(b, b->anchors[i - 1].node, line, col, b->depth);
+        if (n) attach(b, n);
+        return;
+    }
+    for (size_t i = 0; i < b->depth; i++)
+        if (b->stack[i]->anchor && strcmp(b->stack[i]->anchor, name) == 0) {
+            fail(b, line, col, "alias '*%.100s' refers to a node that contains it", name);
+            return;
+        }
+    fail(b, line, col, "unknown alias '*%.100s'", name);
+}
+
+dg__ynode *dg__yaml_parse(const char *file, const char *text, size_t len, dg_diags *diags) {
+    builder b = {.file = file, .diags = diags, .text = text};
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) abort();
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+    int docs = 0;
+    bool done = false;
+    while (!done && !b.failed) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&p, &ev)) {
+            parser_error(&b, &p);
+            break;
+        }
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = true;
+            break;
+        case YAML_DOCUMENT_START_EVENT:
+            if (++docs > 1)
+                fail(&b, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1,
+                     "only one YAML document per file");
+            break;
+        case YAML_SCALAR_EVENT:
+            on_scalar(&b, &ev);
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+            on_start(&b, &ev, DG_YSEQ, ev.data.sequence_start.anchor);
+            break;
+        case YAML_MAPPING_START_EVENT:
+            on_start(&b, &ev, DG_YMAP, ev.data.mapping_start.anchor);
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            on_end(&b);
+            break;
+        case YAML_ALIAS_EVENT:
+            on_alias(&b, &ev);
+            break;
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&p);
+    for (size_t i = 0; i < b.depth; i++) dg__ynode_free(b.stack[i]);
+    free(b.stack);
+    for (size_t i = 0; i < b.n_anchors; i++) free(b.anchors[i].name);
+    free(b.anchors);
+    if (!b.failed && (!b.root || (b.root->type == DG_YSCALAR && !b.root->quoted &&
+                                  (!*b.root->str || strcmp(b.root->str, "~") == 0 ||
+                                   strcmp(b.root->str, "null") == 0))))
+        fail(&b, 1, 1, "file is empty (expected a mapping with 'dag' and 'tasks')");
+    if (b.failed) {
+        dg__ynode_free(b.root);
+        return NULL;
+    }
+    return b.root;
+}
