@@ -401,6 +401,7 @@ static int foreground(const dg_dag *dag, const char *state_dir, json_t *conf, in
     }
     dg_sched_free(f.sched);
     dg_store_close(f.store);
+    dg__display_free(&f.disp);
     if (uv_loop_close(&f.loop) != 0) {
         uv_run(&f.loop, UV_RUN_DEFAULT);
         uv_loop_close(&f.loop);

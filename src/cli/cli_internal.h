@@ -10,7 +10,12 @@ typedef struct dg_display {
     FILE *out;
     bool tty;
     int drawn_lines;
+    /* what the plain-line mode printed last, so a change is printed once */
+    size_t n_tasks;
+    int *last_state, *last_try;
+    int last_run_state;
 } dg_display;
+void dg__display_free(dg_display *d);
 
 void dg__display_init(dg_display *d, FILE *out, bool tty);
 void dg__display_draw(dg_display *d, dg_run *run, dg_exec *x, int64_t now);

@@ -24,6 +24,29 @@ void dg__display_init(dg_display *d, FILE *out, bool tty) {
     memset(d, 0, sizeof *d);
     d->out = out;
     d->tty = tty;
+    d->last_run_state = -1;
+}
+
+void dg__display_free(dg_display *d) {
+    free(d->last_state);
+    free(d->last_try);
+    d->last_state = d->last_try = NULL;
+}
+
+/* True when (task, state, try) differs from what was printed last for that task. */
+static bool changed(dg_display *d, const dg_run *run, size_t task) {
+    if (!d->last_state) {
+        d->n_tasks = run->dag->n_tasks;
+        d->last_state = xcalloc(d->n_tasks, sizeof(int));
+        d->last_try = xcalloc(d->n_tasks, sizeof(int));
+        for (size_t i = 0; i < d->n_tasks; i++) d->last_state[i] = -1;
+    }
+    const dg_ti *ti = &run->ti[task];
+    if (task >= d->n_tasks || (d->last_state[task] == (int)ti->state && d->last_try[task] == ti->try_number))
+        return false;
+    d->last_state[task] = (int)ti->state;
+    d->last_try[task] = ti->try_number;
+    return true;
 }
 
 static void fmt_elapsed(char *b, size_t n, int64_t ms) {
@@ -71,7 +94,7 @@ void dg__display_draw(dg_display *d, dg_run *run, dg_exec *x, int64_t now) {
 }
 
 void dg__display_ti(dg_display *d, dg_run *run, size_t task) {
-    if (d->tty) return;
+    if (d->tty || !changed(d, run, task)) return;
     const dg_ti *ti = &run->ti[task];
     _cleanup_free_ char *ts = dg_format_time(dg_now_ms(), true);
     fprintf(d->out, "%s %s %s try=%d", ts, run->dag->tasks[task].id, dg_ti_state_name(ti->state),
@@ -83,7 +106,8 @@ void dg__display_ti(dg_display *d, dg_run *run, size_t task) {
 }
 
 void dg__display_run(dg_display *d, dg_run *run) {
-    if (d->tty) return;
+    if (d->tty || d->last_run_state == (int)run->state) return;
+    d->last_run_state = (int)run->state;
     _cleanup_free_ char *ts = dg_format_time(dg_now_ms(), true);
     fprintf(d->out, "%s run %s %s\n", ts, run->run_id, dg_run_state_name(run->state));
     fflush(d->out);
