@@ -131,7 +131,7 @@ fi
 say "Where to look next"
 cat <<EOF
 State database (SQLite, WAL):  $STATE/dagd.db
-  tables dag_runs, task_instances, task_tries; for example
+  tables dag_runs, task_instances, task_tries; for example (sqlite3 is Debian's sqlite3 package)
   sqlite3 $STATE/dagd.db 'select task_id, state, try_number, output from task_instances order by start_ms'
 Task logs of this run:          ${run_dir:-$logs/<run_id>}/<task>/<try>.log
 EOF
