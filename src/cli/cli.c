@@ -396,7 +396,8 @@ static int foreground(const dg_dag *dag, const char *state_dir, json_t *conf, in
     if (f.run && f.finished) rc = f.run->state == DG_RUN_SUCCESS ? 0 : 1;
     if (f.interrupted) rc = EXIT_INTERRUPTED;
     if (!test_mode && f.run && f.store) {
-        fprintf(stdout, "\nrun %s %s. State: %s/dagd.db  Logs: %s/logs/%s/%s/\n", f.run_id,
+        /* plain stdout stays one line per change; the pointer goes to stderr there */
+        fprintf(f.disp.tty ? stdout : stderr, "\nrun %s %s. State: %s/dagd.db  Logs: %s/logs/%s/%s/\n", f.run_id,
                 dg_run_state_name(f.run->state), state_dir, state_dir, dag->dag_id, f.run_id);
     }
     dg_sched_free(f.sched);
