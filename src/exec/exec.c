@@ -128,7 +128,10 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
             .message = ti->message,
         };
         int r1 = dg_store_put_ti(x->store, &r);
-        if (ti->try_number > 0 && (!t || t->try_number == ti->try_number)) {
+        /* the try record mirrors the instance while that try is current; `scheduled`
+         * (a retry waiting) and `none` say nothing about the last try */
+        if (ti->try_number > 0 && (!t || t->try_number == ti->try_number) && ti->state != DG_TI_SCHEDULED &&
+            ti->state != DG_TI_NONE) {
             dg_try_rec tr = {
                 .dag_id = run->dag->dag_id,
                 .run_id = run->run_id,
@@ -137,7 +140,7 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
                 .state = (char *)dg_ti_state_name(ti->state == DG_TI_UP_FOR_RETRY ? DG_TI_FAILED : ti->state),
                 .try_number = ti->try_number,
                 .start_ms = ti->start_ms,
-                .end_ms = ti->end_ms,
+                .end_ms = ti->end_ms ? ti->end_ms : (t ? t->end_ms : 0),
                 .has_exit_code = ti->has_exit_code,
                 .exit_code = ti->exit_code,
                 .container_id = t ? t->container_id : NULL,
@@ -176,6 +179,7 @@ static void persist_run(dg_exec *x, dg_run *run) {
 static void report(exec_try *t, const dg_result *res) {
     if (t->reported) return;
     t->reported = true;
+    t->end_ms = now_ms();
     dg_sched_on_finished(t->x->sched, t->er->run, t->task, t->try_number, res, now_ms());
     pump(t->x);
 }

@@ -61,6 +61,7 @@ struct exec_try {
     dg_buf last_line;
     uv_timer_t *timer;
     int64_t sensor_start_ms;
+    int64_t end_ms; /* when the outcome was reported */
 };
 
 exec_try *dg__exec_find_container(dg_exec *x, const char *id);

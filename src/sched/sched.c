@@ -110,7 +110,9 @@ static decision decide(dg_trigger_rule rule, const upstream_count *c) {
     switch (rule) {
     case DG_TR_ALL_SUCCESS:
         if (failish) return UFAIL;
-        if (c->skipped) return SKIP;
+        /* a skip waits for the siblings, so that a failure among them wins whatever
+         * order the upstreams finish in */
+        if (c->skipped) return all_done ? SKIP : WAIT;
         return c->succ == n ? RUN : WAIT;
     case DG_TR_ALL_FAILED:
         if (c->succ || c->skipped) return SKIP;
@@ -119,7 +121,9 @@ static decision decide(dg_trigger_rule rule, const upstream_count *c) {
         return all_done ? RUN : WAIT;
     case DG_TR_ONE_SUCCESS:
         if (c->succ) return RUN;
-        return all_done ? UFAIL : WAIT;
+        if (!all_done) return WAIT;
+        /* Airflow: nothing but skips upstream is a skip, not a failure */
+        return c->skipped == c->n ? SKIP : UFAIL;
     case DG_TR_ONE_FAILED:
         if (failish) return RUN;
         return all_done ? SKIP : WAIT;

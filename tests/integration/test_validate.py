@@ -106,7 +106,7 @@ def test_directory_mixing_good_and_bad(v, tmp_path):
     d = tmp_path / "dags"
     g1 = write(d, "good1.yml", GOOD.format(dag="good_one"))
     g2 = write(d, "good2.yaml", GOOD.format(dag="good_two"))
-    bad = write(d, "bad.yml", GOOD.format(dag="bad_one").replace("image: busybox:1\n  b", "imag: busybox:1\n  b"))
+    bad = write(d, "bad.yml", GOOD.format(dag="bad_one").replace("    image: busybox:1\n    command", "    imag: busybox:1\n    command"))
     write(d, "notes.txt", "this: is [not a dag\n")
     res = v.exec("validate", d)
     assert res.rc == 1, res

@@ -364,8 +364,8 @@ typedef struct rule_case {
 
 static const rule_case rule_cases[] = {
     {DG_TR_ALL_SUCCESS, "SSS", 'r'}, {DG_TR_ALL_SUCCESS, "SSF", 'u'},
-    {DG_TR_ALL_SUCCESS, "SSK", 'k'}, {DG_TR_ALL_SUCCESS, "SFK", 'u'}, {DG_TR_ALL_SUCCESS, "SKF", 'k'},
-    {DG_TR_ALL_SUCCESS, "S.F", 'u'}, {DG_TR_ALL_SUCCESS, "S.K", 'k'},
+    {DG_TR_ALL_SUCCESS, "SSK", 'k'}, {DG_TR_ALL_SUCCESS, "SFK", 'u'}, {DG_TR_ALL_SUCCESS, "SKF", 'u'},
+    {DG_TR_ALL_SUCCESS, "S.F", 'u'}, {DG_TR_ALL_SUCCESS, "S.K", 'n'},
     {DG_TR_ALL_SUCCESS, "SS.", 'n'}, {DG_TR_ALL_SUCCESS, "SSU", 'u'},
     {DG_TR_ALL_FAILED, "FFF", 'r'}, {DG_TR_ALL_FAILED, "FFU", 'r'},
     {DG_TR_ALL_FAILED, "FFS", 'k'}, {DG_TR_ALL_FAILED, "F.S", 'k'},
@@ -373,7 +373,7 @@ static const rule_case rule_cases[] = {
     {DG_TR_ALL_DONE, "SFK", 'r'}, {DG_TR_ALL_DONE, "UUK", 'r'},
     {DG_TR_ALL_DONE, "SF.", 'n'},
     {DG_TR_ONE_SUCCESS, "S..", 'r'}, {DG_TR_ONE_SUCCESS, "FFF", 'u'},
-    {DG_TR_ONE_SUCCESS, "FKU", 'u'}, {DG_TR_ONE_SUCCESS, "KKK", 'u'},
+    {DG_TR_ONE_SUCCESS, "FKU", 'u'}, {DG_TR_ONE_SUCCESS, "KKK", 'k'},
     {DG_TR_ONE_SUCCESS, "F..", 'n'},
     {DG_TR_ONE_FAILED, "F..", 'r'}, {DG_TR_ONE_FAILED, "U..", 'r'},
     {DG_TR_ONE_FAILED, "SSK", 'k'}, {DG_TR_ONE_FAILED, "SS.", 'n'},
