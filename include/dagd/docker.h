@@ -118,3 +118,8 @@ typedef struct dg_docker_endpoint {
 } dg_docker_endpoint;
 int dg_docker_parse_host(const char *host, dg_docker_endpoint *ret, dg_error *err);
 void dg_docker_endpoint_free(dg_docker_endpoint *e);
+
+/* Splits an image reference the way POST /images/create wants it: repo keeps any
+ * registry host:port ("reg:5000/a/b"), tag is the tag, the digest ("sha256:…") when
+ * there is one, else "latest". Caller frees both. */
+void dg_docker_image_split(const char *image, char **ret_repo, char **ret_tag);

@@ -1,0 +1,307 @@
+/* docker/api — the client object, API version negotiation and the request/response
+ * calls (generic call, ping, images, networks, containers).
+ *
+ * Negotiation is implicit: a versioned call made before the version is known waits in a
+ * queue, and the first such call starts GET /_ping; when it answers, queued calls go out
+ * with the /vX.Y prefix, or all fail with the ping's error (the next call tries again).
+ * dg_docker_ping does the same negotiation explicitly. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define DEFAULT_HOST "unix:///var/run/docker.sock"
+
+char *dg__escape(const char *s) {
+    char *e = curl_easy_escape(NULL, s, 0);
+    if (!e) abort();
+    char *r = xstrdup(e);
+    curl_free(e);
+    return r;
+}
+
+int dg_docker_new(uv_loop_t *loop, const char *host, dg_docker **ret, dg_error *err) {
+    static bool curl_ready;
+    if (!host || !*host) host = getenv("DOCKER_HOST");
+    if (!host || !*host) host = DEFAULT_HOST;
+    dg_docker_endpoint ep;
+    int r = dg_docker_parse_host(host, &ep, err);
+    if (r < 0) return r;
+    if (!curl_ready) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+            dg_docker_endpoint_free(&ep);
+            return dg_error_set(err, -EIO, "libcurl failed to initialise");
+        }
+        curl_ready = true;
+    }
+    dg_docker *d = xcalloc(1, sizeof *d);
+    d->loop = loop;
+    d->host = xstrdup(host);
+    d->ep = ep;
+    dg__transport_init(d);
+    *ret = d;
+    return 0;
+}
+
+static void client_closed(uv_handle_t *h) {
+    dg_docker *d = h->data;
+    if (--d->open_handles > 0) return;
+    dg_docker_endpoint_free(&d->ep);
+    free(d->host);
+    free(d->version);
+    free(d);
+}
+
+void dg_docker_free(dg_docker *d) {
+    if (!d || d->closing) return;
+    d->closing = true;
+    dg__transport_shutdown(d);
+    d->open_handles = 2;
+    uv_timer_stop(&d->timer);
+    uv_timer_stop(&d->defer);
+    uv_close((uv_handle_t *)&d->timer, client_closed);
+    uv_close((uv_handle_t *)&d->defer, client_closed);
+}
+
+const char *dg_docker_api_version(const dg_docker *d) { return d ? d->version : NULL; }
+
+/* ---- version negotiation ---- */
+
+static int version_num(const char *v) {
+    unsigned maj, min;
+    if (sscanf(v, "%u.%u", &maj, &min) != 2) return -1;
+    return (int)(maj * 1000 + min);
+}
+
+typedef struct ping_ctx {
+    dg_docker_done_cb cb;
+    void *ud;
+} ping_ctx;
+
+static void ping_done(dg__req *r, const dg_error *err) {
+    dg_docker *d = r->d;
+    ping_ctx *c = r->ctx;
+    dg_error e = {0};
+    d->pinging = false;
+    if (err) {
+        dg_error_set(&e, err->code, "%s", err->msg);
+    } else if (!r->api_version[0] || version_num(r->api_version) < 0) {
+        dg_error_set(&e, -EPROTO, "the Docker engine at %s did not report its API version",
+                     d->host);
+    } else if (version_num(r->api_version) < version_num(DG_DOCKER_API_FLOOR)) {
+        dg_error_set(&e, -EPROTONOSUPPORT,
+                     "the Docker engine at %s speaks API %s, older than the minimum %s this "
+                     "program needs",
+                     d->host, r->api_version, DG_DOCKER_API_FLOOR);
+    } else {
+        free(d->version);
+        d->version = xstrdup(version_num(r->api_version) < version_num(DG_DOCKER_API_MAX)
+                                 ? r->api_version
+                                 : DG_DOCKER_API_MAX);
+    }
+    dg__version_settled(d, e.code ? &e : NULL);
+    if (c && c->cb) c->cb(c->ud, e.code ? &e : NULL);
+    dg_error_clear(&e);
+    free(c);
+}
+
+static void start_ping(dg_docker *d, ping_ctx *c) {
+    dg__req *r = dg__req_new(d, "GET", "/_ping", NULL, ping_done, c);
+    r->versioned = false;
+    d->pinging = true;
+    dg__req_submit(r);
+}
+
+void dg__negotiate(dg_docker *d) {
+    if (d->pinging || d->version || d->closing) return;
+    start_ping(d, NULL);
+}
+
+void dg_docker_ping(dg_docker *d, dg_docker_done_cb cb, void *ud) {
+    ping_ctx *c = xcalloc(1, sizeof *c);
+    c->cb = cb;
+    c->ud = ud;
+    start_ping(d, c);
+}
+
+/* ---- generic call ---- */
+
+typedef struct call_ctx {
+    dg_docker_cb cb;
+    dg_docker_done_cb done;
+    dg_docker_id_cb id_cb;
+    void *ud;
+    long ok[2]; /* statuses >= 400 that mean success for this operation */
+} call_ctx;
+
+static void call_done(dg__req *r, const dg_error *err) {
+    call_ctx *c = r->ctx;
+    json_t *j = dg__req_json(r);
+    if (c->cb) c->cb(c->ud, (int)r->status, j, err);
+    json_decref(j);
+    free(c);
+}
+
+static char *dump_json(const json_t *j) {
+    if (!j) return NULL;
+    char *s = json_dumps(j, JSON_COMPACT);
+    if (!s) abort();
+    return s;
+}
+
+void dg_docker_call(dg_docker *d, const char *method, const char *path, const json_t *req,
+                    dg_docker_cb cb, void *ud) {
+    call_ctx *c = xcalloc(1, sizeof *c);
+    c->cb = cb;
+    c->ud = ud;
+    _cleanup_free_ char *body = dump_json(req);
+    dg__req_submit(dg__req_new(d, method, path, body, call_done, c));
+}
+
+/* done-style operations: some error statuses are success (304 stop, 404 remove). */
+static void op_done(dg__req *r, const dg_error *err) {
+    call_ctx *c = r->ctx;
+    if (err && r->status && (r->status == c->ok[0] || r->status == c->ok[1])) err = NULL;
+    if (c->done) c->done(c->ud, err);
+    free(c);
+}
+
+static dg__req *op_req(dg_docker *d, const char *method, const char *path, dg_docker_done_cb cb,
+                       void *ud, long ok0, long ok1) {
+    call_ctx *c = xcalloc(1, sizeof *c);
+    c->done = cb;
+    c->ud = ud;
+    c->ok[0] = ok0;
+    c->ok[1] = ok1;
+    return dg__req_new(d, method, path, NULL, op_done, c);
+}
+
+/* ---- containers ---- */
+
+static void create_done(dg__req *r, const dg_error *err) {
+    call_ctx *c = r->ctx;
+    json_t *j = err ? NULL : dg__req_json(r);
+    const char *id = j ? json_string_value(json_object_get(j, "Id")) : NULL;
+    if (err) {
+        c->id_cb(c->ud, NULL, err);
+    } else if (!id) {
+        dg_error e = {0};
+        dg_error_set(&e, -EPROTO, "the Docker engine answered container create without an Id");
+        c->id_cb(c->ud, NULL, &e);
+        dg_error_clear(&e);
+    } else {
+        c->id_cb(c->ud, id, NULL);
+    }
+    json_decref(j);
+    free(c);
+}
+
+void dg_docker_container_create(dg_docker *d, const char *name, const json_t *config,
+                                dg_docker_id_cb cb, void *ud) {
+    call_ctx *c = xcalloc(1, sizeof *c);
+    c->id_cb = cb;
+    c->ud = ud;
+    _cleanup_free_ char *path = NULL;
+    if (name && *name) {
+        _cleanup_free_ char *n = dg__escape(name);
+        path = xasprintf("/containers/create?name=%s", n);
+    } else {
+        path = xstrdup("/containers/create");
+    }
+    _cleanup_free_ char *body = dump_json(config);
+    dg__req *r = dg__req_new(d, "POST", path, body ? body : "{}", create_done, c);
+    if (!config) dg__req_fail_later(r, -EINVAL, "container create needs a configuration");
+    else dg__req_submit(r);
+}
+
+static char *container_path(const char *id, const char *suffix) {
+    _cleanup_free_ char *e = dg__escape(id ? id : "");
+    return xasprintf("/containers/%s%s", e, suffix);
+}
+
+void dg_docker_container_start(dg_docker *d, const char *id, dg_docker_done_cb cb, void *ud) {
+    _cleanup_free_ char *path = container_path(id, "/start");
+    dg__req_submit(op_req(d, "POST", path, cb, ud, 0, 0));
+}
+
+void dg_docker_container_stop(dg_docker *d, const char *id, int grace_s, dg_docker_done_cb cb,
+                              void *ud) {
+    _cleanup_free_ char *suffix = xasprintf("/stop?t=%d", grace_s < 0 ? 0 : grace_s);
+    _cleanup_free_ char *path = container_path(id, suffix);
+    dg__req *r = op_req(d, "POST", path, cb, ud, 0, 0);
+    r->stream = true; /* lasts up to the grace period: no fixed total timeout */
+    dg__req_submit(r);
+}
+
+void dg_docker_container_remove(dg_docker *d, const char *id, dg_docker_done_cb cb, void *ud) {
+    _cleanup_free_ char *path = container_path(id, "?force=1&v=1");
+    dg__req_submit(op_req(d, "DELETE", path, cb, ud, 404, 0));
+}
+
+void dg_docker_container_inspect(dg_docker *d, const char *id, dg_docker_cb cb, void *ud) {
+    _cleanup_free_ char *path = container_path(id, "/json");
+    call_ctx *c = xcalloc(1, sizeof *c);
+    c->cb = cb;
+    c->ud = ud;
+    dg__req_submit(dg__req_new(d, "GET", path, NULL, call_done, c));
+}
+
+/* ---- networks ---- */
+
+typedef struct net_ctx {
+    char *name;
+    dg_docker_done_cb cb;
+    void *ud;
+} net_ctx;
+
+static void net_finish(net_ctx *c, const dg_error *err) {
+    if (c->cb) c->cb(c->ud, err);
+    free(c->name);
+    free(c);
+}
+
+static void net_create_done(dg__req *r, const dg_error *err) {
+    /* 409: someone created it between our look-up and the create. */
+    net_finish(r->ctx, err && r->status == 409 ? NULL : err);
+}
+
+static void net_create(dg_docker *d, net_ctx *c) {
+    json_t *body = json_pack("{s:s, s:s, s:b, s:{s:s}}", "Name", c->name, "Driver", "bridge",
+                             "CheckDuplicate", 1, "Labels", "io.dagd.managed", "true");
+    _cleanup_free_ char *s = dump_json(body);
+    json_decref(body);
+    dg__req_submit(dg__req_new(d, "POST", "/networks/create", s, net_create_done, c));
+}
+
+static void net_inspect_done(dg__req *r, const dg_error *err) {
+    net_ctx *c = r->ctx;
+    if (err && r->status != 404) {
+        net_finish(c, err);
+        return;
+    }
+    if (!err) {
+        /* The engine also matches ID prefixes; only an exact name is ours. */
+        json_t *j = dg__req_json(r);
+        const char *name = j ? json_string_value(json_object_get(j, "Name")) : NULL;
+        bool same = name && strcmp(name, c->name) == 0;
+        json_decref(j);
+        if (same) {
+            net_finish(c, NULL);
+            return;
+        }
+    }
+    net_create(r->d, c);
+}
+
+void dg_docker_network_ensure(dg_docker *d, const char *name, dg_docker_done_cb cb, void *ud) {
+    net_ctx *c = xcalloc(1, sizeof *c);
+    c->name = xstrdup(name ? name : "");
+    c->cb = cb;
+    c->ud = ud;
+    _cleanup_free_ char *e = dg__escape(c->name);
+    _cleanup_free_ char *path = xasprintf("/networks/%s", e);
+    dg__req *r = dg__req_new(d, "GET", path, NULL, net_inspect_done, c);
+    if (!*c->name) dg__req_fail_later(r, -EINVAL, "empty network name");
+    else dg__req_submit(r);
+}
