@@ -14,6 +14,13 @@
 #define IMAGE "dagd-test/busybox:1"
 
 static char token[64]; /* labels everything this test process creates */
+static uv_loop_t *cur_loop;
+
+/* A callback that ran in libuv's timer phase would otherwise leave UV_RUN_ONCE blocked in
+ * poll until the next unrelated event. */
+static void wake(void) {
+    if (cur_loop) uv_stop(cur_loop);
+}
 
 typedef struct res {
     bool done;
@@ -35,6 +42,7 @@ static void res_clear(res *r) {
 }
 
 static void keep_err(res *r, const dg_error *err) {
+    wake();
     if (!err) return;
     r->err.code = err->code;
     r->err.msg = xstrdup(err->msg);
@@ -76,7 +84,10 @@ static void file_cb(void *ud, const char *content, size_t len, bool truncated,
     keep_err(r, err);
 }
 
-static void on_guard(uv_timer_t *t) { *(bool *)t->data = true; }
+static void on_guard(uv_timer_t *t) {
+    *(bool *)t->data = true;
+    wake();
+}
 
 /* Runs the loop until *flag or timeout_ms passed (then the test fails). */
 static void wait_for(uv_loop_t *loop, bool *flag, int timeout_ms) {
@@ -85,7 +96,9 @@ static void wait_for(uv_loop_t *loop, bool *flag, int timeout_ms) {
     uv_timer_init(loop, &guard);
     guard.data = &expired;
     uv_timer_start(&guard, on_guard, (uint64_t)timeout_ms, 0);
-    while (!*flag && !expired) uv_run(loop, UV_RUN_ONCE);
+    cur_loop = loop;
+    while (!*flag && !expired) uv_run(loop, UV_RUN_DEFAULT);
+    cur_loop = NULL;
     uv_close((uv_handle_t *)&guard, NULL);
     uv_run(loop, UV_RUN_NOWAIT);
     cr_assert(*flag, "timed out after %d ms", timeout_ms);
@@ -210,6 +223,7 @@ typedef struct logs_seen {
 static void on_line(void *ud, int stream, const char *line, size_t len) {
     logs_seen *s = ud;
     cr_assert(stream == 1 || stream == 2);
+    wake();
     cr_assert_null(memchr(line, '\n', len));
     dg_buf *b = stream == 1 ? &s->out : &s->err;
     dg_buf_append(b, line, len);
@@ -319,6 +333,7 @@ Test(docker, logs_of_exited_container_keep_first_line) {
 typedef struct ev_seen {
     env *e;
     int connected;
+    bool is_connected;
     bool died;
     char *exit_code;
     char *actor;
@@ -327,12 +342,15 @@ typedef struct ev_seen {
 
 static void on_connected(void *ud, const dg_error *err) {
     ev_seen *s = ud;
+    wake();
     cr_assert_null(err, "%s", err ? err->msg : "");
     s->connected++;
+    s->is_connected = true;
 }
 
 static void on_event(void *ud, json_t *ev) {
     ev_seen *s = ud;
+    wake();
     cr_assert_not(s->died, "event after cancel");
     const char *action = json_string_value(json_object_get(ev, "Action"));
     if (!action || strcmp(action, "die") != 0) return;
@@ -354,13 +372,7 @@ Test(docker, events_deliver_die_with_exit_code) {
     ev_seen s = {.e = &e};
     s.stream = dg_docker_events(e.d, labels, on_event, on_connected, &s);
     cr_assert_not_null(s.stream);
-    bool connected = false;
-    for (int i = 0; i < 400 && !connected; i++) {
-        uv_run(&e.loop, UV_RUN_NOWAIT);
-        connected = s.connected > 0;
-        if (!connected) usleep(10000);
-    }
-    cr_assert(connected, "events stream never connected");
+    wait_for(&e.loop, &s.is_connected, 10000);
     char inst[128];
     snprintf(inst, sizeof inst, "%s-ev", token);
     char *other = create(&e, "exit 5", NULL); /* not matching the label filter */
@@ -560,7 +572,9 @@ Test(docker, stop_running_container_and_free_cancels) {
     start(&e, id);
     logs_seen s = {0};
     dg_docker_logs_follow(e.d, id, on_line, done_cb, &s);
-    while (s.n_out == 0) uv_run(&e.loop, UV_RUN_ONCE);
+    cur_loop = &e.loop;
+    while (s.n_out == 0) uv_run(&e.loop, UV_RUN_DEFAULT);
+    cur_loop = NULL;
     cr_assert_str_eq(s.out.data, "up\n");
     res ins = {0};
     dg_docker_container_inspect(e.d, id, call_cb, &ins);
