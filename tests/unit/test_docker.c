@@ -215,9 +215,9 @@ static void wait_exited(env *e, const char *id) {
 }
 
 typedef struct logs_seen {
+    res done; /* first: done_cb gets this struct as its res */
     dg_buf out, err; /* lines joined with \n */
     size_t n_out, n_err;
-    res done;
 } logs_seen;
 
 static void on_line(void *ud, int stream, const char *line, size_t len) {
