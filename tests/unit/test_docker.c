@@ -465,6 +465,13 @@ Test(docker, image_ensure_policies) {
     cr_log_info("pull failure as reported: %s", r.err.msg);
     res_clear(&r);
 
+    /* always: pulls even though the image is here, so here it fails the same way. */
+    dg_docker_image_ensure(e.d, IMAGE, DG_PULL_ALWAYS, done_cb, &r);
+    wait_for(&e.loop, &r.done, 120000);
+    cr_assert_lt(r.err.code, 0);
+    cr_assert_not_null(r.err.msg);
+    res_clear(&r);
+
     dg_docker_image_ensure(e.d, "bad image name", DG_PULL_MISSING, done_cb, &r);
     wait_for(&e.loop, &r.done, 20000);
     cr_assert_eq(r.err.code, -EINVAL);
@@ -600,6 +607,43 @@ Test(docker, stop_running_container_and_free_cancels) {
     cr_assert_str_eq(json_string_value(json_object_get(state, "Status")), "exited");
     cr_assert_eq(json_integer_value(json_object_get(state, "ExitCode")), 0);
     res_clear(&r);
+    removec(&e, id);
+    free(id);
+    env_close(&e);
+}
+
+typedef struct cancel_seen {
+    res done;
+    int lines;
+    dg_docker_stream *stream;
+} cancel_seen;
+
+static void cancel_on_first(void *ud, int stream, const char *line, size_t len) {
+    cancel_seen *c = ud;
+    c->lines++;
+    dg_docker_stream_cancel(c->stream);
+    wake();
+}
+
+Test(docker, logs_cancel_inside_line_callback) {
+    env e;
+    env_open(&e);
+    char *id = create(&e, "echo a; echo b; echo c", NULL);
+    start(&e, id);
+    wait_exited(&e, id);
+    cancel_seen c = {0};
+    c.stream = dg_docker_logs_follow(e.d, id, cancel_on_first, done_cb, &c);
+    bool never = false;
+    cur_loop = &e.loop;
+    uv_timer_t t;
+    uv_timer_init(&e.loop, &t);
+    t.data = &never;
+    uv_timer_start(&t, on_guard, 500, 0);
+    while (!never) uv_run(&e.loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&t, NULL);
+    cur_loop = NULL;
+    cr_assert_eq(c.lines, 1);
+    cr_assert_not(c.done.done, "done must not run after cancel");
     removec(&e, id);
     free(id);
     env_close(&e);
@@ -854,4 +898,37 @@ Test(docker_fake, events_reconnect_with_since) {
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_eq(uv_loop_close(&loop), 0);
     fake_stop(&f);
+}
+
+typedef struct free_inside {
+    dg_docker *d;
+    res first, second;
+} free_inside;
+
+static void free_in_cb(void *ud, int status, json_t *body, const dg_error *err) {
+    free_inside *f = ud;
+    call_cb(&f->first, status, body, err);
+    dg_docker_free(f->d);
+    cr_assert(f->second.done, "free completes the other calls at once");
+}
+
+static void second_cb(void *ud, const dg_error *err) {
+    free_inside *f = ud;
+    done_cb(&f->second, err);
+}
+
+Test(docker_transport, free_from_inside_a_callback) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    free_inside f = {0};
+    dg_error err = {0};
+    cr_assert_eq(dg_docker_new(&loop, "unix:///nonexistent/docker.sock", &f.d, &err), 0);
+    dg_docker_container_inspect(f.d, "x", free_in_cb, &f);
+    dg_docker_container_start(f.d, "x", second_cb, &f);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(f.first.err.code, -ECONNREFUSED);
+    cr_assert_eq(f.second.err.code, -ECANCELED);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    res_clear(&f.first);
+    res_clear(&f.second);
 }
