@@ -37,6 +37,10 @@ void dg_docker_call(dg_docker *d, const char *method, const char *path, const js
 /* Negotiates the API version; status is 0 ok, else err says why (unreachable, too old). */
 typedef void (*dg_docker_done_cb)(void *ud, const dg_error *err); /* err NULL on success */
 void dg_docker_ping(dg_docker *d, dg_docker_done_cb cb, void *ud);
+/* Negotiation is also implicit: versioned calls made before it finished wait, and the
+ * first of them starts GET /_ping. If negotiation fails, every waiting call fails with
+ * its error (status 0) and the next call tries again. Callbacks never run synchronously
+ * inside the call that started them, except during dg_docker_free. */
 
 /* Make `image` usable per policy: "missing" pulls if absent, "always" pulls, "never"
  * fails if absent. Pull errors are read out of the progress stream. */
@@ -72,6 +76,11 @@ void dg_docker_archive_file(dg_docker *d, const char *id, const char *path, size
 typedef void (*dg_docker_line_cb)(void *ud, int stream, const char *line, size_t len);
 dg_docker_stream *dg_docker_logs_follow(dg_docker *d, const char *id, dg_docker_line_cb line_cb,
                                         dg_docker_done_cb done, void *ud);
+/* When the follow ends cleanly, the log is read once more without follow from just
+ * before the last frame seen (frames already delivered are skipped), because the engine
+ * may end a follow before sending the container's last message. The stream is freed
+ * once done has run: do not cancel it after that. dg_docker_free runs done with
+ * -ECANCELED. Needs a container created with Tty: false (else done gets -EPROTO). */
 
 /* Subscribe to container events matching labels (e.g. "io.dagd.instance=abc"), NULL-terminated.
  * Reconnects by itself with since=<last timeNano> and a backoff; after every (re)connect
@@ -81,9 +90,13 @@ typedef void (*dg_docker_event_cb)(void *ud, json_t *event);
 dg_docker_stream *dg_docker_events(dg_docker *d, const char *const *labels,
                                    dg_docker_event_cb on_event, dg_docker_done_cb connected,
                                    void *ud);
+/* connected(NULL) follows each 200 answer; connected(err) is called once per run of
+ * failed attempts (engine unreachable, HTTP error) while retrying goes on. Events whose
+ * timeNano is not newer than the last one delivered are dropped (since= repeats it). */
 
 /* Stop following; the stream's done callback (if any) is NOT called after this. */
 void dg_docker_stream_cancel(dg_docker_stream *s);
+/* Safe inside the stream's own callbacks; nothing of the stream runs afterwards. */
 
 /* --- pure helpers, unit-tested without an engine --- */
 

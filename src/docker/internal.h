@@ -75,7 +75,6 @@ struct dg_docker {
 /* Streams (logs, events) share this head; kind-specific state follows in their file. */
 struct dg_docker_stream {
     dg_docker *d;
-    int kind;
     bool cancelled; /* by the owner or by dg_docker_free: no owner callback runs */
     bool finished;  /* unlinked, timer closing; memory goes in the close callback */
     dg__req *req;   /* current transfer (a reference), NULL between reconnects */
@@ -91,7 +90,8 @@ dg__req *dg__req_new(dg_docker *d, const char *method, const char *path, const c
 void dg__req_submit(dg__req *r);
 /* Stops the request; none of its callbacks run afterwards. Safe from any callback. */
 void dg__req_cancel(dg__req *r);
-/* Completes r with an error on the next loop tick (never synchronously). */
+/* Completes r with an error on the next loop tick (at once while the client is being
+ * freed, which runs callbacks synchronously anyway). */
 void dg__req_fail_later(dg__req *r, int code, const char *fmt, ...) _printf_(3, 4);
 void dg__req_ref(dg__req *r);
 void dg__req_unref(dg__req *r);

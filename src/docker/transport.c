@@ -341,14 +341,12 @@ void dg__version_settled(dg_docker *d, const dg_error *err) {
     dg__req *list = d->waiting;
     d->waiting = NULL;
     d->waiting_tail = &d->waiting;
-    while (list) {
+    /* A callback may free the client: shutdown then owns (and completes) the rest. */
+    while (list && !d->closing) {
         dg__req *r = list;
         list = r->qnext;
         r->qnext = NULL;
-        if (d->closing) {
-            r->state = REQ_NEW;
-            dg__req_fail_later(r, -ECANCELED, "the Docker client is shutting down");
-        } else if (err) {
+        if (err) {
             r->state = REQ_NEW;
             finish(r, err);
         } else if (d->version) {

@@ -14,6 +14,13 @@
 #define IMAGE "dagd-test/busybox:1"
 
 static char token[64]; /* labels everything this test process creates */
+static uv_loop_t *cur_loop;
+
+/* A callback that ran in libuv's timer phase would otherwise leave UV_RUN_ONCE blocked in
+ * poll until the next unrelated event. */
+static void wake(void) {
+    if (cur_loop) uv_stop(cur_loop);
+}
 
 typedef struct res {
     bool done;
@@ -35,6 +42,7 @@ static void res_clear(res *r) {
 }
 
 static void keep_err(res *r, const dg_error *err) {
+    wake();
     if (!err) return;
     r->err.code = err->code;
     r->err.msg = xstrdup(err->msg);
@@ -76,7 +84,10 @@ static void file_cb(void *ud, const char *content, size_t len, bool truncated,
     keep_err(r, err);
 }
 
-static void on_guard(uv_timer_t *t) { *(bool *)t->data = true; }
+static void on_guard(uv_timer_t *t) {
+    *(bool *)t->data = true;
+    wake();
+}
 
 /* Runs the loop until *flag or timeout_ms passed (then the test fails). */
 static void wait_for(uv_loop_t *loop, bool *flag, int timeout_ms) {
@@ -85,7 +96,9 @@ static void wait_for(uv_loop_t *loop, bool *flag, int timeout_ms) {
     uv_timer_init(loop, &guard);
     guard.data = &expired;
     uv_timer_start(&guard, on_guard, (uint64_t)timeout_ms, 0);
-    while (!*flag && !expired) uv_run(loop, UV_RUN_ONCE);
+    cur_loop = loop;
+    while (!*flag && !expired) uv_run(loop, UV_RUN_DEFAULT);
+    cur_loop = NULL;
     uv_close((uv_handle_t *)&guard, NULL);
     uv_run(loop, UV_RUN_NOWAIT);
     cr_assert(*flag, "timed out after %d ms", timeout_ms);
@@ -202,14 +215,15 @@ static void wait_exited(env *e, const char *id) {
 }
 
 typedef struct logs_seen {
+    res done; /* first: done_cb gets this struct as its res */
     dg_buf out, err; /* lines joined with \n */
     size_t n_out, n_err;
-    res done;
 } logs_seen;
 
 static void on_line(void *ud, int stream, const char *line, size_t len) {
     logs_seen *s = ud;
     cr_assert(stream == 1 || stream == 2);
+    wake();
     cr_assert_null(memchr(line, '\n', len));
     dg_buf *b = stream == 1 ? &s->out : &s->err;
     dg_buf_append(b, line, len);
@@ -319,6 +333,7 @@ Test(docker, logs_of_exited_container_keep_first_line) {
 typedef struct ev_seen {
     env *e;
     int connected;
+    bool is_connected;
     bool died;
     char *exit_code;
     char *actor;
@@ -327,12 +342,15 @@ typedef struct ev_seen {
 
 static void on_connected(void *ud, const dg_error *err) {
     ev_seen *s = ud;
+    wake();
     cr_assert_null(err, "%s", err ? err->msg : "");
     s->connected++;
+    s->is_connected = true;
 }
 
 static void on_event(void *ud, json_t *ev) {
     ev_seen *s = ud;
+    wake();
     cr_assert_not(s->died, "event after cancel");
     const char *action = json_string_value(json_object_get(ev, "Action"));
     if (!action || strcmp(action, "die") != 0) return;
@@ -354,13 +372,7 @@ Test(docker, events_deliver_die_with_exit_code) {
     ev_seen s = {.e = &e};
     s.stream = dg_docker_events(e.d, labels, on_event, on_connected, &s);
     cr_assert_not_null(s.stream);
-    bool connected = false;
-    for (int i = 0; i < 400 && !connected; i++) {
-        uv_run(&e.loop, UV_RUN_NOWAIT);
-        connected = s.connected > 0;
-        if (!connected) usleep(10000);
-    }
-    cr_assert(connected, "events stream never connected");
+    wait_for(&e.loop, &s.is_connected, 10000);
     char inst[128];
     snprintf(inst, sizeof inst, "%s-ev", token);
     char *other = create(&e, "exit 5", NULL); /* not matching the label filter */
@@ -451,6 +463,13 @@ Test(docker, image_ensure_policies) {
     cr_assert_not_null(r.err.msg);
     cr_assert_gt(strlen(r.err.msg), 10);
     cr_log_info("pull failure as reported: %s", r.err.msg);
+    res_clear(&r);
+
+    /* always: pulls even though the image is here, so here it fails the same way. */
+    dg_docker_image_ensure(e.d, IMAGE, DG_PULL_ALWAYS, done_cb, &r);
+    wait_for(&e.loop, &r.done, 120000);
+    cr_assert_lt(r.err.code, 0);
+    cr_assert_not_null(r.err.msg);
     res_clear(&r);
 
     dg_docker_image_ensure(e.d, "bad image name", DG_PULL_MISSING, done_cb, &r);
@@ -560,7 +579,9 @@ Test(docker, stop_running_container_and_free_cancels) {
     start(&e, id);
     logs_seen s = {0};
     dg_docker_logs_follow(e.d, id, on_line, done_cb, &s);
-    while (s.n_out == 0) uv_run(&e.loop, UV_RUN_ONCE);
+    cur_loop = &e.loop;
+    while (s.n_out == 0) uv_run(&e.loop, UV_RUN_DEFAULT);
+    cur_loop = NULL;
     cr_assert_str_eq(s.out.data, "up\n");
     res ins = {0};
     dg_docker_container_inspect(e.d, id, call_cb, &ins);
@@ -586,6 +607,43 @@ Test(docker, stop_running_container_and_free_cancels) {
     cr_assert_str_eq(json_string_value(json_object_get(state, "Status")), "exited");
     cr_assert_eq(json_integer_value(json_object_get(state, "ExitCode")), 0);
     res_clear(&r);
+    removec(&e, id);
+    free(id);
+    env_close(&e);
+}
+
+typedef struct cancel_seen {
+    res done;
+    int lines;
+    dg_docker_stream *stream;
+} cancel_seen;
+
+static void cancel_on_first(void *ud, int stream, const char *line, size_t len) {
+    cancel_seen *c = ud;
+    c->lines++;
+    dg_docker_stream_cancel(c->stream);
+    wake();
+}
+
+Test(docker, logs_cancel_inside_line_callback) {
+    env e;
+    env_open(&e);
+    char *id = create(&e, "echo a; echo b; echo c", NULL);
+    start(&e, id);
+    wait_exited(&e, id);
+    cancel_seen c = {0};
+    c.stream = dg_docker_logs_follow(e.d, id, cancel_on_first, done_cb, &c);
+    bool never = false;
+    cur_loop = &e.loop;
+    uv_timer_t t;
+    uv_timer_init(&e.loop, &t);
+    t.data = &never;
+    uv_timer_start(&t, on_guard, 500, 0);
+    while (!never) uv_run(&e.loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&t, NULL);
+    cur_loop = NULL;
+    cr_assert_eq(c.lines, 1);
+    cr_assert_not(c.done.done, "done must not run after cancel");
     removec(&e, id);
     free(id);
     env_close(&e);
@@ -639,4 +697,238 @@ Test(docker_transport, free_before_anything_ran) {
     res_clear(&a);
     res_clear(&b);
     dg_docker_free(NULL);
+}
+
+/* ---- a scripted fake engine on a unix socket, for what the real one cannot show:
+ * other API versions, and the event stream dropping and coming back. ---- */
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+typedef struct fake {
+    int lfd;
+    char path[108];
+    const char *api_version;
+    int conns;
+    char requests[8][512]; /* request lines, in order */
+    pthread_t th;
+    pthread_mutex_t mu;
+} fake;
+
+static void send_all(int fd, const char *s) {
+    size_t n = strlen(s);
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w <= 0) return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+static void *fake_main(void *arg) {
+    fake *f = arg;
+    for (;;) {
+        int c = accept(f->lfd, NULL, NULL);
+        if (c < 0) return NULL;
+        char req[4096];
+        size_t len = 0;
+        while (len < sizeof req - 1 && !memmem(req, len, "\r\n\r\n", 4)) {
+            ssize_t r = read(c, req + len, sizeof req - 1 - len);
+            if (r <= 0) break;
+            len += (size_t)r;
+        }
+        req[len] = 0;
+        pthread_mutex_lock(&f->mu);
+        int n = f->conns++;
+        if (n < 8) snprintf(f->requests[n], sizeof f->requests[n], "%.*s",
+                            (int)strcspn(req, "\r"), req);
+        pthread_mutex_unlock(&f->mu);
+        char resp[1024];
+        if (strstr(req, " /_ping ")) {
+            snprintf(resp, sizeof resp,
+                     "HTTP/1.1 200 OK\r\nApi-Version: %s\r\nContent-Length: 2\r\n"
+                     "Connection: close\r\n\r\nOK",
+                     f->api_version);
+            send_all(c, resp);
+        } else if (strstr(req, "/events?")) {
+            /* One event split across writes, then the connection drops. */
+            snprintf(resp, sizeof resp,
+                     "{\"Type\":\"container\",\"Action\":\"die\",\"Actor\":{\"ID\":\"c%d\","
+                     "\"Attributes\":{\"exitCode\":\"%d\"}},\"time\":1700000000,"
+                     "\"timeNano\":%lld}\n",
+                     n, n, 1700000000123456789LL + n);
+            send_all(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        "Connection: close\r\n\r\n");
+            size_t half = strlen(resp) / 2;
+            char first[512];
+            snprintf(first, sizeof first, "%.*s", (int)half, resp);
+            send_all(c, first);
+            usleep(20000);
+            send_all(c, resp + half);
+        } else {
+            send_all(c, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+                        "Content-Length: 24\r\nConnection: close\r\n\r\n{\"message\":\"not faked\"}\n");
+        }
+        close(c);
+    }
+}
+
+static void fake_start(fake *f, const char *api_version) {
+    memset(f, 0, sizeof *f);
+    pthread_mutex_init(&f->mu, NULL);
+    f->api_version = api_version;
+    snprintf(f->path, sizeof f->path, "/tmp/dagd-fake-%d.sock", (int)getpid());
+    unlink(f->path);
+    f->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", f->path);
+    cr_assert_eq(bind(f->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(f->lfd, 8), 0);
+    pthread_create(&f->th, NULL, fake_main, f);
+}
+
+static void fake_stop(fake *f) {
+    shutdown(f->lfd, SHUT_RDWR);
+    close(f->lfd);
+    pthread_join(f->th, NULL);
+    unlink(f->path);
+}
+
+static dg_docker *fake_client(uv_loop_t *loop, fake *f) {
+    char host[160];
+    snprintf(host, sizeof host, "unix://%s", f->path);
+    dg_docker *d;
+    dg_error err = {0};
+    cr_assert_eq(dg_docker_new(loop, host, &d, &err), 0);
+    return d;
+}
+
+Test(docker_fake, old_engine_refused_newer_capped) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    fake f;
+    fake_start(&f, "1.40");
+    dg_docker *d = fake_client(&loop, &f);
+    res r = {0}, q = {0};
+    dg_docker_container_inspect(d, "x", call_cb, &q); /* queued behind negotiation */
+    dg_docker_ping(d, done_cb, &r);
+    wait_for(&loop, &r.done, 10000);
+    wait_for(&loop, &q.done, 10000);
+    cr_assert_eq(r.err.code, -EPROTONOSUPPORT);
+    cr_assert_not_null(strstr(r.err.msg, "speaks API 1.40, older than the minimum 1.41"), "%s",
+                       r.err.msg);
+    cr_assert_str_eq(q.err.msg, r.err.msg);
+    cr_assert_null(dg_docker_api_version(d));
+    res_clear(&r);
+    res_clear(&q);
+
+    f.api_version = "1.47";
+    dg_docker_ping(d, done_cb, &r);
+    wait_for(&loop, &r.done, 10000);
+    cr_assert_null(r.err.msg, "%s", r.err.msg);
+    cr_assert_str_eq(dg_docker_api_version(d), DG_DOCKER_API_MAX);
+    res_clear(&r);
+    dg_docker_container_inspect(d, "x", call_cb, &q);
+    wait_for(&loop, &q.done, 10000);
+    cr_assert_eq(q.status, 404);
+    cr_assert_str_eq(q.err.msg, "not faked");
+    res_clear(&q);
+    pthread_mutex_lock(&f.mu);
+    cr_assert_str_eq(f.requests[f.conns - 1], "GET /v1.45/containers/x/json HTTP/1.1");
+    pthread_mutex_unlock(&f.mu);
+    dg_docker_free(d);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    fake_stop(&f);
+}
+
+typedef struct recon {
+    int connected, events;
+    bool enough;
+    char exit_codes[16];
+} recon;
+
+static void recon_connected(void *ud, const dg_error *err) {
+    recon *r = ud;
+    cr_assert_null(err, "%s", err ? err->msg : "");
+    r->connected++;
+}
+
+static void recon_event(void *ud, json_t *ev) {
+    recon *r = ud;
+    const char *code =
+        json_string_value(json_object_get(json_object_get(json_object_get(ev, "Actor"), "Attributes"),
+                                          "exitCode"));
+    size_t n = strlen(r->exit_codes);
+    if (code && n + 1 < sizeof r->exit_codes) r->exit_codes[n] = code[0];
+    if (++r->events == 3) {
+        r->enough = true;
+        wake();
+    }
+}
+
+Test(docker_fake, events_reconnect_with_since) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    fake f;
+    fake_start(&f, "1.41");
+    dg_docker *d = fake_client(&loop, &f);
+    recon rc = {0};
+    const char *labels[] = {"io.dagd.instance=abc", NULL};
+    dg_docker_stream *s = dg_docker_events(d, labels, recon_event, recon_connected, &rc);
+    int64_t t0 = dg_now_ms();
+    wait_for(&loop, &rc.enough, 10000);
+    int64_t took = dg_now_ms() - t0;
+    dg_docker_stream_cancel(s);
+    /* ping, then three event connections with events 1, 2, 3; each clean end waits the
+     * 100 ms backoff (reset by every successful connect). */
+    cr_assert_str_eq(rc.exit_codes, "123");
+    cr_assert_eq(rc.connected, 3);
+    cr_assert_geq(took, 200);
+    pthread_mutex_lock(&f.mu);
+    cr_assert_str_eq(f.requests[0], "GET /_ping HTTP/1.1");
+    cr_assert(dg_str_has_prefix(f.requests[1],
+                                "GET /v1.41/events?filters=%7B%22type%22%3A%5B%22container%22%5D%2C"
+                                "%22label%22%3A%5B%22io.dagd.instance%3Dabc%22%5D%7D HTTP"),
+              "%s", f.requests[1]);
+    cr_assert_not_null(strstr(f.requests[2], "&since=1700000000.123456790 "), "%s", f.requests[2]);
+    cr_assert_not_null(strstr(f.requests[3], "&since=1700000000.123456791 "), "%s", f.requests[3]);
+    pthread_mutex_unlock(&f.mu);
+    dg_docker_free(d);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    fake_stop(&f);
+}
+
+typedef struct free_inside {
+    dg_docker *d;
+    res first, second;
+} free_inside;
+
+static void free_in_cb(void *ud, int status, json_t *body, const dg_error *err) {
+    free_inside *f = ud;
+    call_cb(&f->first, status, body, err);
+    dg_docker_free(f->d);
+    cr_assert(f->second.done, "free completes the other calls at once");
+}
+
+static void second_cb(void *ud, const dg_error *err) {
+    free_inside *f = ud;
+    done_cb(&f->second, err);
+}
+
+Test(docker_transport, free_from_inside_a_callback) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    free_inside f = {0};
+    dg_error err = {0};
+    cr_assert_eq(dg_docker_new(&loop, "unix:///nonexistent/docker.sock", &f.d, &err), 0);
+    dg_docker_container_inspect(f.d, "x", free_in_cb, &f);
+    dg_docker_container_start(f.d, "x", second_cb, &f);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(f.first.err.code, -ECONNREFUSED);
+    cr_assert_eq(f.second.err.code, -ECANCELED);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    res_clear(&f.first);
+    res_clear(&f.second);
 }
