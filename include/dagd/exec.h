@@ -28,6 +28,9 @@ typedef struct dg_exec_hooks {
     void (*log_line)(void *ud, dg_run *run, size_t task, int stream, const char *line, size_t len);
     /* everything outstanding (tries, removals) has finished: the loop may stop */
     void (*idle)(void *ud);
+    /* a run can make no more progress by itself: nothing runs or waits for a time,
+     * yet tasks are unfinished (depends_on_past on a previous run that did not succeed) */
+    void (*stalled)(void *ud, dg_run *run);
     void *ud;
 } dg_exec_hooks;
 

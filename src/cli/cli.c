@@ -298,6 +298,19 @@ static void on_run(void *ud, dg_run *run) {
 
 static void on_idle(void *ud) { maybe_finish(ud); }
 
+/* In the foreground nothing else will ever change the previous run: say why and end. */
+static void on_stalled(void *ud, dg_run *run) {
+    fg *f = ud;
+    for (size_t i = 0; i < run->dag->n_tasks; i++) {
+        const dg_task *t = &run->dag->tasks[i];
+        if (run->ti[i].state == DG_TI_NONE && t->depends_on_past && run->prev_states)
+            fprintf(stderr, "dagd: task %s waits for its previous run (depends_on_past), where it ended %s\n", t->id,
+                    dg_ti_state_name(run->prev_states[i]));
+    }
+    fprintf(stderr, "dagd: run %s cannot make progress; ending it\n", run->run_id);
+    dg_exec_cancel_all(f->exec);
+}
+
 static void on_line(void *ud, dg_run *run, size_t task, int stream, const char *line, size_t len) {
     fg *f = ud;
     if (!f->test_mode) return;
@@ -333,10 +346,8 @@ static void connected_cb(void *ud, const dg_error *err) {
         maybe_finish(f);
         return;
     }
-    int64_t now = dg_now_ms();
     f->run = dg_exec_add_run(f->exec, f->dag, f->run_id, "manual", f->logical_ms, f->logical_ms, f->logical_ms,
                              f->conf);
-    (void)now;
     dg_exec_pump(f->exec);
 }
 
@@ -377,7 +388,7 @@ static int foreground(const dg_dag *dag, const char *state_dir, json_t *conf, in
         .store = f.store,
         .state_dir = state_dir,
         .allow_privileged = ap && (strcmp(ap, "1") == 0 || strcmp(ap, "true") == 0),
-        .hooks = {.ti_changed = on_ti, .run_changed = on_run, .log_line = on_line, .idle = on_idle, .ud = &f},
+        .hooks = {.ti_changed = on_ti, .run_changed = on_run, .log_line = on_line, .idle = on_idle, .stalled = on_stalled, .ud = &f},
     };
     dg_exec_new(&xo, &f.exec, &err);
     dg__display_init(&f.disp, test_mode ? stderr : stdout, !test_mode && isatty(STDOUT_FILENO));
@@ -423,19 +434,30 @@ static int parse_date(const char *s, int64_t *ret) {
     return 0;
 }
 
-static int cmd_run(args *a) {
-    if (a->n_pos != 1) {
-        fputs("usage: dagd run FILE|DAG [--date D] [--conf JSON] [--state DIR]\n", stderr);
-        return EXIT_USAGE;
+/* What `run` and `test` both start from: the arguments checked, the DAG loaded. */
+static int load_for_run(args *a, size_t n_pos, const char *usage, int64_t *ret_logical, json_t **ret_conf,
+                        dg_dag **ret_dag) {
+    if (a->n_pos != n_pos) {
+        fputs(usage, stderr);
+        return -EINVAL;
     }
+    json_t *conf = NULL;
+    if (parse_date(a->date, ret_logical) < 0 || parse_conf(a->conf, &conf) < 0) return -EINVAL;
+    if (resolve_dag(a->pos[0], a->dags, ret_dag) < 0) {
+        json_decref(conf);
+        return -EINVAL;
+    }
+    *ret_conf = conf;
+    return 0;
+}
+
+static int cmd_run(args *a) {
     int64_t logical;
     json_t *conf = NULL;
-    if (parse_date(a->date, &logical) < 0 || parse_conf(a->conf, &conf) < 0) return EXIT_USAGE;
     dg_dag *dag = NULL;
-    if (resolve_dag(a->pos[0], a->dags, &dag) < 0) {
-        json_decref(conf);
+    if (load_for_run(a, 1, "usage: dagd run FILE|DAG [--date D] [--conf JSON] [--state DIR]\n", &logical, &conf,
+                     &dag) < 0)
         return EXIT_USAGE;
-    }
     _cleanup_free_ char *state = a->state ? xstrdup(a->state) : default_state_dir();
     int rc = foreground(dag, state, conf, logical, false);
     json_decref(conf);
@@ -445,18 +467,11 @@ static int cmd_run(args *a) {
 
 /* `dagd test`: the one task alone, as a DAG of one task with no retries. */
 static int cmd_test(args *a) {
-    if (a->n_pos != 2) {
-        fputs("usage: dagd test FILE|DAG TASK [--date D] [--conf JSON]\n", stderr);
-        return EXIT_USAGE;
-    }
     int64_t logical;
     json_t *conf = NULL;
-    if (parse_date(a->date, &logical) < 0 || parse_conf(a->conf, &conf) < 0) return EXIT_USAGE;
     dg_dag *dag = NULL;
-    if (resolve_dag(a->pos[0], a->dags, &dag) < 0) {
-        json_decref(conf);
+    if (load_for_run(a, 2, "usage: dagd test FILE|DAG TASK [--date D] [--conf JSON]\n", &logical, &conf, &dag) < 0)
         return EXIT_USAGE;
-    }
     ssize_t idx = dg_dag_task_index(dag, a->pos[1]);
     if (idx < 0) {
         const char **names = xcalloc(dag->n_tasks + 1, sizeof(char *));

@@ -15,6 +15,7 @@
 #include "exec_internal.h"
 
 static void pump(dg_exec *x);
+static void check_stalled(dg_exec *x);
 static void try_unref(exec_try *t);
 static void try_report_exit(exec_try *t);
 
@@ -70,6 +71,7 @@ static void try_unref(exec_try *t) {
     x->outstanding--;
     run_unref(er);
     if (x->outstanding == 0) {
+        check_stalled(x);
         if (x->hooks.idle) x->hooks.idle(x->hooks.ud);
         if (x->closing && x->wake_closed) exec_release(x);
     }
@@ -926,6 +928,13 @@ static void handle(dg_exec *x, const dg_cmd *c) {
 
 static void wake_cb(uv_timer_t *h) { pump(h->data); }
 
+static void check_stalled(dg_exec *x) {
+    if (x->closing || !x->ready || x->pumping || x->outstanding > 0 || !x->hooks.stalled) return;
+    if (dg_sched_next_wakeup(x->sched) >= 0) return;
+    for (dg_run *r = dg_sched_runs(x->sched); r; r = r->next)
+        if (r->state == DG_RUN_RUNNING) x->hooks.stalled(x->hooks.ud, r);
+}
+
 static void pump(dg_exec *x) {
     if (!x->ready || x->closing) return;
     if (x->pumping) {
@@ -944,6 +953,7 @@ static void pump(dg_exec *x) {
     }
     x->pumping = false;
     int64_t w = dg_sched_next_wakeup(x->sched);
+    check_stalled(x);
     if (w >= 0) {
         int64_t d = w - now_ms();
         uv_timer_start(&x->wake, wake_cb, (uint64_t)(d > 0 ? d : 0), 0);
@@ -1031,6 +1041,32 @@ int dg_exec_new(const dg_exec_opts *opts, dg_exec **ret, dg_error *err) {
     return 0;
 }
 
+/* depends_on_past looks at the previous run (by logical date) in the store. A task the
+ * previous run did not have counts as succeeded there, as in Airflow. */
+static void set_prev_states(dg_exec *x, dg_run *run, int64_t logical_ms) {
+    const dg_dag *dag = run->dag;
+    bool needed = false;
+    for (size_t i = 0; i < dag->n_tasks; i++) needed |= dag->tasks[i].depends_on_past;
+    if (!needed || !x->store) return;
+    dg_run_rec *prev = NULL;
+    if (dg_store_prev_run(x->store, dag->dag_id, logical_ms, &prev) < 0) return;
+    dg_ti_rec **tis = NULL;
+    size_t n = 0;
+    if (dg_store_list_tis(x->store, dag->dag_id, prev->run_id, &tis, &n) >= 0) {
+        dg_ti_state *st = xcalloc(dag->n_tasks, sizeof *st);
+        for (size_t i = 0; i < dag->n_tasks; i++) st[i] = DG_TI_SUCCESS;
+        for (size_t k = 0; k < n; k++) {
+            ssize_t i = dg_dag_task_index(dag, tis[k]->task_id);
+            int s = dg_ti_state_from_name(tis[k]->state);
+            if (i >= 0 && s >= 0) st[i] = (dg_ti_state)s;
+        }
+        dg_sched_set_prev_states(run, st);
+        free(st);
+        dg_ti_recs_free(tis, n);
+    }
+    dg_run_rec_free(prev);
+}
+
 dg_run *dg_exec_add_run(dg_exec *x, const dg_dag *dag, const char *run_id, const char *run_type,
                         int64_t logical_ms, int64_t interval_start_ms, int64_t interval_end_ms,
                         const json_t *conf) {
@@ -1054,6 +1090,7 @@ dg_run *dg_exec_add_run(dg_exec *x, const dg_dag *dag, const char *run_id, const
     er->cur = xcalloc(dag->n_tasks, sizeof(exec_try *));
     er->prepared = xcalloc(dag->n_tasks, sizeof(exec_try *));
     run->userdata = er;
+    set_prev_states(x, run, logical_ms);
     persist_run(x, run);
     return run;
 }
