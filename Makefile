@@ -15,7 +15,7 @@ UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
 UNIT_BINS:= $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev libyaml-dev \
-            libsqlite3-dev libarchive-dev libcriterion-dev busybox-static python3 python3-pytest \
+            libsqlite3-dev libarchive-dev libcriterion-dev busybox-static python3 python3-pytest socat openssl \
             valgrind docker.io
 
 .PHONY: all deps test unit integration check bench run install clean images valgrind
