@@ -22,3 +22,32 @@ typedef struct dg_cron {
 
 /* err gets a message naming the bad field, e.g. "minute field: 61 is out of range 0-59". */
 int dg_cron_parse(const char *expr, dg_cron *ret, dg_error *err);
+
+/* ---- schedules in time (SPEC §2: Airflow 2 data intervals) ---- */
+
+/* A parsed `schedule:` with its timezone. */
+typedef struct dg_schedule {
+    dg_cron cron;
+    char *tz; /* IANA name, "UTC" by default */
+} dg_schedule;
+
+int dg_schedule_init(dg_schedule *s, const char *expr, const char *tz, dg_error *err);
+void dg_schedule_done(dg_schedule *s);
+
+/* The first cron fire time strictly after `after_ms` (UTC ms), evaluating the cron fields
+ * in the schedule's local time. DST: a local time that does not exist (spring forward)
+ * fires at the first instant after the gap; a local time that happens twice (fall back)
+ * fires once, at its first occurrence. For DG_SCHED_EVERY: start + k*every. Returns -1
+ * when there is none (e.g. @once after its single run, or an impossible date like Feb 30). */
+int64_t dg_schedule_next_fire(const dg_schedule *s, int64_t start_ms, int64_t after_ms);
+
+/* Data intervals: the run for [start, end) is created at `end`; its logical date is
+ * `start`. The first interval starts at the first fire time >= start_date. */
+typedef struct dg_interval {
+    int64_t start_ms, end_ms;
+} dg_interval;
+
+/* The interval following `prev` (or the first one when prev is NULL), or -ENOENT when
+ * the schedule has no more (end_date passed, @once done). end_date_ms 0 = none. */
+int dg_schedule_next_interval(const dg_schedule *s, int64_t start_date_ms, int64_t end_date_ms,
+                              const dg_interval *prev, dg_interval *ret);

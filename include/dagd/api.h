@@ -1,0 +1,18 @@
+/* api — the REST API of SPEC §7 on libmicrohttpd, driven by the server's libuv loop
+ * (MHD's epoll fd on a uv_poll, its timeout on a uv_timer; no threads). Bearer-token auth
+ * for everything but /api/v1/health; JSON errors {"error","detail"} with 4xx for bad input;
+ * bodies over the cap answer 413; log follow streams with suspend/resume. The API borrows
+ * the server. */
+#pragma once
+#include <uv.h>
+
+#include "dagd/server.h"
+
+typedef struct dg_api dg_api;
+
+/* listen "127.0.0.1:8080", "[::1]:8080", ":8080" (all addresses). token must be non-empty. */
+int dg_api_start(uv_loop_t *loop, dg_server *s, const char *listen, const char *token, dg_api **ret,
+                 dg_error *err);
+/* The port actually bound (useful with port 0 in tests). */
+int dg_api_port(const dg_api *a);
+void dg_api_stop(dg_api *a); /* closes; memory released from close callbacks */

@@ -1,0 +1,33 @@
+/* config — server configuration (SPEC §9): a dagd.yml file, then every key overridden by
+ * DAGD_<KEY> from the environment (nested keys joined by '_': DAGD_SMTP_URL,
+ * DAGD_POLICY_ALLOW_PRIVILEGED; pools as DAGD_POOLS="name=slots,name=slots"),
+ * then command-line flags. The struct owns its strings; dg_config_free releases them. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "dagd/sched.h"
+#include "dagd/util.h"
+
+typedef struct dg_config {
+    char *dags_folder;  /* default ./dags */
+    char *state_dir;    /* default $STATE_DIRECTORY, else $XDG_STATE_HOME/dagd, else ~/.local/state/dagd */
+    char *listen;       /* default 127.0.0.1:8080 */
+    char *token_file;   /* default <state_dir>/token */
+    char *token;        /* DAGD_TOKEN or token_file content; NULL until resolved */
+    int parallelism;    /* default 32 */
+    dg_pool_limit *pools;
+    size_t n_pools;
+    char *backend;      /* local | swarm */
+    char *docker_host;  /* NULL = $DOCKER_HOST or the local socket */
+    char *smtp_url, *smtp_from, *smtp_connection;
+    char *connections_file;
+    bool allow_privileged, allow_docker_socket;
+    char **allowed_volume_prefixes; /* NULL-terminated, NULL = any */
+    char *log;          /* auto | journald | stderr */
+} dg_config;
+
+/* file may be NULL (defaults + environment only). Unknown keys are errors with a suggestion. */
+int dg_config_load(const char *file, dg_config *ret, dg_error *err);
+void dg_config_free(dg_config *c);
+char *dg_config_default_state_dir(void);
