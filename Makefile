@@ -1,6 +1,6 @@
 # dagd — plain Makefile (see docs/operations.md). Targets: deps all test check bench run install clean
 CC      ?= cc
-PKGS    := libuv libcurl jansson yaml-0.1 sqlite3 libarchive
+PKGS    := libuv libcurl jansson yaml-0.1 sqlite3 libarchive libmicrohttpd libsystemd
 CFLAGS  ?= -O2 -g
 override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Iinclude -MMD -MP -D_GNU_SOURCE -DDAGD_VERSION=\"0.1.0\"
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -16,6 +16,7 @@ UNIT_BINS:= $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev libyaml-dev \
             libsqlite3-dev libarchive-dev libcriterion-dev busybox-static python3 python3-pytest socat openssl \
+            libmicrohttpd-dev libsystemd-dev systemd \
             valgrind docker.io
 
 .PHONY: all deps test unit integration check bench run install clean images valgrind
