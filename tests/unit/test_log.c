@@ -337,7 +337,7 @@ static pid_t start_private_journald(char *why, size_t whylen) {
     if (!bin) return snprintf(why, whylen, "systemd-journald is not installed"), 0;
     if (unshare(CLONE_NEWNS) < 0)
         return snprintf(why, whylen, "unshare(CLONE_NEWNS): %s (needs root)", strerror(errno)), 0;
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+    if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0) /* type is ignored here */
         return snprintf(why, whylen, "making mounts private: %s", strerror(errno)), 0;
     if (mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
         return snprintf(why, whylen, "tmpfs on /run: %s", strerror(errno)), 0;
