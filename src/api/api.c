@@ -18,6 +18,8 @@
 #define CONNECTION_MEMORY_LIMIT (128 * 1024)
 #define CONNECTION_LIMIT 512
 #define LISTEN_BACKLOG 64
+/* how much of an oversized chunked body is read and dropped before the connection is cut */
+#define DROP_MAX (16 * 1024 * 1024)
 
 /* ---- replies */
 
@@ -193,15 +195,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (r->body.len + n > DG_API_BODY_MAX) {
-            r->answered = true;
+        if (r->too_large || r->body.len + n > DG_API_BODY_MAX) {
+            /* A body of undeclared length (chunked) over the cap: MHD only lets a reply be
+             * queued once the body is in, so the rest is read and dropped, up to a point. */
+            r->too_large = true;
+            r->dropped += n;
             dg_buf_free(&r->body);
-            return dg__api_reply_error(c, 413, "request bodies are limited to %d bytes", DG_API_BODY_MAX);
+            return r->dropped > DROP_MAX ? MHD_NO : MHD_YES;
         }
         dg_buf_append(&r->body, upload_data, n);
         return MHD_YES;
     }
     r->answered = true;
+    if (r->too_large)
+        return dg__api_reply_error(c, 413, "request bodies are limited to %d bytes", DG_API_BODY_MAX);
     return dg__api_route_handler(r->route, method)(a, c, r);
 }
 

@@ -40,6 +40,8 @@ typedef struct dg__api_req {
     dg_buf body;
     bool headers_seen; /* the first access-handler call (headers only) is done */
     bool answered;     /* a response was queued early; ignore the rest */
+    bool too_large;    /* the body went over the cap; it is being dropped */
+    size_t dropped;
 } dg__api_req;
 
 typedef enum MHD_Result (*dg__api_handler)(dg_api *a, struct MHD_Connection *c, dg__api_req *r);
