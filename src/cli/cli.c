@@ -27,6 +27,8 @@ static const char usage_text[] =
     "  validate PATH...       check DAG files (or folders of them); exit 0 valid, 1 invalid\n"
     "  test FILE|DAG TASK [--date D] [--conf JSON] [--dags DIR]\n"
     "                         run one task, ignoring dependencies, keeping no state\n"
+    "  next FILE|DAG [--from TIME] [-n N] [--json]\n"
+    "                         the next scheduled runs, offline\n"
     "  serve [--config FILE] [--dags DIR] [--state DIR] [--listen ADDR] [--log MODE]\n"
     "                         the daemon: schedules, REST API, crash recovery\n"
     "  help                   this text\n"
@@ -635,6 +637,7 @@ int dg_cli_main(int argc, char **argv) {
         puts("dagd " DAGD_VERSION);
         return 0;
     }
+    if (strcmp(cmd, "next") == 0) return dg__cli_next(argc - 1, argv + 1);
     static const struct { const char *name; int (*fn)(args *); } cmds[] = {
         {"run", cmd_run}, {"validate", cmd_validate}, {"test", cmd_test}, {"serve", cmd_serve}};
     signal(SIGPIPE, SIG_IGN);
@@ -645,7 +648,7 @@ int dg_cli_main(int argc, char **argv) {
         free(a.pos);
         return rc;
     }
-    const char *names[] = {"run", "validate", "test", "serve", "help", "version"};
+    const char *names[] = {"run", "validate", "test", "serve", "next", "help", "version"};
     const char *sug = dg_suggest(cmd, names, ARRAY_SIZE(names));
     fprintf(stderr, "dagd: unknown command '%s'%s%s%s\n\n%s", cmd, sug ? " (did you mean '" : "", sug ? sug : "",
             sug ? "'?)" : "", usage_text);
