@@ -445,3 +445,20 @@ Test(log, journald_entries, .timeout = 60) {
     cr_assert_null(json_object_get(b, "DAGD_TRY"));
     json_decref(entries);
 }
+
+Test(log, journald_unreachable_falls_back_to_stderr) {
+    /* Hide a running journald behind an empty /run, in a mount namespace of our own. */
+    if (journal_listening()) {
+        if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0 ||
+            mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
+            cr_skip_test("journald runs and cannot be hidden: %s", strerror(errno));
+    }
+    cr_assert(!journal_listening());
+    cr_assert_eq(dg_log_setup("journald"), 0);
+    capture c = capture_begin();
+    dg_log_ctx ctx = {.dag = "etl", .try_number = 1};
+    dg_log(DG_LOG_ERR, &ctx, "engine lost");
+    _cleanup_free_ char *out = capture_end(&c);
+    cr_assert_eq(count_lines(out), 1, "%s", out);
+    cr_assert_str_eq(out + 25, "ERROR [dag=etl try=1] engine lost\n");
+}
