@@ -498,6 +498,27 @@ static void connected_cb(void *ud, const dg_error *err) {
     recover(s);
 }
 
+/* ---- the daemon's log of what runs do ---- */
+
+static void on_ti_changed(void *ud, dg_run *run, size_t task) {
+    const dg_ti *ti = &run->ti[task];
+    dg_log_ctx c = {.dag = run->dag->dag_id, .run = run->run_id, .task = run->dag->tasks[task].id,
+                    .try_number = ti->try_number};
+    dg_log_level lvl = ti->state == DG_TI_FAILED || ti->state == DG_TI_UPSTREAM_FAILED ? DG_LOG_WARNING : DG_LOG_INFO;
+    if (ti->has_exit_code && dg_ti_state_finished(ti->state))
+        dg_log(lvl, &c, "task %s (exit %d)%s%s", dg_ti_state_name(ti->state), ti->exit_code, ti->message ? ": " : "",
+               ti->message ? ti->message : "");
+    else
+        dg_log(lvl, &c, "task %s%s%s", dg_ti_state_name(ti->state), ti->message ? ": " : "",
+               ti->message ? ti->message : "");
+}
+
+static void on_run_changed(void *ud, dg_run *run) {
+    dg_log_ctx c = run_ctx(run);
+    dg_log(run->state == DG_RUN_FAILED ? DG_LOG_WARNING : DG_LOG_INFO, &c, "run %s", dg_run_state_name(run->state));
+    if (run->state == DG_RUN_SUCCESS || run->state == DG_RUN_FAILED) dg__server_kick(ud);
+}
+
 /* ---- lifecycle ---- */
 
 static int resolve_token(dg_server *s, dg_error *err) {
@@ -624,6 +645,7 @@ int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_server **ret, dg_err
         .state_dir = s->cfg.state_dir,
         .allow_privileged = s->cfg.allow_privileged,
         .instance = s->instance,
+        .hooks = {.ti_changed = on_ti_changed, .run_changed = on_run_changed, .ud = s},
     };
     if ((r = dg_exec_new(&xo, &s->exec, err)) < 0) goto fail;
     uv_timer_init(loop, &s->debounce);
