@@ -84,6 +84,7 @@ typedef struct dg_cmd {
     int try_number;
     dg_stop_reason reason;
     dg_notify_event event;
+    dg_ti_state state; /* TI_CHANGED: the state entered */
 } dg_cmd;
 
 /* The outcome of one try, reported by the driver. */

@@ -928,6 +928,8 @@ static void handle(dg_exec *x, const dg_cmd *c) {
     case DG_CMD_PREPARE: handle_prepare(x, c->run, c->task); break;
     case DG_CMD_UNPREPARE: handle_unprepare(x, c->run, c->task); break;
     case DG_CMD_TI_CHANGED:
+        /* a state already left again in the same tick (scheduled → queued) is not news */
+        if (c->state != c->run->ti[c->task].state) break;
         persist_ti(x, c->run, c->task);
         if (x->hooks.ti_changed) x->hooks.ti_changed(x->hooks.ud, c->run, c->task);
         break;

@@ -204,7 +204,9 @@ static void set_state(dg_sched *s, dg_run *run, size_t i, dg_ti_state st) {
     dg_ti *ti = &run->ti[i];
     if (ti->state == st) return;
     ti->state = st;
-    push_cmd(s, DG_CMD_TI_CHANGED, run, i)->try_number = ti->try_number;
+    dg_cmd *c = push_cmd(s, DG_CMD_TI_CHANGED, run, i);
+    c->try_number = ti->try_number;
+    c->state = st;
 }
 
 static void set_message(dg_ti *ti, char *msg) {

@@ -385,6 +385,22 @@ static void containers_cb(void *ud, int status, json_t *body, const dg_error *er
     }
     if (run && !err) {
         const dg_dag *dag = run->dag;
+        /* containers created ahead of their start (or for a try that never started)
+         * by the previous process: nobody will start them now */
+        size_t k0;
+        json_t *c0;
+        json_array_foreach(body, k0, c0) {
+            const char *st = json_string_value(json_object_get(c0, "State"));
+            const char *id = json_string_value(json_object_get(c0, "Id"));
+            json_t *labels = json_object_get(c0, "Labels");
+            const char *task = json_string_value(json_object_get(labels, "io.dagd.task"));
+            const char *tr = json_string_value(json_object_get(labels, "io.dagd.try"));
+            ssize_t ti_idx = task ? dg_dag_task_index(dag, task) : -1;
+            bool current = ti_idx >= 0 && tr && atoi(tr) == run->ti[ti_idx].try_number &&
+                           (run->ti[ti_idx].state == DG_TI_QUEUED || run->ti[ti_idx].state == DG_TI_RUNNING);
+            if (id && st && !strcmp(st, "created") && !current)
+                dg_docker_container_remove(s->docker, id, removed_cb, NULL);
+        }
         for (size_t i = 0; i < dag->n_tasks; i++) {
             dg_ti *ti = &run->ti[i];
             if (ti->state != DG_TI_QUEUED && ti->state != DG_TI_RUNNING) continue;
