@@ -510,6 +510,9 @@ static int finish_interval(int64_t start, int64_t end, int64_t end_date_ms, dg_i
     return 0;
 }
 
+/* Airflow 2: interval i is [fire_i, fire_i+1). @once has exactly one, [start_date,
+ * start_date], created at start_date. An interval starting exactly on end_date still runs;
+ * none starts after it. */
 int dg_schedule_next_interval(const dg_schedule *s, int64_t start_date_ms, int64_t end_date_ms,
                               const dg_interval *prev, dg_interval *ret) {
     if (s->cron.type == DG_SCHED_ONCE) {

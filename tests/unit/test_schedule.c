@@ -338,6 +338,33 @@ Test(schedule, tz_conversions) {
     cr_assert_eq(dg_tz_utc_to_local("../etc/passwd", 0, &v), -EINVAL);
 }
 
+/* Every truncation of a real zone file is refused cleanly or read within bounds. */
+Test(schedule, truncated_zone_files) {
+    char *data = NULL;
+    size_t len = 0;
+    cr_assert_eq(dg_read_file("/usr/share/zoneinfo/Europe/Berlin", &data, &len), 0);
+    char dir[] = "/tmp/test_schedule_tz.XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    setenv("TZDIR", dir, 1);
+    size_t refused = 0;
+    for (size_t n = 0; n < len; n += 3) {
+        char name[32];
+        snprintf(name, sizeof name, "Cut%zu", n);
+        _cleanup_free_ char *path = xasprintf("%s/%s", dir, name);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        cr_assert_eq(fwrite(data, 1, n, f), n);
+        fclose(f);
+        int64_t v;
+        if (dg_tz_utc_to_local(name, T("2025-07-01T00:00:00Z"), &v) < 0) refused++;
+        unlink(path);
+    }
+    cr_assert_gt(refused, len / 3 / 2, "most cuts lose the data or the footer");
+    unsetenv("TZDIR");
+    rmdir(dir);
+    free(data);
+}
+
 Test(schedule, init_errors) {
     dg_schedule s = {.tz = NULL};
     dg_error err = {0};
