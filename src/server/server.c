@@ -299,13 +299,15 @@ static void create_due_runs(dg_server *s, dag_entry *e, int64_t now) {
         if (active_runs(s, e->dag_id) >= (d->max_active_runs > 0 ? d->max_active_runs : 16)) return;
         dg_interval iv = e->next;
         if (!d->catchup) {
-            /* without catchup only the newest due interval gets a run */
-            dg_interval probe = iv, nx;
-            while (dg_schedule_next_interval(&e->schedule, d->start_date_ms, d->has_end_date ? d->end_date_ms : 0,
-                                             &probe, &nx) == 0 &&
-                   nx.end_ms <= now)
-                probe = nx;
-            iv = probe;
+            /* without catchup only the newest due interval gets a run: the one that ends
+             * where the interval containing `now` begins */
+            int64_t end_date = d->has_end_date ? d->end_date_ms : 0;
+            dg_interval cur, newest;
+            if (dg_schedule_interval_after(&e->schedule, d->start_date_ms, end_date, now, &cur) == 0 &&
+                cur.start_ms > iv.start_ms &&
+                dg_schedule_interval_after(&e->schedule, d->start_date_ms, end_date, cur.start_ms - 1, &newest) == 0 &&
+                newest.end_ms <= now && newest.start_ms >= iv.start_ms)
+                iv = newest;
         }
         _cleanup_free_ char *ts = dg_format_time(iv.start_ms, false);
         _cleanup_free_ char *run_id = xasprintf("scheduled__%s", ts);
