@@ -16,10 +16,10 @@ UNIT_BINS:= $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev libyaml-dev \
             libsqlite3-dev libarchive-dev libcriterion-dev busybox-static python3 python3-pytest socat openssl \
-            libmicrohttpd-dev libsystemd-dev systemd \
+            libmicrohttpd-dev libsystemd-dev systemd python3-venv \
             valgrind docker.io
 
-.PHONY: all deps test unit integration check bench run install clean images valgrind
+.PHONY: all deps test unit integration check bench run install clean images valgrind pydeps
 
 all: $(BUILD)/dagd
 
@@ -53,7 +53,15 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdagd.a
 unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do $$t --jobs 2 || rc=1; done; exit $$rc
 
-integration: $(BUILD)/dagd
+# Python tools the tests use that Debian does not package (schemathesis), from PyPI.
+VENV := build/venv
+pydeps: $(VENV)/.done
+$(VENV)/.done:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check schemathesis
+	touch $@
+
+integration: $(BUILD)/dagd pydeps
 	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) -m pytest -q tests/integration
 
 test: deps
