@@ -360,3 +360,42 @@ def test_email_notify_task_without_smtp_fails_clearly(dg):
     ti = dg.tis()["tell"]
     assert ti["state"] == "failed", ti
     assert re.search(r"smtp", ti["message"] or "", re.I), ti
+
+
+def test_dag_email_to_unreachable_smtp_does_not_hang(dg):
+    port = free_port()
+    assert wait_port(port, timeout=1, up=False)
+    f = dg.write("""\
+        dag: @DAG@
+        notifications:
+          ops:
+            email: {to: [a@example.com]}
+        on_failure: [ops]
+        tasks:
+          bad:
+            image: @IMAGE@
+            command: [sh, -c, "exit 1"]
+        """)
+    res = dg.run(f, timeout=60,
+                 env=env_with(DAGD_SMTP_URL="smtp://127.0.0.1:%d" % port))
+    assert res.rc == 1, res
+    assert res.elapsed < 35 * TIME_SCALE, res
+    assert "ops" in res.err, res
+    assert dg.tis()["bad"]["state"] == "failed"
+
+
+def test_notification_template_error_names_the_name(dg, http_sink):
+    f = dg.write("""\
+        dag: @DAG@
+        notifications:
+          hook:
+            webhook: {url: "%s/{{ params.nope }}"}
+        tasks:
+          tell:
+            notify: hook
+        """ % http_sink.url)
+    res = dg.run(f, timeout=40)
+    assert res.rc == 1, res
+    ti = dg.tis()["tell"]
+    assert ti["state"] == "failed" and "params.nope" in (ti["message"] or ""), ti
+    assert http_sink.get() == []

@@ -193,3 +193,53 @@ def test_log_stream_resumes_after_proxy_restart(dg, socat_procs):
     rc, out, err = run_through_dropping_proxy(dg, socat_procs)
     assert rc == 0, (rc, out, err)
     assert dg.log_lines("slow") == ["begin", "finish"]
+
+
+
+def test_container_exits_while_engine_unreachable(dg, socat_procs):
+    """The proxy is down while the container exits, so the `die` event is never seen on the
+    stream: after reconnecting dagd must learn the exit code by inspecting the container."""
+    port = free_port()
+    proxy = Socat(port).start()
+    socat_procs.append(proxy)
+    f = dg.write("""\
+        dag: @DAG@
+        tasks:
+          quick:
+            image: @IMAGE@
+            command: [sh, -c, "sleep 2; exit 4"]
+            skip_on_exit_code: [4]
+          after:
+            image: @IMAGE@
+            command: [sh, -c, "echo after-ran"]
+            depends_on: [quick]
+            trigger_rule: all_done
+        """)
+    p = dg.popen("run", f, "--state", dg.state,
+                 env=env_with(DOCKER_HOST="tcp://127.0.0.1:%d" % port, DOCKER_TLS_VERIFY=None,
+                              DOCKER_CERT_PATH=None))
+    deadline = time.monotonic() + 30 * TIME_SCALE
+    running = []
+    while time.monotonic() < deadline and not running and p.poll() is None:
+        running = dg.containers(running_only=True)
+        time.sleep(0.1)
+    assert running, "the task's container never ran"
+    proxy.kill()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and dg.containers(running_only=True):
+        time.sleep(0.2)
+    assert not dg.containers(running_only=True), "the container did not exit"
+    time.sleep(1.0)
+    proxy.start()
+    try:
+        out, err = p.communicate(timeout=60 * TIME_SCALE)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        pytest.fail("dagd did not finish after the proxy came back:\n%s\n%s"
+                    % (out.decode()[-3000:], err.decode()[-3000:]))
+    assert p.returncode == 0, (p.returncode, out.decode(), err.decode())
+    tis = dg.tis()
+    assert tis["quick"]["state"] == "skipped" and tis["quick"]["exit_code"] == 4, tis
+    assert tis["after"]["state"] == "success", tis
+    assert dg.containers() == []
