@@ -441,6 +441,10 @@ def socat_procs():
     yield procs
     for p in procs:
         p.kill()
+        try:
+            os.unlink(p.log.name)
+        except OSError:
+            pass
 
 
 def openssl(*args, cwd):
