@@ -333,3 +333,266 @@ def dg(request, docker_engine, test_image, dagd_bin, tmp_path):
     if left and call is not None and call.passed:
         pytest.fail("containers labelled io.dagd.dag in %s were left behind: %s"
                     % (h.dag_ids, left), pytrace=False)
+
+
+# --------------------------------------------------------------------------- local servers
+# Helpers for the transport, sensor and notification tests: a socat proxy in front of the
+# engine's socket, TLS material made with the openssl CLI, and small HTTP and SMTP sinks
+# that record what dagd sends them.
+
+import http.server
+import socket
+import socketserver
+import threading
+
+ENGINE_SOCKET = "/var/run/docker.sock"
+
+
+def env_with(**kw):
+    """os.environ plus kw (a None value removes the variable)."""
+    env = dict(os.environ)
+    for k, v in kw.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = str(v)
+    return env
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0, up=True):
+    """Wait until 127.0.0.1:port accepts (up) or refuses (not up) connections."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                if up:
+                    return True
+        except OSError:
+            if not up:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+class Socat:
+    """socat listening on 127.0.0.1:port (fork) and relaying to the engine's socket.
+    `listen` is the socat listen address without the port, e.g. "TCP-LISTEN" or
+    "OPENSSL-LISTEN", `opts` extra listen options."""
+
+    def __init__(self, port, listen="TCP-LISTEN", opts=""):
+        self.port, self.listen, self.opts = port, listen, opts
+        self.proc = None
+        self.log = tempfile.NamedTemporaryFile(prefix="dagd-itest-socat-", suffix=".log",
+                                               delete=False)
+
+    def start(self, timeout=10.0):
+        if not shutil.which("socat"):
+            pytest.fail("socat is needed for the transport tests")
+        addr = "%s:%d,bind=127.0.0.1,reuseaddr,fork%s" % (self.listen, self.port, self.opts)
+        self.proc = subprocess.Popen(["socat", addr, "UNIX-CONNECT:" + ENGINE_SOCKET],
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail("socat exited %d: %s" % (self.proc.returncode, self.logtext()))
+            if _listening(self.port):
+                return self
+            time.sleep(0.05)
+        pytest.fail("socat did not listen on %d: %s" % (self.port, self.logtext()))
+
+    def kill(self):
+        """Kill socat and every connection it forked (its whole process group)."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def logtext(self):
+        with open(self.log.name, errors="replace") as f:
+            return f.read()[-2000:]
+
+
+def _listening(port):
+    """True when a socket listens on 127.0.0.1:port, checked without connecting (a
+    connection to a TLS listener would leave socat a failed handshake to log)."""
+    try:
+        with open("/proc/net/tcp") as f:
+            rows = f.read().splitlines()[1:]
+    except OSError:
+        return wait_port(port, timeout=0.1)
+    want = "0100007F:%04X" % port
+    return any(r.split()[1] == want and r.split()[3] == "0A" for r in rows)
+
+
+@pytest.fixture
+def socat_procs():
+    """Collects Socat instances and kills them after the test."""
+    procs = []
+    yield procs
+    for p in procs:
+        p.kill()
+        try:
+            os.unlink(p.log.name)
+        except OSError:
+            pass
+
+
+def openssl(*args, cwd):
+    p = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        pytest.fail("openssl %s failed: %s" % (" ".join(args), p.stderr))
+
+
+def make_ca(d, name):
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=%s" % name, "-keyout", name + "-key.pem", "-out", name + ".pem", cwd=d)
+
+
+def make_cert(d, ca, name, cn, server=False):
+    """A key and certificate `name`.pem / `name`-key.pem signed by CA `ca`."""
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=%s" % cn,
+            "-keyout", name + "-key.pem", "-out", name + ".csr", cwd=d)
+    ext = pathlib.Path(d) / (name + ".ext")
+    if server:
+        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                       "extendedKeyUsage=serverAuth\n")
+    else:
+        ext.write_text("extendedKeyUsage=clientAuth\n")
+    openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + "-key.pem",
+            "-CAcreateserial", "-days", "2", "-extfile", name + ".ext", "-out", name + ".pem",
+            cwd=d)
+
+
+class Recorder:
+    """What a sink received, guarded by a lock; wait() polls for n items."""
+
+    def __init__(self):
+        self.items = []
+        self.lock = threading.Lock()
+
+    def add(self, item):
+        with self.lock:
+            self.items.append(item)
+
+    def get(self):
+        with self.lock:
+            return list(self.items)
+
+    def wait(self, n, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.get()) < n:
+            time.sleep(0.05)
+        return self.get()
+
+
+class _ThreadingHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def http_sink():
+    """An HTTP server on 127.0.0.1 recording every POST as dict(path, headers, body);
+    answers 200 unless the path contains "fail" (then 500)."""
+    rec = Recorder()
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n)
+            rec.add({"path": self.path, "headers": dict(self.headers), "body": body})
+            code = 500 if "fail" in self.path else 200
+            self.send_response(code)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *a):
+            pass
+
+    srv = _ThreadingHTTPServer(("127.0.0.1", 0), H)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    rec.port = srv.server_address[1]
+    rec.url = "http://127.0.0.1:%d" % rec.port
+    yield rec
+    srv.shutdown()
+    srv.server_close()
+
+
+class _SmtpHandler(socketserver.StreamRequestHandler):
+    """Just enough SMTP for a client that sends one or more mails per connection."""
+
+    def reply(self, line):
+        self.wfile.write((line + "\r\n").encode())
+        self.wfile.flush()
+
+    def handle(self):
+        rec = self.server.rec
+        self.reply("220 localhost test SMTP")
+        mail = {"from": None, "to": [], "data": b""}
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                return
+            cmd = line.decode("latin-1").strip()
+            verb = cmd.split(" ", 1)[0].upper()
+            if verb == "EHLO":
+                self.wfile.write(b"250-localhost\r\n250 8BITMIME\r\n")
+                self.wfile.flush()
+            elif verb == "HELO":
+                self.reply("250 localhost")
+            elif verb == "MAIL":
+                mail = {"from": cmd.split(":", 1)[1].strip(), "to": [], "data": b""}
+                self.reply("250 OK")
+            elif verb == "RCPT":
+                mail["to"].append(cmd.split(":", 1)[1].strip())
+                self.reply("250 OK")
+            elif verb == "DATA":
+                self.reply("354 end with .")
+                data = []
+                while True:
+                    l = self.rfile.readline()
+                    if not l or l in (b".\r\n", b".\n"):
+                        break
+                    data.append(l[1:] if l.startswith(b"..") else l)
+                mail["data"] = b"".join(data)
+                rec.add(mail)
+                self.reply("250 queued")
+            elif verb == "RSET" or verb == "NOOP":
+                self.reply("250 OK")
+            elif verb == "QUIT":
+                self.reply("221 bye")
+                return
+            else:
+                self.reply("502 not implemented")
+
+
+class _ThreadingTCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+@pytest.fixture
+def smtp_sink():
+    """An SMTP receiver on 127.0.0.1 recording mails as dict(from, to, data)."""
+    rec = Recorder()
+    srv = _ThreadingTCPServer(("127.0.0.1", 0), _SmtpHandler)
+    srv.rec = rec
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    rec.port = srv.server_address[1]
+    rec.url = "smtp://127.0.0.1:%d" % rec.port
+    yield rec
+    srv.shutdown()
+    srv.server_close()
