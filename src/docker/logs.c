@@ -11,7 +11,11 @@
  * exit. So when a follow ends cleanly we read the log once more without follow, from a
  * few seconds before the last frame we saw, and skip exactly the frames already
  * delivered: both reads return the log file's frames in file order, so the frames with
- * timestamps >= since that we delivered are the catch-up's first ones. */
+ * timestamps >= since that we delivered are the catch-up's first ones.
+ *
+ * Resume: when the connection itself breaks (an engine restart, a proxy in between), the
+ * follow starts again the same way — from a few seconds back, skipping what was already
+ * delivered — a bounded number of times. */
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
@@ -21,6 +25,8 @@
 #define TS_MAX 48
 #define SECOND_SLOTS 8   /* per-second frame counts kept for the catch-up */
 #define CATCHUP_BACK_S 3 /* catch-up starts this many seconds before the last frame */
+#define RESUME_MAX 20    /* follows restarted after a broken connection */
+#define RESUME_DELAY_MS 500
 
 typedef struct logs_stream {
     dg_docker_stream s; /* first: the client sees only this */
@@ -43,6 +49,7 @@ typedef struct logs_stream {
         uint64_t n;
     } slots[SECOND_SLOTS];
     uint64_t skip_left;
+    int resumes;
     dg_buf daemon_err;   /* payload of type-3 frames */
 } logs_stream;
 
@@ -62,13 +69,15 @@ static void line_out(void *ud, int stream, const char *line, size_t len) {
 
 /* Called once a frame's timestamp is complete: count it, or skip it in the catch-up. */
 static void frame_start(logs_stream *l) {
-    if (l->catchup && l->skip_left > 0) {
+    if (l->skip_left > 0) {
+        /* delivered before (and counted then) */
         l->skip_left--;
         l->skipping = true;
         return;
     }
-    if (l->catchup) return;
-    if (l->ts_len < 19) return;
+    /* every frame a follow delivers is counted per second, so that a catch-up or a
+     * resume (even one broken off again) knows what was delivered */
+    if (l->catchup || l->ts_len < 19) return;
     if (memcmp(l->ts, l->sec_prefix, 19) != 0) {
         char buf[21];
         memcpy(buf, l->ts, 19);
@@ -140,6 +149,12 @@ static void logs_data(dg__req *r, const char *data, size_t len) {
 
 static void start_read(logs_stream *l);
 
+static void resume_cb(uv_timer_t *t) {
+    logs_stream *l = t->data;
+    if (l->s.finished || l->s.cancelled) return;
+    start_read(l);
+}
+
 static void logs_done(dg__req *r, const dg_error *err) {
     logs_stream *l = r->ctx;
     if (l->s.finished) return;
@@ -162,6 +177,13 @@ static void logs_done(dg__req *r, const dg_error *err) {
         start_read(l);
         return;
     }
+    if (err && r->status < 400 && err->code != -ECANCELED && !l->catchup && !r->d->closing &&
+        l->resumes < RESUME_MAX) {
+        l->resumes++;
+        dg_error_clear(&e);
+        uv_timer_start(&l->s.timer, resume_cb, RESUME_DELAY_MS, 0);
+        return;
+    }
     logs_end(l, err);
     dg_error_clear(&e);
 }
@@ -169,17 +191,19 @@ static void logs_done(dg__req *r, const dg_error *err) {
 static void start_read(logs_stream *l) {
     _cleanup_free_ char *eid = dg__escape(l->id);
     _cleanup_free_ char *path = NULL;
-    if (!l->catchup) {
+    if (!l->catchup && l->max_sec < 0 && l->resumes == 0) {
         path = xasprintf(
             "/containers/%s/logs?follow=1&stdout=1&stderr=1&timestamps=1&since=0", eid);
     } else {
+        /* catch-up or resume: from a little before the newest frame, skipping what was
+         * delivered */
         int64_t since = l->max_sec < 0 ? 0 : l->max_sec - CATCHUP_BACK_S;
         if (since < 0) since = 0;
         l->skip_left = 0;
         for (size_t i = 0; i < SECOND_SLOTS; i++)
             if (l->slots[i].n && l->slots[i].sec >= since) l->skip_left += l->slots[i].n;
-        path = xasprintf("/containers/%s/logs?stdout=1&stderr=1&timestamps=1&since=%" PRId64,
-                         eid, since);
+        path = xasprintf("/containers/%s/logs?follow=%d&stdout=1&stderr=1&timestamps=1&since=%" PRId64, eid,
+                         l->catchup ? 0 : 1, since);
         l->dm = (dg_demux){0};
         l->in_ts = true;
         l->skipping = false;

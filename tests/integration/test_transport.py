@@ -186,9 +186,6 @@ def test_events_reconnect_after_proxy_restart(dg, socat_procs):
     assert dg.containers() == []
 
 
-@pytest.mark.xfail(strict=True, reason="a dropped log stream is not resumed: the lines the "
-                   "container writes after the drop are lost and a '[dagd] log stream ended "
-                   "with an error: ...' line is written into the task log instead")
 def test_log_stream_resumes_after_proxy_restart(dg, socat_procs):
     rc, out, err = run_through_dropping_proxy(dg, socat_procs)
     assert rc == 0, (rc, out, err)
