@@ -610,7 +610,10 @@ static void log_line_cb(void *ud, int stream, const char *line, size_t len) {
         line = red;
         len = strlen(red);
     }
-    if (t->log) dg_tasklog_line(t->log, stream, line, len);
+    if (t->log) {
+        dg_tasklog_line(t->log, stream, line, len);
+        dg_tasklog_flush(t->log); /* followers (logs -f) read the file as it grows */
+    }
     if (stream == 1) {
         size_t i = 0;
         while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r')) i++;
