@@ -735,6 +735,8 @@ void dg_server_free(dg_server *s) {
         dg_exec_free(s->exec);
         dg_docker_free(s->docker);
     }
+    dg_sched_free(s->sched); /* its runs point into the DAGs below */
+    s->sched = NULL;
     while (s->dags) {
         dag_entry *n = s->dags->next_entry;
         if (s->dags->has_schedule) dg_schedule_done(&s->dags->schedule);
@@ -744,7 +746,6 @@ void dg_server_free(dg_server *s) {
         free(s->dags);
         s->dags = n;
     }
-    dg_sched_free(s->sched);
     for (size_t i = 0; i < s->n_retired; i++) dg_dag_free(s->retired[i]);
     free(s->retired);
     errors_clear(s);
