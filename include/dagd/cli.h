@@ -3,3 +3,6 @@
 #pragma once
 
 int dg_cli_main(int argc, char **argv);
+
+/* `dagd next` (argv[0] = "next"): the next scheduled runs of one DAG, offline. */
+int dg__cli_next(int argc, char **argv);

@@ -42,6 +42,7 @@ typedef struct dg_exec_opts {
     const char *state_dir; /* for log files; NULL = no log files */
     int stop_grace_s;      /* SIGTERM → SIGKILL, default 10 */
     bool allow_privileged;
+    const char *instance;  /* io.dagd.instance label value; NULL = random for this process */
     dg_exec_hooks hooks;
 } dg_exec_opts;
 
@@ -58,6 +59,30 @@ void dg_exec_cancel_all(dg_exec *x);
 /* What the executor knows of a try beyond the scheduler's state. NULL when none. */
 const char *dg_exec_container_name(dg_exec *x, dg_run *run, size_t task);
 const char *dg_exec_output(dg_exec *x, dg_run *run, size_t task);
+/* After restoring a run from the store: write it back, and give back the outputs its
+ * finished tasks had (for ti.xcom_pull). */
+void dg_exec_persist_run(dg_exec *x, dg_run *run);
+void dg_exec_set_output(dg_exec *x, dg_run *run, size_t task, const char *output);
+/* Take over a try's container found by label after a restart: follow its logs (the
+ * log file is rewritten from the engine's copy, so no line is doubled) and take its exit
+ * from the event stream or, if it already exited, from inspect. The task instance must
+ * have been restored as running. */
+void dg_exec_adopt(dg_exec *x, dg_run *run, size_t task, int try_number, const char *container_id,
+                   const char *name);
+/* Drop a finished run from memory once nothing of it is in flight; true when done. */
+bool dg_exec_forget_run(dg_exec *x, dg_run *run);
+const char *dg_exec_instance(const dg_exec *x);
+/* While held, the scheduler is not ticked (crash recovery re-adopts first). */
+void dg_exec_hold(dg_exec *x, bool hold);
+/* The try is the current one of its task and its outcome is not known yet. */
+bool dg_exec_try_live(dg_exec *x, dg_run *run, size_t task, int try_number);
+typedef struct dg_exec_stats_t {
+    uint64_t starts;
+    double start_latency_sum; /* seconds from START to the container running */
+    /* counts for <= 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5 s and above */
+    uint64_t start_latency_buckets[8];
+} dg_exec_stats_t;
+void dg_exec_stats(const dg_exec *x, dg_exec_stats_t *ret);
 /* Number of tries and removals still outstanding. */
 int dg_exec_outstanding(dg_exec *x);
 /* Closes handles; run the loop afterwards. Does not free the docker client. */
