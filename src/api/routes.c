@@ -282,6 +282,22 @@ static json_t *body_object(struct MHD_Connection *c, dg__api_req *r, const field
             return NULL;
         }
     }
+    const char *names[8];
+    for (size_t i = 0; i < nfields && i < ARRAY_SIZE(names); i++) names[i] = fields[i].name;
+    const char *key;
+    json_t *val;
+    json_object_foreach(o, key, val) {
+        bool known = false;
+        for (size_t i = 0; i < nfields && !known; i++) known = strcmp(key, names[i]) == 0;
+        if (known) continue;
+        const char *near = dg_suggest(key, names, nfields);
+        if (near)
+            *ret = dg__api_reply_error(c, 400, "unknown field \"%s\" (did you mean \"%s\"?)", key, near);
+        else
+            *ret = dg__api_reply_error(c, 400, "unknown field \"%s\"", key);
+        json_decref(o);
+        return NULL;
+    }
     for (size_t i = 0; i < nfields; i++) {
         json_t *v = json_object_get(o, fields[i].name);
         if (!v) {
