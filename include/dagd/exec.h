@@ -42,6 +42,7 @@ typedef struct dg_exec_opts {
     const char *state_dir; /* for log files; NULL = no log files */
     int stop_grace_s;      /* SIGTERM → SIGKILL, default 10 */
     bool allow_privileged;
+    const char *instance;  /* io.dagd.instance label value; NULL = random for this process */
     dg_exec_hooks hooks;
 } dg_exec_opts;
 
@@ -58,6 +59,19 @@ void dg_exec_cancel_all(dg_exec *x);
 /* What the executor knows of a try beyond the scheduler's state. NULL when none. */
 const char *dg_exec_container_name(dg_exec *x, dg_run *run, size_t task);
 const char *dg_exec_output(dg_exec *x, dg_run *run, size_t task);
+/* After restoring a run from the store: write it back, and give back the outputs its
+ * finished tasks had (for ti.xcom_pull). */
+void dg_exec_persist_run(dg_exec *x, dg_run *run);
+void dg_exec_set_output(dg_exec *x, dg_run *run, size_t task, const char *output);
+/* Take over a try's container found by label after a restart: follow its logs (the
+ * log file is rewritten from the engine's copy, so no line is doubled) and take its exit
+ * from the event stream or, if it already exited, from inspect. The task instance must
+ * have been restored as running. */
+void dg_exec_adopt(dg_exec *x, dg_run *run, size_t task, int try_number, const char *container_id,
+                   const char *name);
+/* Drop a finished run from memory once nothing of it is in flight; true when done. */
+bool dg_exec_forget_run(dg_exec *x, dg_run *run);
+const char *dg_exec_instance(const dg_exec *x);
 /* Number of tries and removals still outstanding. */
 int dg_exec_outstanding(dg_exec *x);
 /* Closes handles; run the loop afterwards. Does not free the docker client. */

@@ -147,6 +147,27 @@ size_t dg_sched_take_cmds(dg_sched *s, dg_cmd **ret);
  * retry_delay * 2^(next_try-2) with exponential backoff, capped by max_retry_delay. */
 int64_t dg_sched_retry_delay(const dg_task *t, int next_try, int64_t default_cap_ms);
 
+/* ---- the daemon's verbs (crash recovery, clear, mark); call dg_sched_tick after ---- */
+
+/* Put back a run's state as the store had it (the run was just added). */
+void dg_sched_restore_run(dg_sched *s, dg_run *run, dg_run_state state, int64_t start_ms, int64_t end_ms);
+typedef struct dg_ti_restore {
+    dg_ti_state state;
+    int try_number, max_tries;
+    int64_t start_ms, end_ms;
+    bool has_exit_code;
+    int exit_code;
+    const char *message;
+} dg_ti_restore;
+/* queued/running come back holding a slot (the driver re-adopts the container and
+ * reports the outcome); up_for_retry waits its retry delay from end_ms. No command. */
+void dg_sched_restore_ti(dg_sched *s, dg_run *run, size_t task, const dg_ti_restore *r, int64_t now);
+/* Back to `none` with a fresh retry budget; a finished run becomes queued again.
+ * -EBUSY while the task has a try in flight. */
+int dg_sched_clear_ti(dg_sched *s, dg_run *run, size_t task, int64_t now);
+/* success|failed by hand (-EDOM otherwise); a try in flight is stopped. */
+int dg_sched_mark_ti(dg_sched *s, dg_run *run, size_t task, dg_ti_state st, int64_t now);
+
 /* Slot accounting, for tests and /metrics. */
 int dg_sched_running(const dg_sched *s);
 

@@ -9,7 +9,7 @@
 
 #include "dagd/util.h"
 
-#define DG_STORE_SCHEMA_VERSION 1
+#define DG_STORE_SCHEMA_VERSION 2
 
 typedef struct dg_store dg_store;
 
@@ -67,6 +67,16 @@ void dg_try_rec_free(dg_try_rec *r);
 void dg_run_recs_free(dg_run_rec **v, size_t n);
 void dg_ti_recs_free(dg_ti_rec **v, size_t n);
 void dg_try_recs_free(dg_try_rec **v, size_t n);
+
+/* The daemon's memory of a DAG: paused or not (-ENOENT when never seen). */
+int dg_store_get_dag(dg_store *st, const char *dag, bool *ret_paused);
+int dg_store_put_dag(dg_store *st, const char *dag, bool paused, const char *file, int64_t now_ms);
+/* Runs left queued or running (crash recovery), oldest first. */
+int dg_store_unfinished_runs(dg_store *st, dg_run_rec ***ret, size_t *ret_n);
+/* The newest run of a DAG of one run_type ("scheduled"), -ENOENT when none. */
+int dg_store_last_run(dg_store *st, const char *dag, const char *run_type, dg_run_rec **ret);
+/* Instances per state (tasks) or runs per state; states NULL-terminated. */
+int dg_store_count_states(dg_store *st, bool tasks, char ***ret_states, int64_t **ret_counts, size_t *ret_n);
 
 /* <state_dir>/logs/<dag>/<run>/<task>/<try>.log ; caller frees. */
 char *dg_store_log_path(const char *state_dir, const char *dag, const char *run, const char *task,

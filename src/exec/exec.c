@@ -1027,14 +1027,18 @@ int dg_exec_new(const dg_exec_opts *opts, dg_exec **ret, dg_error *err) {
     x->allow_privileged = opts->allow_privileged;
     x->hooks = opts->hooks;
     x->test_mode = opts->store == NULL;
-    unsigned char rnd[6] = {0};
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
-        uint64_t v = (uint64_t)now_ms() * 2654435761u ^ (uint64_t)getpid();
-        for (size_t i = 0; i < sizeof rnd; i++) rnd[i] = (unsigned char)(v >> (i * 8));
+    if (opts->instance) {
+        x->instance = xstrdup(opts->instance);
+    } else {
+        unsigned char rnd[6] = {0};
+        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
+            uint64_t v = (uint64_t)now_ms() * 2654435761u ^ (uint64_t)getpid();
+            for (size_t i = 0; i < sizeof rnd; i++) rnd[i] = (unsigned char)(v >> (i * 8));
+        }
+        if (fd >= 0) close(fd);
+        x->instance = xasprintf("%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
     }
-    if (fd >= 0) close(fd);
-    x->instance = xasprintf("%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
     uv_timer_init(x->loop, &x->wake);
     x->wake.data = x;
     *ret = x;
@@ -1113,6 +1117,47 @@ const char *dg_exec_output(dg_exec *x, dg_run *run, size_t task) {
 }
 
 int dg_exec_outstanding(dg_exec *x) { return x->outstanding; }
+
+const char *dg_exec_instance(const dg_exec *x) { return x->instance; }
+
+void dg_exec_persist_run(dg_exec *x, dg_run *run) { persist_run(x, run); }
+
+void dg_exec_set_output(dg_exec *x, dg_run *run, size_t task, const char *output) {
+    exec_run *er = run->userdata;
+    free(er->outputs[task]);
+    er->outputs[task] = xstrdup(output);
+}
+
+void dg_exec_adopt(dg_exec *x, dg_run *run, size_t task, int try_number, const char *container_id,
+                   const char *name) {
+    exec_run *er = run->userdata;
+    exec_try *t = try_new(er, task, try_number);
+    er->cur[task] = t;
+    t->start_requested = t->created = t->started = t->image_ok = t->network_ok = true;
+    t->container_id = xstrdup(container_id);
+    t->name = xstrdup(name);
+    if (x->state_dir) {
+        _cleanup_free_ char *path = dg_store_log_path(x->state_dir, run->dag->dag_id, run->run_id,
+                                                      run->dag->tasks[task].id, try_number);
+        unlink(path); /* the engine keeps the whole log: rewrite it from there */
+        int r = dg_tasklog_open(path, &t->log);
+        if (r < 0) fprintf(stderr, "dagd: cannot open log %s: %s\n", path, strerror(-r));
+    }
+    t->logs = dg_docker_logs_follow(x->docker, t->container_id, log_line_cb, logs_done_cb, try_ref(t));
+    dg__exec_reconcile(t);
+}
+
+bool dg_exec_forget_run(dg_exec *x, dg_run *run) {
+    exec_run *er = run->userdata;
+    if (run->state != DG_RUN_SUCCESS && run->state != DG_RUN_FAILED) return false;
+    if (er) {
+        if (er->refs > 1) return false; /* a try of it is still in flight (a removal) */
+        run->userdata = NULL;
+        run_unref(er);
+    }
+    dg_sched_remove_run(x->sched, run);
+    return true;
+}
 
 static void exec_release(dg_exec *x) {
     dg__exec_cache_free(x);

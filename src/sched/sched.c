@@ -778,3 +778,94 @@ int dg_sched_running(const dg_sched *s) {
     for (const dg_run *run = s->head; run; run = run->next) n += ((const run_priv *)run)->held;
     return n;
 }
+
+/* ---- the daemon's verbs: recovery, clear, mark ---- */
+
+void dg_sched_restore_run(dg_sched *s, dg_run *run, dg_run_state state, int64_t start_ms, int64_t end_ms) {
+    run->state = state;
+    run->start_ms = start_ms;
+    run->end_ms = end_ms;
+}
+
+void dg_sched_restore_ti(dg_sched *s, dg_run *run, size_t i, const dg_ti_restore *r, int64_t now) {
+    dg_ti *ti = &run->ti[i];
+    const dg_task *t = task_of(run, i);
+    ti->try_number = r->try_number;
+    ti->max_tries = r->max_tries > 0 ? r->max_tries : t->retries + 1;
+    ti->start_ms = r->start_ms;
+    ti->first_start_ms = r->start_ms;
+    ti->end_ms = r->end_ms;
+    ti->has_exit_code = r->has_exit_code;
+    ti->exit_code = r->exit_code;
+    set_message(ti, xstrdup(r->message));
+    switch (r->state) {
+    case DG_TI_RUNNING:
+    case DG_TI_QUEUED:
+        /* a try in flight: it holds a slot again until the driver reports its outcome */
+        ti->state = r->state;
+        ti->holds_slot = true;
+        priv(run)->held++;
+        if (r->state == DG_TI_RUNNING && t->timeout_ms > 0 && r->start_ms)
+            ti->deadline_ms = sat_add(r->start_ms, t->timeout_ms);
+        break;
+    case DG_TI_UP_FOR_RETRY:
+        ti->state = DG_TI_UP_FOR_RETRY;
+        ti->not_before_ms = sat_add(r->end_ms ? r->end_ms : now,
+                                    dg_sched_retry_delay(t, ti->try_number + 1, s->retry_cap_ms));
+        break;
+    case DG_TI_SCHEDULED:
+        ti->state = DG_TI_SCHEDULED;
+        break;
+    default:
+        ti->state = r->state;
+        break;
+    }
+}
+
+/* Airflow's clear: the task instance goes back to `none` with a fresh retry budget on
+ * top of the tries already made, and its run becomes active again. */
+int dg_sched_clear_ti(dg_sched *s, dg_run *run, size_t i, int64_t now) {
+    dg_ti *ti = &run->ti[i];
+    if (ti->state == DG_TI_QUEUED || ti->state == DG_TI_RUNNING) return -EBUSY;
+    const dg_task *t = task_of(run, i);
+    ti->max_tries = ti->try_number + t->retries + 1;
+    ti->start_ms = ti->end_ms = ti->not_before_ms = ti->deadline_ms = 0;
+    ti->has_exit_code = false;
+    ti->exit_code = 0;
+    ti->stopping = ti->timed_out = false;
+    set_message(ti, NULL);
+    set_state(s, run, i, DG_TI_NONE);
+    if (run->state == DG_RUN_SUCCESS || run->state == DG_RUN_FAILED) {
+        run->state = DG_RUN_QUEUED;
+        run->end_ms = 0;
+        run->cancelled = false;
+        push_cmd(s, DG_CMD_RUN_CHANGED, run, SIZE_MAX);
+    }
+    (void)now;
+    return 0;
+}
+
+/* Mark a task success or failed by hand. A running try is stopped; its late report is
+ * ignored because the instance no longer waits for it. */
+int dg_sched_mark_ti(dg_sched *s, dg_run *run, size_t i, dg_ti_state st, int64_t now) {
+    if (st != DG_TI_SUCCESS && st != DG_TI_FAILED) return -EDOM;
+    dg_ti *ti = &run->ti[i];
+    if (ti->state == DG_TI_QUEUED || ti->state == DG_TI_RUNNING) {
+        dg_cmd *c = push_cmd(s, DG_CMD_STOP, run, i);
+        c->try_number = ti->try_number;
+        c->reason = DG_STOP_CANCEL;
+        release_slot(run, ti);
+    }
+    unprepare(s, run, i);
+    ti->stopping = ti->timed_out = false;
+    ti->not_before_ms = ti->deadline_ms = 0;
+    ti->end_ms = now;
+    set_message(ti, xstrdup(st == DG_TI_SUCCESS ? "marked success" : "marked failed"));
+    set_state(s, run, i, st);
+    if (run->state == DG_RUN_SUCCESS || run->state == DG_RUN_FAILED) {
+        run->state = DG_RUN_RUNNING;
+        run->end_ms = 0;
+        push_cmd(s, DG_CMD_RUN_CHANGED, run, SIZE_MAX);
+    }
+    return 0;
+}

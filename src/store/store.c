@@ -78,6 +78,10 @@ static const char *const migrations[] = {
     "  FOREIGN KEY (dag_id, run_id, task_id)"
     "    REFERENCES task_instances (dag_id, run_id, task_id) ON DELETE CASCADE);"
     "CREATE INDEX task_tries_by_state ON task_tries (state);",
+    /* 2: what the daemon remembers of each DAG across restarts */
+    "CREATE TABLE dags ("
+    "  dag_id TEXT PRIMARY KEY NOT NULL, is_paused INTEGER NOT NULL DEFAULT 0,"
+    "  file TEXT, first_seen_ms INTEGER);",
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == DG_STORE_SCHEMA_VERSION,
@@ -615,4 +619,122 @@ void dg_try_recs_free(dg_try_rec **v, size_t n) {
     if (!v) return;
     for (size_t i = 0; i < n; i++) dg_try_rec_free(v[i]);
     free(v);
+}
+
+/* ---- the daemon's queries (rare: prepared per call) ---- */
+
+static int prepare(dg_store *st, const char *sql, sqlite3_stmt **ret) {
+    int rc = sqlite3_prepare_v2(st->db, sql, -1, ret, NULL);
+    return rc == SQLITE_OK ? 0 : fail(st, rc);
+}
+
+int dg_store_get_dag(dg_store *st, const char *dag, bool *ret_paused) {
+    sqlite3_stmt *s;
+    int r = prepare(st, "SELECT is_paused FROM dags WHERE dag_id = ?1", &s);
+    if (r < 0) return r;
+    sqlite3_bind_text(s, 1, dag, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *ret_paused = sqlite3_column_int(s, 0) != 0;
+        r = 0;
+    } else {
+        r = rc == SQLITE_DONE ? -ENOENT : fail(st, rc);
+    }
+    sqlite3_finalize(s);
+    return r;
+}
+
+int dg_store_put_dag(dg_store *st, const char *dag, bool paused, const char *file, int64_t now_ms) {
+    sqlite3_stmt *s;
+    int r = prepare(st,
+                    "INSERT INTO dags (dag_id, is_paused, file, first_seen_ms) VALUES (?1, ?2, ?3, ?4) "
+                    "ON CONFLICT (dag_id) DO UPDATE SET is_paused = excluded.is_paused, file = excluded.file",
+                    &s);
+    if (r < 0) return r;
+    sqlite3_bind_text(s, 1, dag, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(s, 2, paused ? 1 : 0);
+    if (file) sqlite3_bind_text(s, 3, file, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 4, now_ms);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : fail(st, rc);
+}
+
+static int collect_runs(dg_store *st, sqlite3_stmt *s, dg_run_rec ***ret, size_t *ret_n) {
+    dg_run_rec **v = NULL;
+    size_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        v = xrealloc(v, (n + 1) * sizeof *v);
+        v[n++] = row_run(s);
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        dg_run_recs_free(v, n);
+        return fail(st, rc);
+    }
+    *ret = v;
+    *ret_n = n;
+    return 0;
+}
+
+int dg_store_unfinished_runs(dg_store *st, dg_run_rec ***ret, size_t *ret_n) {
+    sqlite3_stmt *s;
+    int r = prepare(st,
+                    "SELECT " RUN_COLS " FROM dag_runs WHERE state IN ('queued', 'running') "
+                    "ORDER BY logical_ms, run_id",
+                    &s);
+    return r < 0 ? r : collect_runs(st, s, ret, ret_n);
+}
+
+int dg_store_last_run(dg_store *st, const char *dag, const char *run_type, dg_run_rec **ret) {
+    sqlite3_stmt *s;
+    int r = prepare(st,
+                    "SELECT " RUN_COLS " FROM dag_runs WHERE dag_id = ?1 AND run_type = ?2 "
+                    "ORDER BY logical_ms DESC, run_id DESC LIMIT 1",
+                    &s);
+    if (r < 0) return r;
+    sqlite3_bind_text(s, 1, dag, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 2, run_type, -1, SQLITE_TRANSIENT);
+    dg_run_rec **v = NULL;
+    size_t n = 0;
+    if ((r = collect_runs(st, s, &v, &n)) < 0) return r;
+    if (n == 0) {
+        free(v);
+        return -ENOENT;
+    }
+    *ret = v[0];
+    free(v);
+    return 0;
+}
+
+int dg_store_count_states(dg_store *st, bool tasks, char ***ret_states, int64_t **ret_counts, size_t *ret_n) {
+    sqlite3_stmt *s;
+    int r = prepare(st,
+                    tasks ? "SELECT state, COUNT(*) FROM task_instances GROUP BY state ORDER BY state"
+                          : "SELECT state, COUNT(*) FROM dag_runs GROUP BY state ORDER BY state",
+                    &s);
+    if (r < 0) return r;
+    char **states = NULL;
+    int64_t *counts = NULL;
+    size_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        states = xrealloc(states, (n + 2) * sizeof *states);
+        counts = xrealloc(counts, (n + 1) * sizeof *counts);
+        states[n] = col_str(s, 0);
+        if (!states[n]) states[n] = xstrdup("none");
+        counts[n] = sqlite3_column_int64(s, 1);
+        states[++n] = NULL;
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        dg_strv_free(states);
+        free(counts);
+        return fail(st, rc);
+    }
+    *ret_states = states;
+    *ret_counts = counts;
+    *ret_n = n;
+    return 0;
 }

@@ -139,7 +139,7 @@ Test(store, wal_mode_and_schema_version) {
     _cleanup_free_ char *tables = raw_text(
         db, "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master "
             "WHERE type='table' ORDER BY name)");
-    cr_assert_str_eq(tables, "dag_runs,task_instances,task_tries");
+    cr_assert_str_eq(tables, "dag_runs,dags,task_instances,task_tries");
     sqlite3_close(db);
     dg_store_close(st);
 }
@@ -568,4 +568,47 @@ Test(store, tasklog_flush_and_null) {
     cr_assert_eq(dg_tasklog_open(NULL, &l), -EINVAL);
     _cleanup_free_ char *bad = xasprintf("%s/one.log/sub/x.log", tmpdir);
     cr_assert_lt(dg_tasklog_open(bad, &l), 0);
+}
+
+Test(store, daemon_queries) {
+    dg_store *st = open_ok();
+    bool paused = true;
+    cr_assert_eq(dg_store_get_dag(st, "d", &paused), -ENOENT);
+    cr_assert_eq(dg_store_put_dag(st, "d", true, "/dags/d.yml", 5), 0);
+    cr_assert_eq(dg_store_get_dag(st, "d", &paused), 0);
+    cr_assert(paused);
+    cr_assert_eq(dg_store_put_dag(st, "d", false, "/dags/d2.yml", 6), 0);
+    cr_assert_eq(dg_store_get_dag(st, "d", &paused), 0);
+    cr_assert_not(paused);
+
+    put_run(st, "d", "a", 10);
+    put_run(st, "d", "b", 20);
+    dg_run_rec r = {.dag_id = "d", .run_id = "s1", .run_type = "scheduled", .state = "success", .logical_ms = 5};
+    cr_assert_eq(dg_store_put_run(st, &r), 0);
+    r.run_id = "s2", r.logical_ms = 25, r.state = "running";
+    cr_assert_eq(dg_store_put_run(st, &r), 0);
+    dg_run_rec *last = NULL;
+    cr_assert_eq(dg_store_last_run(st, "d", "scheduled", &last), 0);
+    cr_assert_str_eq(last->run_id, "s2");
+    dg_run_rec_free(last);
+    cr_assert_eq(dg_store_last_run(st, "d", "backfill", &last), -ENOENT);
+
+    dg_run_rec **v = NULL;
+    size_t n = 0;
+    cr_assert_eq(dg_store_unfinished_runs(st, &v, &n), 0);
+    size_t running = 0;
+    for (size_t i = 0; i < n; i++) running += !strcmp(v[i]->state, "running") || !strcmp(v[i]->state, "queued");
+    cr_assert_eq(running, n, "only unfinished runs");
+    cr_assert_geq(n, 1);
+    dg_run_recs_free(v, n);
+
+    char **states = NULL;
+    int64_t *counts = NULL;
+    cr_assert_eq(dg_store_count_states(st, false, &states, &counts, &n), 0);
+    int64_t total = 0;
+    for (size_t i = 0; i < n; i++) total += counts[i];
+    cr_assert_eq(total, 4);
+    dg_strv_free(states);
+    free(counts);
+    dg_store_close(st);
 }

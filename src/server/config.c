@@ -1,0 +1,239 @@
+/* server/config — dagd.yml, then DAGD_* environment overrides (SPEC §9). The YAML is read
+ * with the DAG loader's node tree so errors carry file:line:col. */
+#include <errno.h>
+#include <string.h>
+
+#include "dagd/config.h"
+#include "dagd/dag.h"
+
+static const char *const top_keys[] = {"dags_folder", "state_dir", "listen", "token_file", "parallelism", "pools",
+                                       "backend", "docker_host", "smtp", "connections_file", "policy", "log"};
+static const char *const smtp_keys[] = {"url", "from", "connection"};
+static const char *const policy_keys[] = {"allow_privileged", "allowed_volume_prefixes", "allow_docker_socket"};
+
+char *dg_config_default_state_dir(void) {
+    const char *s = getenv("STATE_DIRECTORY");
+    if (s && *s) {
+        const char *colon = strchr(s, ':'); /* systemd may list several */
+        return colon ? xstrndup(s, (size_t)(colon - s)) : xstrdup(s);
+    }
+    s = getenv("XDG_STATE_HOME");
+    if (s && *s) return xasprintf("%s/dagd", s);
+    s = getenv("HOME");
+    return xasprintf("%s/.local/state/dagd", s && *s ? s : ".");
+}
+
+static int set_bool(const char *v, bool *ret) {
+    if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on")) *ret = true;
+    else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off")) *ret = false;
+    else return -EINVAL;
+    return 0;
+}
+
+static int set_int(const char *v, int *ret) {
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (!*v || *end || n < 1 || n > 100000) return -EINVAL;
+    *ret = (int)n;
+    return 0;
+}
+
+static void add_pool(dg_config *c, const char *name, int slots) {
+    for (size_t i = 0; i < c->n_pools; i++)
+        if (!strcmp(c->pools[i].name, name)) {
+            c->pools[i].slots = slots;
+            return;
+        }
+    c->pools = xrealloc(c->pools, (c->n_pools + 1) * sizeof *c->pools);
+    c->pools[c->n_pools].name = xstrdup(name);
+    c->pools[c->n_pools].slots = slots;
+    c->n_pools++;
+}
+
+/* "name=slots,name=slots" */
+static int parse_pools(dg_config *c, const char *v) {
+    _cleanup_free_ char *copy = xstrdup(v);
+    char *save = NULL;
+    for (char *p = strtok_r(copy, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(p, '=');
+        int slots;
+        if (!eq || eq == p || set_int(eq + 1, &slots) < 0) return -EINVAL;
+        *eq = 0;
+        add_pool(c, p, slots);
+    }
+    return 0;
+}
+
+static void set_str(char **dst, const char *v) {
+    free(*dst);
+    *dst = xstrdup(v);
+}
+
+/* One key=value, from either source; `where` names it for messages. */
+static int apply(dg_config *c, const char *key, const char *v, const char *where, dg_error *err) {
+    int r = 0;
+    if (!strcmp(key, "dags_folder")) set_str(&c->dags_folder, v);
+    else if (!strcmp(key, "state_dir")) set_str(&c->state_dir, v);
+    else if (!strcmp(key, "listen")) set_str(&c->listen, v);
+    else if (!strcmp(key, "token_file")) set_str(&c->token_file, v);
+    else if (!strcmp(key, "parallelism")) r = set_int(v, &c->parallelism);
+    else if (!strcmp(key, "pools")) r = parse_pools(c, v);
+    else if (!strcmp(key, "backend")) {
+        if (strcmp(v, "local") && strcmp(v, "swarm")) r = -EINVAL;
+        else set_str(&c->backend, v);
+    } else if (!strcmp(key, "docker_host")) set_str(&c->docker_host, v);
+    else if (!strcmp(key, "smtp_url")) set_str(&c->smtp_url, v);
+    else if (!strcmp(key, "smtp_from")) set_str(&c->smtp_from, v);
+    else if (!strcmp(key, "smtp_connection")) set_str(&c->smtp_connection, v);
+    else if (!strcmp(key, "connections_file")) set_str(&c->connections_file, v);
+    else if (!strcmp(key, "policy_allow_privileged")) r = set_bool(v, &c->allow_privileged);
+    else if (!strcmp(key, "policy_allow_docker_socket")) r = set_bool(v, &c->allow_docker_socket);
+    else if (!strcmp(key, "policy_allowed_volume_prefixes")) {
+        dg_strv_free(c->allowed_volume_prefixes);
+        size_t n;
+        _cleanup_free_ char *copy = xstrdup(v);
+        for (char *p = copy; *p; p++)
+            if (*p == ',') *p = ' ';
+        if (dg_split_words(copy, &c->allowed_volume_prefixes, &n) < 0) r = -EINVAL;
+    } else if (!strcmp(key, "log")) {
+        if (strcmp(v, "auto") && strcmp(v, "journald") && strcmp(v, "stderr")) r = -EINVAL;
+        else set_str(&c->log, v);
+    } else
+        return dg_error_set(err, -EINVAL, "%s: unknown setting", where);
+    if (r < 0) return dg_error_set(err, -EINVAL, "%s: invalid value '%s'", where, v);
+    return 0;
+}
+
+static int load_file(dg_config *c, const char *file, dg_error *err) {
+    _cleanup_free_ char *text = NULL;
+    size_t len;
+    int r = dg_read_file(file, &text, &len);
+    if (r < 0) return dg_error_set(err, r, "%s: %s", file, strerror(-r));
+    dg_diags d = {0};
+    dg__ynode *root = dg__yaml_parse(file, text, len, &d);
+    if (!root || d.n) {
+        if (d.n) dg_error_set(err, -EINVAL, "%s:%d:%d: error: %s", d.v[0].file, d.v[0].line, d.v[0].col, d.v[0].msg);
+        else if (!root) dg_error_set(err, -EINVAL, "%s: error: the file is empty", file);
+        dg_diags_free(&d);
+        dg__ynode_free(root);
+        return -EINVAL;
+    }
+    r = 0;
+    if (root->type != DG_YMAP) {
+        r = dg_error_set(err, -EINVAL, "%s:%d:%d: error: expected a mapping of settings", file, root->line, root->col);
+        goto out;
+    }
+    for (size_t i = 0; i + 1 < root->n && r >= 0; i += 2) {
+        const dg__ynode *k = root->kids[i], *v = root->kids[i + 1];
+        const char *key = k->str;
+        bool nested = !strcmp(key, "smtp") || !strcmp(key, "policy");
+        bool known = false;
+        for (size_t t = 0; t < ARRAY_SIZE(top_keys); t++) known |= !strcmp(key, top_keys[t]);
+        if (!known) {
+            const char *s = dg_suggest(key, top_keys, ARRAY_SIZE(top_keys));
+            r = dg_error_set(err, -EINVAL, "%s:%d:%d: error: unknown setting '%s'%s%s%s", file, k->line, k->col, key,
+                             s ? " (did you mean '" : "", s ? s : "", s ? "'?)" : "");
+            break;
+        }
+        _cleanup_free_ char *where = xasprintf("%s:%d:%d", file, v->line, v->col);
+        if (nested) {
+            if (v->type != DG_YMAP) {
+                r = dg_error_set(err, -EINVAL, "%s: error: '%s' must be a mapping", where, key);
+                break;
+            }
+            const char *const *sub = !strcmp(key, "smtp") ? smtp_keys : policy_keys;
+            size_t nsub = !strcmp(key, "smtp") ? ARRAY_SIZE(smtp_keys) : ARRAY_SIZE(policy_keys);
+            for (size_t j = 0; j + 1 < v->n && r >= 0; j += 2) {
+                const dg__ynode *sk = v->kids[j], *sv = v->kids[j + 1];
+                bool ok = false;
+                for (size_t t = 0; t < nsub; t++) ok |= !strcmp(sk->str, sub[t]);
+                _cleanup_free_ char *w2 = xasprintf("%s:%d:%d", file, sk->line, sk->col);
+                if (!ok) {
+                    const char *s = dg_suggest(sk->str, sub, nsub);
+                    r = dg_error_set(err, -EINVAL, "%s: error: unknown setting '%s.%s'%s%s%s", w2, key, sk->str,
+                                     s ? " (did you mean '" : "", s ? s : "", s ? "'?)" : "");
+                    break;
+                }
+                _cleanup_free_ char *full = xasprintf("%s_%s", key, sk->str);
+                dg_buf val = {0};
+                if (sv->type == DG_YSEQ)
+                    for (size_t q = 0; q < sv->n; q++)
+                        dg_buf_printf(&val, "%s%s", q ? "," : "", sv->kids[q]->str ? sv->kids[q]->str : "");
+                else dg_buf_puts(&val, sv->str ? sv->str : "");
+                dg_error e2 = {0};
+                if (apply(c, full, val.data, w2, &e2) < 0) r = dg_error_set(err, -EINVAL, "%s", e2.msg);
+                dg_error_clear(&e2);
+                dg_buf_free(&val);
+            }
+        } else if (!strcmp(key, "pools") && v->type == DG_YMAP) {
+            for (size_t j = 0; j + 1 < v->n && r >= 0; j += 2) {
+                int slots;
+                const dg__ynode *pk = v->kids[j], *pv = v->kids[j + 1];
+                if (!pv->str || set_int(pv->str, &slots) < 0)
+                    r = dg_error_set(err, -EINVAL, "%s:%d:%d: error: pool '%s' needs a number of slots", file,
+                                     pv->line, pv->col, pk->str);
+                else add_pool(c, pk->str, slots);
+            }
+        } else if (v->type != DG_YSCALAR) {
+            r = dg_error_set(err, -EINVAL, "%s: error: '%s' must be a single value", where, key);
+        } else {
+            dg_error e2 = {0};
+            if (apply(c, key, v->str, where, &e2) < 0) r = dg_error_set(err, -EINVAL, "%s: error: %s", where, e2.msg);
+            dg_error_clear(&e2);
+        }
+    }
+out:
+    dg_diags_free(&d);
+    dg__ynode_free(root);
+    return r;
+}
+
+static const char *const env_keys[] = {
+    "dags_folder",      "state_dir",   "listen",    "token_file",  "parallelism",
+    "pools",            "backend",     "docker_host", "smtp_url",  "smtp_from",
+    "smtp_connection",  "connections_file", "policy_allow_privileged", "policy_allow_docker_socket",
+    "policy_allowed_volume_prefixes", "log"};
+
+int dg_config_load(const char *file, dg_config *ret, dg_error *err) {
+    dg_config c = {.parallelism = 32};
+    int r = 0;
+    if (file && (r = load_file(&c, file, err)) < 0) goto fail;
+    for (size_t i = 0; i < ARRAY_SIZE(env_keys); i++) {
+        _cleanup_free_ char *name = xasprintf("DAGD_%s", env_keys[i]);
+        for (char *p = name; *p; p++)
+            if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 32);
+        const char *v = getenv(name);
+        if (!v || !*v) continue;
+        if ((r = apply(&c, env_keys[i], v, name, err)) < 0) goto fail;
+    }
+    if (!c.dags_folder) c.dags_folder = xstrdup("dags");
+    if (!c.state_dir) c.state_dir = dg_config_default_state_dir();
+    if (!c.listen) c.listen = xstrdup("127.0.0.1:8080");
+    if (!c.backend) c.backend = xstrdup("local");
+    if (!c.log) c.log = xstrdup("auto");
+    *ret = c;
+    return 0;
+fail:
+    dg_config_free(&c);
+    return r;
+}
+
+void dg_config_free(dg_config *c) {
+    if (!c) return;
+    free(c->dags_folder);
+    free(c->state_dir);
+    free(c->listen);
+    free(c->token_file);
+    free(c->token);
+    for (size_t i = 0; i < c->n_pools; i++) free((char *)c->pools[i].name);
+    free(c->pools);
+    free(c->backend);
+    free(c->docker_host);
+    free(c->smtp_url);
+    free(c->smtp_from);
+    free(c->smtp_connection);
+    free(c->connections_file);
+    dg_strv_free(c->allowed_volume_prefixes);
+    free(c->log);
+    memset(c, 0, sizeof *c);
+}
