@@ -146,9 +146,11 @@ static char *trim_token(char *s) {
     return s;
 }
 
-/* DAGD_TOKEN, else --token-file, else <state>/token (SPEC §6). A named token file that
- * cannot be read is an input error; the default one may simply not exist, in which case
- * the request goes without a token and a 401 explains where the token was looked for. */
+/* DAGD_TOKEN, else --token-file, else <state>/token (SPEC §6). The server's own
+ * DAGD_TOKEN_FILE and DAGD_STATE_DIR (SPEC §9) are honoured too, so a shell set up for the
+ * server finds its token. A named token file that cannot be read is an input error; the
+ * default one may simply not exist, in which case the request goes without a token and a
+ * 401 explains where the token was looked for. */
 static int resolve_token(client *c, const opts *o) {
     const char *env = getenv("DAGD_TOKEN");
     if (env && *env) {
@@ -156,20 +158,23 @@ static int resolve_token(client *c, const opts *o) {
         c->token_from = xstrdup("DAGD_TOKEN");
         return 0;
     }
-    _cleanup_free_ char *state = NULL;
-    const char *path = o->token_file;
-    if (!path) {
-        state = o->state ? xstrdup(o->state) : dg_config_default_state_dir();
-        c->token_from = xasprintf("%s/token", state);
-    } else {
+    const char *path = o->token_file, *env_path = getenv("DAGD_TOKEN_FILE");
+    if (!path && env_path && *env_path) path = env_path;
+    if (path) {
         c->token_from = xstrdup(path);
+    } else {
+        const char *env_state = getenv("DAGD_STATE_DIR");
+        _cleanup_free_ char *state = o->state                  ? xstrdup(o->state)
+                                     : env_state && *env_state ? xstrdup(env_state)
+                                                               : dg_config_default_state_dir();
+        c->token_from = xasprintf("%s/token", state);
     }
     char *text = NULL;
     size_t len;
     int r = dg_read_file(c->token_from, &text, &len);
     if (r < 0) {
-        if (o->token_file) {
-            fprintf(stderr, "dagd: --token-file %s: %s\n", o->token_file, strerror(-r));
+        if (path) {
+            fprintf(stderr, "dagd: token file %s: %s\n", path, strerror(-r));
             return -EINVAL;
         }
         return 0;
