@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -839,6 +840,7 @@ int dg__cli_client(int argc, char **argv) {
         fputs(v->usage, stderr);
         rc = EXIT_USAGE;
     } else {
+        signal(SIGPIPE, SIG_IGN); /* `dagd logs -f | head` ends quietly on EPIPE */
         curl_global_init(CURL_GLOBAL_DEFAULT);
         client c = {0};
         int r = client_init(&c, &o);
