@@ -590,6 +590,17 @@ static int pick_try(client *c, opts *o, long *ret) {
             *ret = (long)n;
             return 0;
         }
+        if (o->follow && !finished) {
+            /* a run that ended (cancelled, say) leaves tasks that will never start */
+            _cleanup_free_ char *rp = run_path(c, o->pos[0], o->pos[1]);
+            json_t *run = NULL;
+            if (call(c, "GET", rp, NULL, &run) < 0) {
+                free(state);
+                return -EPROTO;
+            }
+            finished = state_is(run, "success") || state_is(run, "failed");
+            json_decref(run);
+        }
         if (!o->follow || finished) {
             fprintf(stderr, "dagd: task '%s' of run %s has not run (state %s), so it has no log\n", o->pos[2],
                     o->pos[1], state);

@@ -160,6 +160,10 @@ SLEEP_DAG = """\
       nap:
         image: @IMAGE@
         command: [sleep, "300"]
+      after:
+        image: @IMAGE@
+        command: [sh, -c, "echo never"]
+        depends_on: [nap]
     """
 
 
@@ -353,6 +357,9 @@ def test_cancel_stops_the_container(srv, dg):
     assert run["state"] == "failed"
     srv.wait("container stopped", lambda: not containers(dg.dag_id, running_only=True), timeout=30)
     assert srv.tis(run_id)["nap"]["state"] != "success"
+    # a task the cancelled run never started has no log; -f does not wait for it forever
+    res = srv.cli("logs", dg.dag_id, run_id, "after", "-f", timeout=30)
+    assert res.rc == 3 and "has not run" in res.err, res
 
 
 def test_pause_unpause_reflected_in_dags(srv, dg):
