@@ -51,3 +51,16 @@ typedef struct dg_interval {
  * the schedule has no more (end_date passed, @once done). end_date_ms 0 = none. */
 int dg_schedule_next_interval(const dg_schedule *s, int64_t start_date_ms, int64_t end_date_ms,
                               const dg_interval *prev, dg_interval *ret);
+
+/* The first data interval whose end is after t_ms: the one containing t_ms, or the first
+ * one when t_ms precedes it. This is what "the next run" means with catchup off, and where
+ * `dagd next --from` starts. -ENOENT when there is none (end_date passed, @once done). */
+int dg_schedule_interval_after(const dg_schedule *s, int64_t start_date_ms, int64_t end_date_ms,
+                               int64_t t_ms, dg_interval *ret);
+
+/* Timezone conversions through the same cached tz database zones (NULL = UTC). Local times
+ * are milliseconds counted as if the wall clock were UTC. A local time that happens twice
+ * maps to its first occurrence; one that does not exist maps to the end of the gap.
+ * -EINVAL for an unknown zone. */
+int dg_tz_utc_to_local(const char *tz, int64_t utc_ms, int64_t *ret_local_ms);
+int dg_tz_local_to_utc(const char *tz, int64_t local_ms, int64_t *ret_utc_ms);

@@ -72,6 +72,17 @@ void dg_exec_adopt(dg_exec *x, dg_run *run, size_t task, int try_number, const c
 /* Drop a finished run from memory once nothing of it is in flight; true when done. */
 bool dg_exec_forget_run(dg_exec *x, dg_run *run);
 const char *dg_exec_instance(const dg_exec *x);
+/* While held, the scheduler is not ticked (crash recovery re-adopts first). */
+void dg_exec_hold(dg_exec *x, bool hold);
+/* The try is the current one of its task and its outcome is not known yet. */
+bool dg_exec_try_live(dg_exec *x, dg_run *run, size_t task, int try_number);
+typedef struct dg_exec_stats_t {
+    uint64_t starts;
+    double start_latency_sum; /* seconds from START to the container running */
+    /* counts for <= 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5 s and above */
+    uint64_t start_latency_buckets[8];
+} dg_exec_stats_t;
+void dg_exec_stats(const dg_exec *x, dg_exec_stats_t *ret);
 /* Number of tries and removals still outstanding. */
 int dg_exec_outstanding(dg_exec *x);
 /* Closes handles; run the loop afterwards. Does not free the docker client. */

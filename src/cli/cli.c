@@ -9,6 +9,9 @@
 
 #include "cli_internal.h"
 #include "dagd/cli.h"
+#include "dagd/config.h"
+#include "dagd/log.h"
+#include "dagd/server.h"
 #include "dagd/docker.h"
 #include "dagd/store.h"
 #include "dagd/tmpl.h"
@@ -24,6 +27,8 @@ static const char usage_text[] =
     "  validate PATH...       check DAG files (or folders of them); exit 0 valid, 1 invalid\n"
     "  test FILE|DAG TASK [--date D] [--conf JSON] [--dags DIR]\n"
     "                         run one task, ignoring dependencies, keeping no state\n"
+    "  serve [--config FILE] [--dags DIR] [--state DIR] [--listen ADDR] [--log MODE]\n"
+    "                         the daemon: schedules, REST API, crash recovery\n"
     "  help                   this text\n"
     "  version                the version\n"
     "\n"
@@ -34,7 +39,7 @@ static const char usage_text[] =
 typedef struct args {
     char **pos;
     size_t n_pos;
-    const char *date, *conf, *state, *dags;
+    const char *date, *conf, *state, *dags, *config, *listen, *log;
 } args;
 
 static int parse_args(int argc, char **argv, args *a) {
@@ -44,6 +49,9 @@ static int parse_args(int argc, char **argv, args *a) {
         {"conf", offsetof(args, conf)},
         {"state", offsetof(args, state)},
         {"dags", offsetof(args, dags)},
+        {"config", offsetof(args, config)},
+        {"listen", offsetof(args, listen)},
+        {"log", offsetof(args, log)},
     };
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
@@ -544,6 +552,75 @@ static int cmd_validate(args *a) {
     return bad;
 }
 
+/* ---- the daemon ---- */
+
+typedef struct serve_ctx {
+    dg_server *server;
+    uv_signal_t term, intr, hup;
+} serve_ctx;
+
+static void serve_signal_cb(uv_signal_t *h, int signum) {
+    serve_ctx *c = h->data;
+    if (signum == SIGHUP) {
+        dg_log(DG_LOG_NOTICE, NULL, "SIGHUP: reloading the DAGs folder");
+        dg_server_reload(c->server);
+        return;
+    }
+    dg_log(DG_LOG_NOTICE, NULL, "%s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    uv_close((uv_handle_t *)&c->term, NULL);
+    uv_close((uv_handle_t *)&c->intr, NULL);
+    uv_close((uv_handle_t *)&c->hup, NULL);
+    dg_server_stop(c->server);
+}
+
+static int cmd_serve(args *a) {
+    if (a->n_pos != 0) {
+        fputs("usage: dagd serve [--config FILE] [--dags DIR] [--state DIR] [--listen ADDR] [--log auto|journald|stderr]\n",
+              stderr);
+        return EXIT_USAGE;
+    }
+    dg_config cfg;
+    dg_error err = {0};
+    if (dg_config_load(a->config, &cfg, &err) < 0) {
+        fprintf(stderr, "dagd: %s\n", err.msg);
+        dg_error_clear(&err);
+        return EXIT_USAGE;
+    }
+    if (a->dags) free(cfg.dags_folder), cfg.dags_folder = xstrdup(a->dags);
+    if (a->state) free(cfg.state_dir), cfg.state_dir = xstrdup(a->state);
+    if (a->listen) free(cfg.listen), cfg.listen = xstrdup(a->listen);
+    if (a->log) free(cfg.log), cfg.log = xstrdup(a->log);
+    if (dg_log_setup(cfg.log) < 0) {
+        fprintf(stderr, "dagd: --log must be auto, journald or stderr\n");
+        dg_config_free(&cfg);
+        return EXIT_USAGE;
+    }
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    serve_ctx c = {0};
+    int rc = 0;
+    if (dg_server_new(&loop, &cfg, &c.server, &err) < 0 || dg_server_start(c.server, &err) < 0) {
+        dg_log(DG_LOG_ERR, NULL, "cannot start: %s", err.msg ? err.msg : "unknown error");
+        dg_error_clear(&err);
+        if (c.server) dg_server_stop(c.server);
+        rc = 1;
+    } else {
+        uv_signal_init(&loop, &c.term);
+        uv_signal_init(&loop, &c.intr);
+        uv_signal_init(&loop, &c.hup);
+        c.term.data = c.intr.data = c.hup.data = &c;
+        uv_signal_start(&c.term, serve_signal_cb, SIGTERM);
+        uv_signal_start(&c.intr, serve_signal_cb, SIGINT);
+        uv_signal_start(&c.hup, serve_signal_cb, SIGHUP);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    dg_server_free(c.server);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    dg_config_free(&cfg);
+    return rc;
+}
+
 int dg_cli_main(int argc, char **argv) {
     if (argc < 2) {
         fputs(usage_text, stderr);
@@ -559,7 +636,7 @@ int dg_cli_main(int argc, char **argv) {
         return 0;
     }
     static const struct { const char *name; int (*fn)(args *); } cmds[] = {
-        {"run", cmd_run}, {"validate", cmd_validate}, {"test", cmd_test}};
+        {"run", cmd_run}, {"validate", cmd_validate}, {"test", cmd_test}, {"serve", cmd_serve}};
     signal(SIGPIPE, SIG_IGN);
     for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
         if (strcmp(cmd, cmds[i].name) != 0) continue;
@@ -568,7 +645,7 @@ int dg_cli_main(int argc, char **argv) {
         free(a.pos);
         return rc;
     }
-    const char *names[] = {"run", "validate", "test", "help", "version"};
+    const char *names[] = {"run", "validate", "test", "serve", "help", "version"};
     const char *sug = dg_suggest(cmd, names, ARRAY_SIZE(names));
     fprintf(stderr, "dagd: unknown command '%s'%s%s%s\n\n%s", cmd, sug ? " (did you mean '" : "", sug ? sug : "",
             sug ? "'?)" : "", usage_text);

@@ -169,8 +169,10 @@ static int parse_fields(const char *expr, dg_cron *ret, dg_error *err) {
     c.mdays = (uint32_t)bits[2];
     c.months = (uint16_t)bits[3];
     c.wdays = (uint8_t)((bits[4] | (bits[4] >> 7)) & 0x7f);
-    c.mday_star = f[2][0] == '*';
-    c.wday_star = f[4][0] == '*';
+    /* A day field covering its whole range is unrestricted, however it is written
+     * ("*", "1-31", "sun-sat"); a "*" with a step of 2 or more restricts it. */
+    c.mday_star = c.mdays == (uint32_t)0xfffffffe;
+    c.wday_star = c.wdays == 0x7f;
     *ret = c;
     return 0;
 }
@@ -178,7 +180,13 @@ static int parse_fields(const char *expr, dg_cron *ret, dg_error *err) {
 int dg_cron_parse(const char *expr, dg_cron *ret, dg_error *err) {
     if (!expr) return dg_error_set(err, -EINVAL, "empty schedule");
     while (*expr == ' ' || *expr == '\t') expr++;
-    if (!*expr) return dg_error_set(err, -EINVAL, "empty schedule");
+    size_t len = strlen(expr);
+    while (len && (expr[len - 1] == ' ' || expr[len - 1] == '\t')) len--;
+    if (!len) return dg_error_set(err, -EINVAL, "empty schedule");
+    if (expr[len]) { /* trailing blanks: "@daily " is still @daily */
+        _cleanup_free_ char *trimmed = xstrndup(expr, len);
+        return dg_cron_parse(trimmed, ret, err);
+    }
 
     if (*expr == '@') {
         for (size_t i = 0; i < ARRAY_SIZE(presets); i++) {

@@ -686,7 +686,18 @@ static void start_cb(void *ud, const dg_error *err) {
         return;
     }
     t->started = true;
-    dg_sched_on_started(t->x->sched, t->er->run, t->task, t->try_number, now_ms());
+    int64_t now = now_ms();
+    dg_exec *x = t->x;
+    x->starts++;
+    if (t->start_cmd_ms) {
+        double lat = (double)(now - t->start_cmd_ms) / 1000.0;
+        x->start_lat_sum += lat;
+        static const double bounds[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+        size_t b = 0;
+        while (b < ARRAY_SIZE(bounds) && lat > bounds[b]) b++;
+        x->start_lat_buckets[b]++;
+    }
+    dg_sched_on_started(t->x->sched, t->er->run, t->task, t->try_number, now);
     t->logs = dg_docker_logs_follow(t->x->docker, t->container_id, log_line_cb, logs_done_cb, try_ref(t));
     pump(t->x);
     try_unref(t);
@@ -832,6 +843,7 @@ static void handle_start(dg_exec *x, dg_run *run, size_t task, int try_number) {
         er->prepared[task] = NULL;
         t->prepare_only = false;
         t->start_requested = true;
+        t->start_cmd_ms = now_ms();
         er->cur[task] = t;
         if (t->created) start_container(t);
         return;
@@ -839,6 +851,7 @@ static void handle_start(dg_exec *x, dg_run *run, size_t task, int try_number) {
     t = try_new(er, task, try_number);
     er->cur[task] = t;
     t->start_requested = true;
+    t->start_cmd_ms = now_ms();
     switch (tk->kind) {
     case DG_KIND_CONTAINER: create_container(t); break;
     case DG_KIND_SENSOR: start_sensor(t); break;
@@ -929,14 +942,14 @@ static void handle(dg_exec *x, const dg_cmd *c) {
 static void wake_cb(uv_timer_t *h) { pump(h->data); }
 
 static void check_stalled(dg_exec *x) {
-    if (x->closing || !x->ready || x->pumping || x->outstanding > 0 || !x->hooks.stalled) return;
+    if (x->closing || !x->ready || x->held || x->pumping || x->outstanding > 0 || !x->hooks.stalled) return;
     if (dg_sched_next_wakeup(x->sched) >= 0) return;
     for (dg_run *r = dg_sched_runs(x->sched); r; r = r->next)
         if (r->state == DG_RUN_RUNNING) x->hooks.stalled(x->hooks.ud, r);
 }
 
 static void pump(dg_exec *x) {
-    if (!x->ready || x->closing) return;
+    if (!x->ready || x->closing || x->held) return;
     if (x->pumping) {
         x->pump_again = true;
         return;
@@ -1119,6 +1132,23 @@ const char *dg_exec_output(dg_exec *x, dg_run *run, size_t task) {
 int dg_exec_outstanding(dg_exec *x) { return x->outstanding; }
 
 const char *dg_exec_instance(const dg_exec *x) { return x->instance; }
+
+void dg_exec_hold(dg_exec *x, bool hold) {
+    x->held = hold;
+    if (!hold) pump(x);
+}
+
+bool dg_exec_try_live(dg_exec *x, dg_run *run, size_t task, int try_number) {
+    exec_run *er = run->userdata;
+    exec_try *t = er ? er->cur[task] : NULL;
+    return t && t->try_number == try_number && !t->reported;
+}
+
+void dg_exec_stats(const dg_exec *x, dg_exec_stats_t *ret) {
+    ret->starts = x->starts;
+    ret->start_latency_sum = x->start_lat_sum;
+    for (size_t i = 0; i < 8; i++) ret->start_latency_buckets[i] = x->start_lat_buckets[i];
+}
 
 void dg_exec_persist_run(dg_exec *x, dg_run *run) { persist_run(x, run); }
 

@@ -22,6 +22,10 @@ struct dg_exec {
     dg_docker_done_cb connect_cb;
     void *connect_ud;
     bool ready, closing, pumping, pump_again;
+    bool held;          /* recovery in progress: no tick until released */
+    uint64_t starts;    /* containers started */
+    double start_lat_sum; /* seconds from START to the container running */
+    uint64_t start_lat_buckets[8];
     exec_try *tries;
     int outstanding;
     char **cache; /* images and networks known to exist ("network:NAME") */
@@ -62,6 +66,7 @@ struct exec_try {
     uv_timer_t *timer;
     int64_t sensor_start_ms;
     int64_t end_ms; /* when the outcome was reported */
+    int64_t start_cmd_ms; /* when START arrived */
 };
 
 exec_try *dg__exec_find_container(dg_exec *x, const char *id);

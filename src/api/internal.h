@@ -1,0 +1,76 @@
+/* api internals shared by api.c (daemon, loop glue, request plumbing, replies), routes.c
+ * (paths, auth, handlers) and logs.c (log files, follow streams). A dg_api owns the MHD
+ * daemon, its poll and timer handles and the list of live follow streams; each request's
+ * dg__api_req is owned by MHD's connection (freed in the completed callback); each
+ * stream is owned by its MHD response (freed from the response's free callback). */
+#pragma once
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <uv.h>
+
+#include "dagd/api.h"
+#include "dagd/util.h"
+
+#define DG_API_BODY_MAX (1024 * 1024)
+#define DG_API_LOG_POLL_MS 200
+
+typedef struct dg__api_stream dg__api_stream;
+
+struct dg_api {
+    uv_loop_t *loop;
+    dg_server *server;
+    struct MHD_Daemon *mhd;
+    int port;
+    char *token;
+    size_t token_len;
+    uv_poll_t poll;
+    uv_timer_t timer;
+    int open_handles; /* freed when this reaches zero after stop */
+    bool stopping;
+    dg__api_stream *streams;
+};
+
+/* Path parameters, percent-decoded. */
+enum { DG_API_P_DAG, DG_API_P_RUN, DG_API_P_TASK, DG_API_P_TRY, DG_API_P_MAX };
+
+typedef struct dg__api_req {
+    const struct dg__api_route *route;
+    char *param[DG_API_P_MAX];
+    dg_buf body;
+    bool headers_seen; /* the first access-handler call (headers only) is done */
+    bool answered;     /* a response was queued early; ignore the rest */
+    bool too_large;    /* the body went over the cap; it is being dropped */
+    size_t dropped;
+} dg__api_req;
+
+typedef enum MHD_Result (*dg__api_handler)(dg_api *a, struct MHD_Connection *c, dg__api_req *r);
+
+/* api.c: replies. Each returns what the access handler should return. */
+enum MHD_Result dg__api_reply(struct MHD_Connection *c, unsigned status, const char *ctype, char *data,
+                              size_t len);
+enum MHD_Result dg__api_reply_json(struct MHD_Connection *c, unsigned status, json_t *body);
+enum MHD_Result dg__api_reply_error(struct MHD_Connection *c, unsigned status, const char *detail_fmt, ...)
+    _printf_(3, 4);
+/* A negative errno from the server → its status (see server.h); detail from err. */
+enum MHD_Result dg__api_reply_errno(struct MHD_Connection *c, int rc, const dg_error *err);
+/* Re-runs MHD and re-arms the timer; after a resume. */
+void dg__api_kick(dg_api *a);
+
+/* routes.c */
+/* Finds the route for url and fills r->route and r->param. Returns 0, or the status to
+ * answer (404, 400) with *ret_detail set. */
+int dg__api_route(const char *url, dg__api_req *r, const char **ret_detail);
+/* "GET, PATCH" for the route. */
+const char *dg__api_route_allow(const struct dg__api_route *route);
+dg__api_handler dg__api_route_handler(const struct dg__api_route *route, const char *method);
+bool dg__api_route_public(const struct dg__api_route *route);
+bool dg__api_token_ok(const dg_api *a, struct MHD_Connection *c);
+/* Decodes %XX in place ('+' stays literal); false when the result would hold a NUL. */
+bool dg__api_unescape(char *s);
+
+/* logs.c */
+enum MHD_Result dg__api_serve_log(dg_api *a, struct MHD_Connection *c, const char *dag, const char *run,
+                                  const char *task, int try_number, bool follow);
+/* Ends every follow stream (used by stop, before MHD_stop_daemon). */
+void dg__api_streams_abort(dg_api *a);

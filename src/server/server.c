@@ -1,0 +1,718 @@
+/* server — `dagd serve` (see include/dagd/server.h): the DAG bag and its folder watch,
+ * the schedule clock, crash recovery and the daemon's lifecycle. The API's views and
+ * verbs are in views.c.
+ *
+ * Ownership: the server owns its config copy, the store, the docker client, the
+ * scheduler, the executor, the API and every dag_entry. A DAG version replaced by a
+ * reload or removed with its file is "retired" while runs still point at it and freed
+ * once none does. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dagd/log.h"
+#include "server_internal.h"
+
+#define SWEEP_MS 5000
+#define MAX_CLOCK_MS 60000
+#define DEBOUNCE_MS 300
+
+static void schedule_clock(dg_server *s);
+
+static dg_log_ctx run_ctx(const dg_run *run) {
+    return (dg_log_ctx){.dag = run->dag->dag_id, .run = run->run_id};
+}
+
+/* ---- DAG versions ---- */
+
+static bool dag_in_use(dg_server *s, const dg_dag *dag) {
+    for (dg_run *r = dg_sched_runs(s->sched); r; r = r->next)
+        if (r->dag == dag) return true;
+    return false;
+}
+
+static void retire(dg_server *s, dg_dag *dag) {
+    if (!dag) return;
+    if (!s->sched || !dag_in_use(s, dag)) {
+        dg_dag_free(dag);
+        return;
+    }
+    s->retired = xrealloc(s->retired, (s->n_retired + 1) * sizeof *s->retired);
+    s->retired[s->n_retired++] = dag;
+}
+
+static void free_unused_retired(dg_server *s) {
+    for (size_t i = 0; i < s->n_retired;) {
+        if (dag_in_use(s, s->retired[i])) {
+            i++;
+            continue;
+        }
+        dg_dag_free(s->retired[i]);
+        s->retired[i] = s->retired[--s->n_retired];
+    }
+}
+
+dag_entry *dg__server_find(dg_server *s, const char *dag_id) {
+    for (dag_entry *e = s->dags; e; e = e->next_entry)
+        if (!strcmp(e->dag_id, dag_id)) return e;
+    return NULL;
+}
+
+static void entry_free(dg_server *s, dag_entry *e) {
+    retire(s, e->dag);
+    if (e->has_schedule) dg_schedule_done(&e->schedule);
+    free(e->dag_id);
+    free(e->file);
+    free(e);
+}
+
+static void errors_clear(dg_server *s) {
+    for (size_t i = 0; i < s->n_errors; i++) {
+        free(s->errors[i].file);
+        free(s->errors[i].msg);
+    }
+    free(s->errors);
+    s->errors = NULL;
+    s->n_errors = 0;
+}
+
+static void add_error(dg_server *s, const char *file, int line, int col, const char *msg) {
+    s->errors = xrealloc(s->errors, (s->n_errors + 1) * sizeof *s->errors);
+    s->errors[s->n_errors++] = (import_error){xstrdup(file), line, col, xstrdup(msg)};
+}
+
+/* The interval the schedule clock creates next for e, from what the store remembers. */
+static void compute_next(dg_server *s, dag_entry *e) {
+    e->have_next = false;
+    if (!e->has_schedule || !e->dag) return;
+    const dg_dag *d = e->dag;
+    dg_interval iv;
+    if (dg_schedule_next_interval(&e->schedule, d->start_date_ms, d->has_end_date ? d->end_date_ms : 0,
+                                  e->have_last ? &e->last : NULL, &iv) < 0)
+        return;
+    e->next = iv;
+    e->have_next = true;
+}
+
+static void load_last(dg_server *s, dag_entry *e) {
+    dg_run_rec *last = NULL;
+    e->have_last = false;
+    if (dg_store_last_run(s->store, e->dag_id, "scheduled", &last) == 0) {
+        e->have_last = true;
+        e->last.start_ms = last->interval_start_ms ? last->interval_start_ms : last->logical_ms;
+        e->last.end_ms = last->interval_end_ms ? last->interval_end_ms : last->logical_ms;
+        dg_run_rec_free(last);
+    }
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Load every *.yml / *.yaml of the folder. A broken file becomes an import error and
+ * never stops the others; runs in flight keep the version they started with. */
+static void scan_folder(dg_server *s) {
+    const char *dir = s->cfg.dags_folder;
+    errors_clear(s);
+    char **files = NULL;
+    size_t n = 0;
+    DIR *dp = opendir(dir);
+    if (!dp) {
+        _cleanup_free_ char *m = xasprintf("cannot read the DAGs folder: %s", strerror(errno));
+        add_error(s, dir, 0, 0, m);
+        dg_log(DG_LOG_ERR, NULL, "%s: %s", dir, m);
+    } else {
+        struct dirent *de;
+        while ((de = readdir(dp))) {
+            size_t l = strlen(de->d_name);
+            if (de->d_name[0] == '.') continue;
+            if (!((l > 4 && !strcmp(de->d_name + l - 4, ".yml")) || (l > 5 && !strcmp(de->d_name + l - 5, ".yaml"))))
+                continue;
+            files = xrealloc(files, (n + 2) * sizeof *files);
+            files[n++] = xasprintf("%s/%s", dir, de->d_name);
+            files[n] = NULL;
+        }
+        closedir(dp);
+        if (n) qsort(files, n, sizeof *files, cmp_str);
+    }
+    const char **pools = xcalloc(s->cfg.n_pools + 2, sizeof *pools);
+    for (size_t i = 0; i < s->cfg.n_pools; i++) pools[i] = s->cfg.pools[i].name;
+    pools[s->cfg.n_pools] = "default_pool";
+    dg_dag_opts opts = {.known_pools = s->cfg.n_pools ? pools : NULL};
+
+    dag_entry *fresh = NULL, **tail = &fresh;
+    for (size_t i = 0; i < n; i++) {
+        dg_diags d = {0};
+        dg_dag *dag = NULL;
+        if (dg_dag_load(files[i], &opts, &dag, &d) < 0) {
+            for (size_t k = 0; k < d.n; k++) add_error(s, d.v[k].file, d.v[k].line, d.v[k].col, d.v[k].msg);
+            if (!d.n) add_error(s, files[i], 0, 0, "cannot load the file");
+            dg_log(DG_LOG_WARNING, NULL, "%s: not loaded (%zu error%s)", files[i], d.n, d.n == 1 ? "" : "s");
+            dg_diags_free(&d);
+            continue;
+        }
+        dg_diags_free(&d);
+        bool dup = false;
+        for (dag_entry *f = fresh; f; f = f->next_entry)
+            if (!strcmp(f->dag_id, dag->dag_id)) {
+                _cleanup_free_ char *m = xasprintf("DAG id '%s' is already defined in %s", dag->dag_id, f->file);
+                add_error(s, files[i], 1, 1, m);
+                dup = true;
+            }
+        if (dup) {
+            dg_dag_free(dag);
+            continue;
+        }
+        dag_entry *e = xcalloc(1, sizeof *e);
+        e->dag_id = xstrdup(dag->dag_id);
+        e->file = xstrdup(files[i]);
+        e->dag = dag;
+        dg_error err = {0};
+        if (dag->schedule) {
+            if (dg_schedule_init(&e->schedule, dag->schedule, dag->timezone, &err) == 0) e->has_schedule = true;
+            else {
+                add_error(s, files[i], 1, 1, err.msg ? err.msg : "bad schedule");
+                dg_error_clear(&err);
+            }
+        }
+        bool paused;
+        if (dg_store_get_dag(s->store, e->dag_id, &paused) == 0) e->paused = paused;
+        else {
+            e->paused = dag->paused; /* `paused:` is the state when first seen */
+            dg_store_put_dag(s->store, e->dag_id, e->paused, e->file, dg_now_ms());
+        }
+        load_last(s, e);
+        compute_next(s, e);
+        *tail = e;
+        tail = &e->next_entry;
+        s->n_dags++;
+    }
+    free(pools);
+    dg_strv_free(files);
+    /* swap the bag: old entries' DAG versions retire */
+    dag_entry *old = s->dags;
+    s->dags = fresh;
+    size_t count = 0;
+    for (dag_entry *e = fresh; e; e = e->next_entry) count++;
+    s->n_dags = count;
+    while (old) {
+        dag_entry *next = old->next_entry;
+        entry_free(s, old);
+        old = next;
+    }
+    dg_log(DG_LOG_INFO, NULL, "loaded %zu DAG%s from %s (%zu import error%s)", s->n_dags, s->n_dags == 1 ? "" : "s",
+           dir, s->n_errors, s->n_errors == 1 ? "" : "s");
+}
+
+static void debounce_cb(uv_timer_t *h) {
+    dg_server *s = h->data;
+    if (s->stopping) return;
+    scan_folder(s);
+    schedule_clock(s);
+}
+
+static void watch_cb(uv_fs_event_t *h, const char *name, int events, int status) {
+    dg_server *s = h->data;
+    if (s->stopping) return;
+    uv_timer_start(&s->debounce, debounce_cb, DEBOUNCE_MS, 0);
+}
+
+/* ---- runs ---- */
+
+dg_run *dg__server_find_run(dg_server *s, const char *dag_id, const char *run_id) {
+    for (dg_run *r = dg_sched_runs(s->sched); r; r = r->next)
+        if (!strcmp(r->dag->dag_id, dag_id) && !strcmp(r->run_id, run_id)) return r;
+    return NULL;
+}
+
+dg_run *dg__server_add_run(dg_server *s, dag_entry *e, const char *run_id, const char *run_type, int64_t logical_ms,
+                           const dg_interval *iv, const json_t *conf) {
+    dg_run *run = dg_exec_add_run(s->exec, e->dag, run_id, run_type, logical_ms, iv ? iv->start_ms : logical_ms,
+                                  iv ? iv->end_ms : logical_ms, conf);
+    dg_log_ctx c = run_ctx(run);
+    dg_log(DG_LOG_INFO, &c, "run created (%s)", run_type);
+    dg_exec_pump(s->exec);
+    return run;
+}
+
+static int active_runs(dg_server *s, const char *dag_id) {
+    int n = 0;
+    for (dg_run *r = dg_sched_runs(s->sched); r; r = r->next)
+        if (!strcmp(r->dag->dag_id, dag_id) && (r->state == DG_RUN_QUEUED || r->state == DG_RUN_RUNNING)) n++;
+    return n;
+}
+
+/* Restore a run from the store into the scheduler with its task states (no adoption). */
+static dg_run *restore_run(dg_server *s, dag_entry *e, const dg_run_rec *rr, dg_ti_rec **tis, size_t n_tis) {
+    json_t *conf = rr->conf_json ? json_loads(rr->conf_json, 0, NULL) : NULL;
+    dg_run *run = dg_exec_add_run(s->exec, e->dag, rr->run_id, rr->run_type ? rr->run_type : "manual",
+                                  rr->logical_ms, rr->interval_start_ms, rr->interval_end_ms, conf);
+    json_decref(conf);
+    int st = dg_run_state_from_name(rr->state ? rr->state : "queued");
+    dg_sched_restore_run(s->sched, run, st < 0 ? DG_RUN_QUEUED : (dg_run_state)st, rr->start_ms, rr->end_ms);
+    int64_t now = dg_now_ms();
+    for (size_t k = 0; k < n_tis; k++) {
+        ssize_t i = dg_dag_task_index(e->dag, tis[k]->task_id);
+        if (i < 0) continue; /* the task is gone from the file */
+        int ts = dg_ti_state_from_name(tis[k]->state ? tis[k]->state : "none");
+        dg_ti_restore r = {
+            .state = ts < 0 ? DG_TI_NONE : (dg_ti_state)ts,
+            .try_number = tis[k]->try_number,
+            .max_tries = tis[k]->max_tries,
+            .start_ms = tis[k]->start_ms,
+            .end_ms = tis[k]->end_ms,
+            .has_exit_code = tis[k]->has_exit_code,
+            .exit_code = tis[k]->exit_code,
+            .message = tis[k]->message,
+        };
+        dg_sched_restore_ti(s->sched, run, (size_t)i, &r, now);
+        if (tis[k]->output) dg_exec_set_output(s->exec, run, (size_t)i, tis[k]->output);
+    }
+    dg_exec_persist_run(s->exec, run);
+    return run;
+}
+
+int dg__server_load_run(dg_server *s, dag_entry *e, const char *run_id, dg_run **ret, dg_error *err) {
+    dg_run *run = dg__server_find_run(s, e->dag_id, run_id);
+    if (run) {
+        *ret = run;
+        return 0;
+    }
+    dg_run_rec *rr = NULL;
+    if (dg_store_get_run(s->store, e->dag_id, run_id, &rr) < 0)
+        return dg_error_set(err, -ENOENT, "DAG '%s' has no run '%s'", e->dag_id, run_id);
+    dg_ti_rec **tis = NULL;
+    size_t n = 0;
+    dg_store_list_tis(s->store, e->dag_id, run_id, &tis, &n);
+    *ret = restore_run(s, e, rr, tis, n);
+    dg_ti_recs_free(tis, n);
+    dg_run_rec_free(rr);
+    return 0;
+}
+
+/* ---- the schedule clock ---- */
+
+static void create_due_runs(dg_server *s, dag_entry *e, int64_t now) {
+    const dg_dag *d = e->dag;
+    while (e->have_next && e->next.end_ms <= now) {
+        if (active_runs(s, e->dag_id) >= (d->max_active_runs > 0 ? d->max_active_runs : 16)) return;
+        dg_interval iv = e->next;
+        if (!d->catchup) {
+            /* without catchup only the newest due interval gets a run */
+            dg_interval probe = iv, nx;
+            while (dg_schedule_next_interval(&e->schedule, d->start_date_ms, d->has_end_date ? d->end_date_ms : 0,
+                                             &probe, &nx) == 0 &&
+                   nx.end_ms <= now)
+                probe = nx;
+            iv = probe;
+        }
+        _cleanup_free_ char *ts = dg_format_time(iv.start_ms, false);
+        _cleanup_free_ char *run_id = xasprintf("scheduled__%s", ts);
+        dg_run_rec *existing = NULL;
+        if (dg_store_get_run(s->store, e->dag_id, run_id, &existing) == 0) dg_run_rec_free(existing);
+        else dg__server_add_run(s, e, run_id, "scheduled", iv.start_ms, &iv, NULL);
+        e->last = iv;
+        e->have_last = true;
+        compute_next(s, e);
+    }
+}
+
+static void clock_cb(uv_timer_t *h) { schedule_clock(h->data); }
+
+static void schedule_clock(dg_server *s) {
+    if (s->stopping || s->recovering) return;
+    int64_t now = dg_now_ms();
+    int64_t wake = now + MAX_CLOCK_MS;
+    for (dag_entry *e = s->dags; e; e = e->next_entry) {
+        if (!e->has_schedule || e->paused) continue;
+        create_due_runs(s, e, now);
+        if (e->have_next && e->next.end_ms > now && e->next.end_ms < wake) wake = e->next.end_ms;
+    }
+    uv_timer_start(&s->clock, clock_cb, (uint64_t)(wake - now), 0);
+}
+
+void dg__server_kick(dg_server *s) {
+    if (!s->stopping) uv_timer_start(&s->clock, clock_cb, 0, 0);
+}
+
+/* Finished runs leave memory (the store has them); unused old DAG versions go too;
+ * a finished run may free a max_active_runs slot, so the clock looks again. */
+static void sweep_cb(uv_timer_t *h) {
+    dg_server *s = h->data;
+    bool freed = false;
+    for (dg_run *r = dg_sched_runs(s->sched), *n; r; r = n) {
+        n = r->next;
+        if (r->state == DG_RUN_SUCCESS || r->state == DG_RUN_FAILED) freed |= dg_exec_forget_run(s->exec, r);
+    }
+    free_unused_retired(s);
+    if (freed) schedule_clock(s);
+    int runs = 0, tasks = dg_sched_running(s->sched);
+    for (dg_run *r = dg_sched_runs(s->sched); r; r = r->next) runs += r->state == DG_RUN_RUNNING;
+    dg_notify_status("%d run%s running, %d task%s in flight, %zu DAG%s", runs, runs == 1 ? "" : "s", tasks,
+                     tasks == 1 ? "" : "s", s->n_dags, s->n_dags == 1 ? "" : "s");
+}
+
+static void watchdog_cb(uv_timer_t *h) { dg_notify_watchdog(); }
+
+/* ---- crash recovery ---- */
+
+typedef struct recover_ctx {
+    dg_server *s;
+    char *dag_id, *run_id;
+} recover_ctx;
+
+static void recovery_step_done(dg_server *s);
+
+static void removed_cb(void *ud, const dg_error *err) {
+    if (err && err->code != -ECANCELED) dg_log(DG_LOG_WARNING, NULL, "removing a stale container: %s", err->msg);
+}
+
+static void fail_try(dg_server *s, dg_run *run, size_t task, int try_number, const char *msg) {
+    dg_result res = {.type = DG_RES_ERROR, .message = msg};
+    dg_sched_on_finished(s->sched, run, task, try_number, &res, dg_now_ms());
+}
+
+/* The containers of one run, by label: adopt the tries in flight, fail those whose
+ * container is gone, remove containers that were created but never started. */
+static void containers_cb(void *ud, int status, json_t *body, const dg_error *err) {
+    recover_ctx *c = ud;
+    dg_server *s = c->s;
+    dg_run *run = s->stopping ? NULL : dg__server_find_run(s, c->dag_id, c->run_id);
+    if (run && err) {
+        dg_log_ctx lc = run_ctx(run);
+        dg_log(DG_LOG_ERR, &lc, "cannot list the run's containers: %s", err->msg);
+    }
+    if (run && !err) {
+        const dg_dag *dag = run->dag;
+        for (size_t i = 0; i < dag->n_tasks; i++) {
+            dg_ti *ti = &run->ti[i];
+            if (ti->state != DG_TI_QUEUED && ti->state != DG_TI_RUNNING) continue;
+            const char *found_id = NULL, *found_name = NULL, *found_state = NULL;
+            size_t k;
+            json_t *ct;
+            json_array_foreach(body, k, ct) {
+                json_t *labels = json_object_get(ct, "Labels");
+                const char *task = json_string_value(json_object_get(labels, "io.dagd.task"));
+                const char *tr = json_string_value(json_object_get(labels, "io.dagd.try"));
+                if (!task || !tr || strcmp(task, dag->tasks[i].id) || atoi(tr) != ti->try_number) continue;
+                found_id = json_string_value(json_object_get(ct, "Id"));
+                found_state = json_string_value(json_object_get(ct, "State"));
+                json_t *names = json_object_get(ct, "Names");
+                found_name = json_string_value(json_array_get(names, 0));
+                if (found_name && found_name[0] == '/') found_name++;
+            }
+            dg_log_ctx lc = {.dag = dag->dag_id, .run = run->run_id, .task = dag->tasks[i].id,
+                             .try_number = ti->try_number};
+            if (found_id && found_state && strcmp(found_state, "created") != 0) {
+                dg_log(DG_LOG_NOTICE, &lc, "re-adopting container %s (%s)", found_name ? found_name : found_id,
+                       found_state);
+                if (ti->state == DG_TI_QUEUED) dg_sched_on_started(s->sched, run, i, ti->try_number, dg_now_ms());
+                dg_exec_adopt(s->exec, run, i, ti->try_number, found_id, found_name ? found_name : found_id);
+            } else {
+                if (found_id) dg_docker_container_remove(s->docker, found_id, removed_cb, NULL);
+                dg_log(DG_LOG_WARNING, &lc, "the try's container is gone; the try counts as failed");
+                fail_try(s, run, i, ti->try_number,
+                         found_id ? "dagd stopped before the container started"
+                                  : "the container vanished while dagd was down");
+            }
+        }
+    }
+    free(c->dag_id);
+    free(c->run_id);
+    free(c);
+    recovery_step_done(s);
+}
+
+static void recovery_step_done(dg_server *s) {
+    if (--s->pending_recovery > 0) return;
+    s->recovering = false;
+    dg_log(DG_LOG_INFO, NULL, "recovery done; scheduling");
+    dg_exec_hold(s->exec, false);
+    schedule_clock(s);
+    if (!s->ready) {
+        s->ready = true;
+        dg_notify_ready();
+    }
+}
+
+static void recover(dg_server *s) {
+    dg_run_rec **runs = NULL;
+    size_t n = 0;
+    s->recovering = true;
+    s->pending_recovery = 1; /* this function's own step */
+    if (dg_store_unfinished_runs(s->store, &runs, &n) < 0) n = 0;
+    for (size_t k = 0; k < n; k++) {
+        dg_run_rec *rr = runs[k];
+        dag_entry *e = dg__server_find(s, rr->dag_id);
+        if (!e) {
+            /* nothing left to run it with: it ends failed, and says why */
+            rr->state = "failed";
+            rr->end_ms = dg_now_ms();
+            dg_store_put_run(s->store, rr);
+            rr->state = NULL;
+            dg_log_ctx lc = {.dag = rr->dag_id, .run = rr->run_id};
+            dg_log(DG_LOG_WARNING, &lc, "run failed at start: its DAG is no longer in the DAGs folder");
+            continue;
+        }
+        dg_ti_rec **tis = NULL;
+        size_t nt = 0;
+        dg_store_list_tis(s->store, rr->dag_id, rr->run_id, &tis, &nt);
+        dg_run *run = restore_run(s, e, rr, tis, nt);
+        dg_ti_recs_free(tis, nt);
+        dg_log_ctx lc = run_ctx(run);
+        dg_log(DG_LOG_NOTICE, &lc, "recovering run (%s)", dg_run_state_name(run->state));
+        recover_ctx *c = xcalloc(1, sizeof *c);
+        c->s = s;
+        c->dag_id = xstrdup(rr->dag_id);
+        c->run_id = xstrdup(rr->run_id);
+        json_auto_t *f = json_pack("{s:[s,s,s]}", "label", "io.dagd.instance", "io.dagd.dag", "io.dagd.run");
+        json_t *labels = json_object_get(f, "label");
+        json_array_set_new(labels, 0, json_sprintf("io.dagd.instance=%s", s->instance));
+        json_array_set_new(labels, 1, json_sprintf("io.dagd.dag=%s", rr->dag_id));
+        json_array_set_new(labels, 2, json_sprintf("io.dagd.run=%s", rr->run_id));
+        _cleanup_free_ char *fs = json_dumps(f, JSON_COMPACT);
+        dg_buf q = {0};
+        for (const char *p = fs; *p; p++) {
+            unsigned char ch = (unsigned char)*p;
+            if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || strchr("-_.~", ch))
+                dg_buf_append(&q, p, 1);
+            else dg_buf_printf(&q, "%%%02X", ch);
+        }
+        _cleanup_free_ char *path = xasprintf("/containers/json?all=1&filters=%s", q.data);
+        dg_buf_free(&q);
+        s->pending_recovery++;
+        dg_docker_call(s->docker, "GET", path, NULL, containers_cb, c);
+    }
+    dg_run_recs_free(runs, n);
+    recovery_step_done(s);
+}
+
+static void connected_cb(void *ud, const dg_error *err) {
+    dg_server *s = ud;
+    if (err) {
+        dg_log(DG_LOG_ERR, NULL, "%s", err->msg ? err->msg : "cannot reach the Docker engine");
+        return;
+    }
+    dg_log(DG_LOG_INFO, NULL, "connected to the Docker engine (API %s)", dg_docker_api_version(s->docker));
+    recover(s);
+}
+
+/* ---- lifecycle ---- */
+
+static int resolve_token(dg_server *s, dg_error *err) {
+    const char *env = getenv("DAGD_TOKEN");
+    if (s->cfg.token_file) {
+        _cleanup_free_ char *text = NULL;
+        int r = dg_read_file(s->cfg.token_file, &text, NULL);
+        if (r < 0) return dg_error_set(err, r, "token_file %s: %s", s->cfg.token_file, strerror(-r));
+        text[strcspn(text, "\r\n")] = 0;
+        if (!*text) return dg_error_set(err, -EINVAL, "token_file %s is empty", s->cfg.token_file);
+        s->token = xstrdup(text);
+        return 0;
+    }
+    if (env && *env) {
+        s->token = xstrdup(env);
+        return 0;
+    }
+    _cleanup_free_ char *path = xasprintf("%s/token", s->cfg.state_dir);
+    _cleanup_free_ char *text = NULL;
+    if (dg_read_file(path, &text, NULL) == 0) {
+        text[strcspn(text, "\r\n")] = 0;
+        if (*text) {
+            chmod(path, 0600);
+            s->token = xstrdup(text);
+            return 0;
+        }
+    }
+    unsigned char rnd[24];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
+        if (fd >= 0) close(fd);
+        return dg_error_set(err, -EIO, "cannot read /dev/urandom for a token");
+    }
+    close(fd);
+    dg_buf b = {0};
+    for (size_t i = 0; i < sizeof rnd; i++) dg_buf_printf(&b, "%02x", rnd[i]);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, b.data, b.len) != (ssize_t)b.len || write(fd, "\n", 1) != 1) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        dg_buf_free(&b);
+        return dg_error_set(err, -e, "%s: %s", path, strerror(e));
+    }
+    fchmod(fd, 0600);
+    close(fd);
+    s->token = dg_buf_steal(&b);
+    dg_log(DG_LOG_NOTICE, NULL, "API token written to %s", path);
+    return 0;
+}
+
+/* Containers of this state directory carry the same instance label across restarts,
+ * which is how recovery finds them. */
+static int resolve_instance(dg_server *s, dg_error *err) {
+    _cleanup_free_ char *path = xasprintf("%s/instance", s->cfg.state_dir);
+    _cleanup_free_ char *text = NULL;
+    if (dg_read_file(path, &text, NULL) == 0) {
+        text[strcspn(text, "\r\n")] = 0;
+        if (strlen(text) >= 8) {
+            s->instance = xstrdup(text);
+            return 0;
+        }
+    }
+    unsigned char rnd[8];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
+        if (fd >= 0) close(fd);
+        return dg_error_set(err, -EIO, "cannot read /dev/urandom");
+    }
+    close(fd);
+    dg_buf b = {0};
+    for (size_t i = 0; i < sizeof rnd; i++) dg_buf_printf(&b, "%02x", rnd[i]);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, b.data, b.len) != (ssize_t)b.len) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        dg_buf_free(&b);
+        return dg_error_set(err, -e, "%s: %s", path, strerror(e));
+    }
+    close(fd);
+    s->instance = dg_buf_steal(&b);
+    return 0;
+}
+
+static void copy_config(dg_config *dst, const dg_config *src) {
+    *dst = *src;
+    dst->dags_folder = xstrdup(src->dags_folder);
+    dst->state_dir = xstrdup(src->state_dir);
+    dst->listen = xstrdup(src->listen);
+    dst->token_file = xstrdup(src->token_file);
+    dst->token = xstrdup(src->token);
+    dst->pools = xcalloc(src->n_pools + 1, sizeof *dst->pools);
+    for (size_t i = 0; i < src->n_pools; i++) {
+        dst->pools[i].name = xstrdup(src->pools[i].name);
+        dst->pools[i].slots = src->pools[i].slots;
+    }
+    dst->backend = xstrdup(src->backend);
+    dst->docker_host = xstrdup(src->docker_host);
+    dst->smtp_url = xstrdup(src->smtp_url);
+    dst->smtp_from = xstrdup(src->smtp_from);
+    dst->smtp_connection = xstrdup(src->smtp_connection);
+    dst->connections_file = xstrdup(src->connections_file);
+    dst->allowed_volume_prefixes = dg_strv_copy(src->allowed_volume_prefixes);
+    dst->log = xstrdup(src->log);
+}
+
+int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_server **ret, dg_error *err) {
+    if (strcmp(cfg->backend ? cfg->backend : "local", "local") != 0)
+        return dg_error_set(err, -EINVAL, "backend '%s' is not available in this version; use backend: local",
+                            cfg->backend);
+    dg_server *s = xcalloc(1, sizeof *s);
+    s->loop = loop;
+    copy_config(&s->cfg, cfg);
+    int r = dg_store_open(s->cfg.state_dir, &s->store, err);
+    if (r < 0) goto fail;
+    if ((r = resolve_token(s, err)) < 0 || (r = resolve_instance(s, err)) < 0) goto fail;
+    if ((r = dg_docker_new(loop, s->cfg.docker_host, &s->docker, err)) < 0) goto fail;
+    dg_sched_opts so = {.parallelism = s->cfg.parallelism, .pools = s->cfg.pools, .n_pools = s->cfg.n_pools};
+    s->sched = dg_sched_new(&so);
+    dg_exec_opts xo = {
+        .loop = loop,
+        .docker = s->docker,
+        .sched = s->sched,
+        .store = s->store,
+        .state_dir = s->cfg.state_dir,
+        .allow_privileged = s->cfg.allow_privileged,
+        .instance = s->instance,
+    };
+    if ((r = dg_exec_new(&xo, &s->exec, err)) < 0) goto fail;
+    uv_timer_init(loop, &s->debounce);
+    uv_timer_init(loop, &s->clock);
+    uv_timer_init(loop, &s->sweep);
+    uv_timer_init(loop, &s->watchdog);
+    s->debounce.data = s->clock.data = s->sweep.data = s->watchdog.data = s;
+    *ret = s;
+    return 0;
+fail:
+    dg_server_free(s);
+    return r;
+}
+
+int dg_server_start(dg_server *s, dg_error *err) {
+    scan_folder(s);
+    if (uv_fs_event_init(s->loop, &s->watch) == 0) {
+        s->watch.data = s;
+        int r = uv_fs_event_start(&s->watch, watch_cb, s->cfg.dags_folder, 0);
+        if (r < 0) {
+            dg_log(DG_LOG_WARNING, NULL, "cannot watch %s: %s (changes need SIGHUP)", s->cfg.dags_folder,
+                   uv_strerror(r));
+            uv_close((uv_handle_t *)&s->watch, NULL);
+        } else {
+            s->watching = true;
+        }
+    }
+    int r = dg_api_start(s->loop, s, s->cfg.listen, s->token, &s->api, err);
+    if (r < 0) return r;
+    dg_log(DG_LOG_INFO, NULL, "API listening on %s (port %d)", s->cfg.listen, dg_api_port(s->api));
+    uv_timer_start(&s->sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
+    int64_t wd = dg_notify_watchdog_interval_ms();
+    if (wd > 0) uv_timer_start(&s->watchdog, watchdog_cb, (uint64_t)wd, (uint64_t)wd);
+    dg_exec_hold(s->exec, true);
+    dg_exec_connect(s->exec, connected_cb, s);
+    return 0;
+}
+
+void dg_server_reload(dg_server *s) {
+    dg_notify_reloading();
+    scan_folder(s);
+    schedule_clock(s);
+    dg_notify_ready();
+}
+
+void dg_server_stop(dg_server *s) {
+    if (s->stopping) return;
+    s->stopping = true;
+    dg_notify_stopping();
+    dg_log(DG_LOG_NOTICE, NULL, "stopping: running containers keep running and are re-adopted at next start");
+    if (s->api) dg_api_stop(s->api);
+    s->api = NULL;
+    if (s->watching) uv_close((uv_handle_t *)&s->watch, NULL);
+    s->watching = false;
+    uv_close((uv_handle_t *)&s->debounce, NULL);
+    uv_close((uv_handle_t *)&s->clock, NULL);
+    uv_close((uv_handle_t *)&s->sweep, NULL);
+    uv_close((uv_handle_t *)&s->watchdog, NULL);
+    dg_exec_free(s->exec);
+    s->exec = NULL;
+    dg_docker_free(s->docker);
+    s->docker = NULL;
+}
+
+/* After dg_server_stop and the loop has run dry. */
+void dg_server_free(dg_server *s) {
+    if (!s) return;
+    if (!s->stopping) {
+        dg_exec_free(s->exec);
+        dg_docker_free(s->docker);
+    }
+    while (s->dags) {
+        dag_entry *n = s->dags->next_entry;
+        if (s->dags->has_schedule) dg_schedule_done(&s->dags->schedule);
+        dg_dag_free(s->dags->dag);
+        free(s->dags->dag_id);
+        free(s->dags->file);
+        free(s->dags);
+        s->dags = n;
+    }
+    dg_sched_free(s->sched);
+    for (size_t i = 0; i < s->n_retired; i++) dg_dag_free(s->retired[i]);
+    free(s->retired);
+    errors_clear(s);
+    dg_store_close(s->store);
+    free(s->token);
+    free(s->instance);
+    dg_config_free(&s->cfg);
+    free(s);
+}
+
+const dg_config *dg_server_config(const dg_server *s) { return &s->cfg; }

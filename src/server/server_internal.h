@@ -1,0 +1,69 @@
+/* server internals shared by the files of src/server. */
+#pragma once
+#include "dagd/api.h"
+#include "dagd/cron.h"
+#include "dagd/dag.h"
+#include "dagd/docker.h"
+#include "dagd/exec.h"
+#include "dagd/sched.h"
+#include "dagd/server.h"
+#include "dagd/store.h"
+
+/* One DAG of the bag: the current good version of its file. */
+typedef struct dag_entry {
+    char *dag_id;
+    char *file;
+    dg_dag *dag;
+    bool paused;
+    bool has_schedule;
+    dg_schedule schedule;
+    bool have_last;      /* the newest scheduled interval already has a run */
+    dg_interval last;
+    bool have_next;      /* the next interval, for the API and the clock */
+    dg_interval next;
+    struct dag_entry *next_entry;
+} dag_entry;
+
+typedef struct import_error {
+    char *file;
+    int line, col;
+    char *msg;
+} import_error;
+
+struct dg_server {
+    uv_loop_t *loop;
+    dg_config cfg; /* a copy owned by the server */
+    dg_store *store;
+    dg_docker *docker;
+    dg_sched *sched;
+    dg_exec *exec;
+    dg_api *api;
+    char *token;
+    char *instance;
+    dag_entry *dags;
+    size_t n_dags;
+    dg_dag **retired; /* older versions still used by runs in flight */
+    size_t n_retired;
+    import_error *errors;
+    size_t n_errors;
+    uv_fs_event_t watch;
+    bool watching;
+    uv_timer_t debounce, clock, sweep, watchdog;
+    int handles_open;
+    bool ready, stopping, recovering;
+    int pending_recovery;
+    void (*on_closed)(void *ud);
+};
+
+dag_entry *dg__server_find(dg_server *s, const char *dag_id);
+/* The run in memory, or loaded back from the store (for clear and mark). */
+int dg__server_load_run(dg_server *s, dag_entry *e, const char *run_id, dg_run **ret, dg_error *err);
+dg_run *dg__server_find_run(dg_server *s, const char *dag_id, const char *run_id);
+/* Create and persist a run of e's DAG and let the scheduler act. */
+dg_run *dg__server_add_run(dg_server *s, dag_entry *e, const char *run_id, const char *run_type,
+                           int64_t logical_ms, const dg_interval *iv, const json_t *conf);
+void dg__server_kick(dg_server *s); /* re-evaluate schedules soon */
+
+json_t *dg__json_time(int64_t ms); /* RFC 3339 UTC string, or null for 0 */
+json_t *dg__run_json(const dg_run_rec *r);
+json_t *dg__ti_json(const dg_ti_rec *r);
