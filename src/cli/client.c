@@ -328,12 +328,17 @@ static void report_error(client *c, long status, const dg_buf *body) {
 
 /* A JSON request: on a 2xx the parsed answer in *ret; anything else is reported and
  * returns < 0 (which the verbs turn into exit status 3). */
-static int call(client *c, const char *method, const char *path, const json_t *body, json_t **ret) {
+static int call_ex(client *c, const char *method, const char *path, const json_t *body, json_t **ret,
+                   bool quiet_404) {
     xfer x = {0};
     long status = perform(c, method, path, body, &x);
     if (status < 0) {
         dg_buf_free(&x.body);
         return (int)status;
+    }
+    if (status == 404 && quiet_404) {
+        dg_buf_free(&x.body);
+        return -ENOENT;
     }
     if (status < 200 || status >= 300) {
         report_error(c, status, &x.body);
@@ -349,6 +354,10 @@ static int call(client *c, const char *method, const char *path, const json_t *b
     }
     *ret = j;
     return 0;
+}
+
+static int call(client *c, const char *method, const char *path, const json_t *body, json_t **ret) {
+    return call_ex(c, method, path, body, ret, false);
 }
 
 /* Every page of a list ({"<key>": [...], "total_entries": N}) merged into one object of
@@ -563,6 +572,22 @@ static bool task_finished(const json_t *ti) {
     return false;
 }
 
+/* 1 when the DAG has the task, 0 when not, < 0 (reported) when the DAG cannot be read. */
+static int dag_has_task(client *c, const char *dag, const char *task) {
+    _cleanup_free_ char *d = seg(c, dag);
+    _cleanup_free_ char *path = xasprintf("/api/v1/dags/%s", d);
+    json_t *j = NULL;
+    if (call(c, "GET", path, NULL, &j) < 0) return -EPROTO;
+    json_t *ids = json_object_get(j, "task_ids"), *id;
+    size_t i;
+    int found = !json_is_array(ids); /* a server that does not list them: assume it has it */
+    json_array_foreach(ids, i, id) {
+        if (json_is_string(id) && strcmp(json_string_value(id), task) == 0) found = 1;
+    }
+    json_decref(j);
+    return found;
+}
+
 /* The try to show: --try, else the task instance's current try. With -f a task that has
  * not started yet is waited for, so `trigger` followed by `logs -f` just works. */
 static int pick_try(client *c, opts *o, long *ret) {
@@ -578,36 +603,42 @@ static int pick_try(client *c, opts *o, long *ret) {
         return 0;
     }
     _cleanup_free_ char *tp = task_path(c, o->pos[0], o->pos[1], o->pos[2]);
+    _cleanup_free_ char *rp = run_path(c, o->pos[0], o->pos[1]);
     for (;;) {
         json_t *ti = NULL;
-        if (call(c, "GET", tp, NULL, &ti) < 0) return -EPROTO;
+        int r = call_ex(c, "GET", tp, NULL, &ti, true);
+        if (r == -ENOENT) {
+            /* the server makes a task instance when the task is first scheduled */
+            r = dag_has_task(c, o->pos[0], o->pos[2]);
+            if (r < 0) return r;
+            if (!r) {
+                fprintf(stderr, "dagd: DAG '%s' has no task '%s'\n", o->pos[0], o->pos[2]);
+                return -ENOENT;
+            }
+            ti = json_pack("{s:s,s:i}", "state", "none", "try_number", 0);
+        } else if (r < 0) {
+            return -EPROTO;
+        }
         json_int_t n = json_integer_value(json_object_get(ti, "try_number"));
         bool finished = task_finished(ti);
-        char *state = field_text(ti, "state");
+        _cleanup_free_ char *state = field_text(ti, "state");
         json_decref(ti);
         if (n >= 1) {
-            free(state);
             *ret = (long)n;
             return 0;
         }
         if (o->follow && !finished) {
             /* a run that ended (cancelled, say) leaves tasks that will never start */
-            _cleanup_free_ char *rp = run_path(c, o->pos[0], o->pos[1]);
             json_t *run = NULL;
-            if (call(c, "GET", rp, NULL, &run) < 0) {
-                free(state);
-                return -EPROTO;
-            }
+            if (call(c, "GET", rp, NULL, &run) < 0) return -EPROTO;
             finished = state_is(run, "success") || state_is(run, "failed");
             json_decref(run);
         }
         if (!o->follow || finished) {
             fprintf(stderr, "dagd: task '%s' of run %s has not run (state %s), so it has no log\n", o->pos[2],
                     o->pos[1], state);
-            free(state);
             return -ENOENT;
         }
-        free(state);
         sleep_ms(POLL_MS);
     }
 }
@@ -642,13 +673,13 @@ static void report_failed_tasks(client *c, const char *run_path_s) {
         if (!state_is(ti, "failed") && !state_is(ti, "upstream_failed")) continue;
         const char *id = json_string_value(json_object_get(ti, "task_id"));
         const json_t *ec = json_object_get(ti, "exit_code");
+        const char *msg = json_string_value(json_object_get(ti, "message"));
+        fprintf(stderr, "dagd: task %s %s", id ? id : "?", json_string_value(json_object_get(ti, "state")));
         if (json_is_integer(ec))
-            fprintf(stderr, "dagd: task %s %s (try %lld, exit %lld)\n", id ? id : "?",
-                    json_string_value(json_object_get(ti, "state")),
-                    (long long)json_integer_value(json_object_get(ti, "try_number")),
+            fprintf(stderr, " (try %lld, exit %lld)", (long long)json_integer_value(json_object_get(ti, "try_number")),
                     (long long)json_integer_value(ec));
-        else
-            fprintf(stderr, "dagd: task %s %s\n", id ? id : "?", json_string_value(json_object_get(ti, "state")));
+        if (msg && *msg) fprintf(stderr, ": %s", msg);
+        fputc('\n', stderr);
     }
     json_decref(j);
 }

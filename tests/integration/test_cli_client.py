@@ -128,7 +128,7 @@ OK_DAG = """\
         command: [sh, -c, "echo hello-a"]
       b:
         image: @IMAGE@
-        command: [sh, -c, "echo hello-b; echo conf={{ dag_run.conf.x }}"]
+        command: [sh, -c, "echo hello-b; echo conf={{ params.x }}"]
         depends_on: [a]
     params:
       x: default
@@ -230,6 +230,8 @@ def test_trigger_wait_success_then_runs_tasks_logs(srv, dg):
     missing = srv.cli("logs", dg.dag_id, run_id, "a", "--try", "2")
     assert missing.rc == 3, missing
     assert missing.err.startswith("dagd: 404: "), missing
+    nosuch = srv.cli("logs", dg.dag_id, run_id, "zz", "-f", timeout=20)
+    assert nosuch.rc == 3 and "no task 'zz'" in nosuch.err, nosuch
 
 
 def test_trigger_json_and_date(srv, dg):
@@ -387,7 +389,6 @@ def test_backfill(srv, dg):
         dag: @DAG@
         schedule: "@daily"
         start_date: 2025-01-01
-        end_date: 2025-01-01
         paused: true
         tasks:
           a:
@@ -404,6 +405,15 @@ def test_backfill(srv, dg):
         assert "2025-01-01" <= r["logical_date"][:10] <= "2025-01-03", r
     listed = {r["dag_run_id"] for r in srv.json("runs", dg.dag_id)["dag_runs"]}
     assert {r["dag_run_id"] for r in made} <= listed
+    for r in made:
+        assert srv.wait_run(r["dag_run_id"], timeout=90)["state"] == "success"
+        logs = srv.cli("logs", dg.dag_id, r["dag_run_id"], "a")
+        assert logs.rc == 0 and logs.out == "ds=%s\n" % r["logical_date"][:10], logs
+    table = srv.cli("backfill", dg.dag_id, "--from", "2025-02-01", "--to", "2025-02-01")
+    assert table.rc == 0, table
+    assert table.out.splitlines()[0].split() == ["RUN_ID", "STATE", "LOGICAL_DATE", "START", "END"]
+    assert [l.split()[0] for l in table.out.splitlines()[1:]] == ["backfill__2025-02-01T00:00:00Z"], table
+    srv.wait_run("backfill__2025-02-01T00:00:00Z", timeout=90)
     bad = srv.cli("backfill", dg.dag_id, "--from", "2025-01-03", "--to", "2025-01-01")
     assert bad.rc == 3 and bad.err.startswith("dagd: 4"), bad
     assert srv.cli("backfill", dg.dag_id, "--from", "2025-01-01").rc == 2
