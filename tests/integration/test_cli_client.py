@@ -1,0 +1,493 @@
+"""The client verbs (`dagd dags`, `runs`, `tasks`, `logs`, `trigger`, `pause`, `unpause`,
+`cancel`, `clear`, `mark`, `backfill`) against a real `dagd serve` and a real Docker engine.
+
+Every test starts its own server on a free port with its own DAGs folder and state dir;
+the client finds the token the server wrote in <state>/token through --state unless the
+test is about token resolution. Effects are checked through the API (the client's own
+--json output), the engine and the task logs.
+"""
+import json
+import os
+import socket
+import time
+import urllib.request
+
+import pytest
+
+from conftest import TIME_SCALE, containers
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def base_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGD_")}
+    env.update(extra)
+    return env
+
+
+class Server:
+    def __init__(self, dg):
+        self.dg = dg
+        self.dags = dg.tmp / "dags"
+        self.dags.mkdir(exist_ok=True)
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.proc = dg.popen("serve", "--dags", self.dags, "--state", dg.state,
+                             "--listen", "127.0.0.1:%d" % self.port, env=base_env())
+        deadline = time.monotonic() + 30 * TIME_SCALE
+        while True:
+            if self.proc.poll() is not None:
+                out, err = self.proc.communicate()
+                pytest.fail("dagd serve exited %s:\n%s\n%s" % (self.proc.returncode, out.decode(), err.decode()))
+            try:
+                with urllib.request.urlopen(self.url + "/api/v1/health", timeout=2) as r:
+                    if r.status == 200 and (dg.state / "token").is_file():
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "dagd serve did not answer /api/v1/health"
+            time.sleep(0.2)
+        self.token = (dg.state / "token").read_text().strip()
+
+    def write(self, body, dag_id=None, name=None):
+        dag_id = dag_id or self.dg.dag_id
+        path = self.dg.write(body, name="dags/%s.yml" % (name or dag_id), dag_id=dag_id)
+        self.wait_dag(dag_id)
+        return path
+
+    def wait_dag(self, dag_id):
+        deadline = time.monotonic() + 20 * TIME_SCALE
+        while True:
+            res = self.cli("dags", "--json")
+            assert res.rc == 0, res
+            if dag_id in [d["dag_id"] for d in json.loads(res.out)["dags"]]:
+                return
+            assert time.monotonic() < deadline, "the server did not load %s: %s" % (dag_id, res.out)
+            time.sleep(0.3)
+
+    def cli(self, *args, env=None, state=True, server=True, timeout=60):
+        extra = []
+        if server:
+            extra += ["--server", self.url]
+        if state:
+            extra += ["--state", self.dg.state]
+        return self.dg.exec(*args, *extra, env=env or base_env(), timeout=timeout)
+
+    def json(self, *args):
+        res = self.cli(*args, "--json")
+        assert res.rc == 0, res
+        return json.loads(res.out)
+
+    def run(self, run_id, dag_id=None):
+        runs = self.json("runs", dag_id or self.dg.dag_id)["dag_runs"]
+        match = [r for r in runs if r["dag_run_id"] == run_id]
+        assert len(match) == 1, runs
+        return match[0]
+
+    def tis(self, run_id, dag_id=None):
+        doc = self.json("tasks", dag_id or self.dg.dag_id, run_id)
+        return {t["task_id"]: t for t in doc["task_instances"]}
+
+    def wait(self, what, pred, timeout=60):
+        deadline = time.monotonic() + timeout * TIME_SCALE
+        while True:
+            v = pred()
+            if v:
+                return v
+            assert time.monotonic() < deadline, "timed out waiting for " + what
+            time.sleep(0.3)
+
+    def wait_run(self, run_id, states=("success", "failed"), timeout=60):
+        return self.wait("run %s in %s" % (run_id, states),
+                         lambda: (lambda r: r if r["state"] in states else None)(self.run(run_id)),
+                         timeout)
+
+    def trigger(self, *args):
+        res = self.cli("trigger", self.dg.dag_id, *args)
+        assert res.rc == 0, res
+        return res.out.strip().splitlines()[0]
+
+
+@pytest.fixture
+def srv(dg):
+    return Server(dg)
+
+
+OK_DAG = """\
+    dag: @DAG@
+    description: two quick tasks
+    tasks:
+      a:
+        image: @IMAGE@
+        command: [sh, -c, "echo hello-a"]
+      b:
+        image: @IMAGE@
+        command: [sh, -c, "echo hello-b; echo conf={{ params.x }}"]
+        depends_on: [a]
+    params:
+      x: default
+    """
+
+FAIL_DAG = """\
+    dag: @DAG@
+    tasks:
+      a:
+        image: @IMAGE@
+        command: [sh, -c, "echo fine"]
+      b:
+        image: @IMAGE@
+        command: [sh, -c, "echo try {{ try_number }}; test {{ try_number }} -ge 2 || exit 7"]
+        depends_on: [a]
+    """
+
+SLOW_DAG = """\
+    dag: @DAG@
+    tasks:
+      slow:
+        image: @IMAGE@
+        command: [sh, -c, "for i in 1 2 3 4 5 6; do echo tick-$i; sleep 1; done"]
+    """
+
+SLEEP_DAG = """\
+    dag: @DAG@
+    tasks:
+      nap:
+        image: @IMAGE@
+        command: [sleep, "300"]
+      after:
+        image: @IMAGE@
+        command: [sh, -c, "echo never"]
+        depends_on: [nap]
+    """
+
+
+# --------------------------------------------------------------------------- listings
+
+def test_dags_table_and_json(srv, dg):
+    srv.write(OK_DAG)
+    res = srv.cli("dags")
+    assert res.rc == 0, res
+    lines = res.out.splitlines()
+    assert lines[0].split() == ["DAG_ID", "PAUSED", "SCHEDULE", "NEXT_RUN"]
+    row = [l for l in lines[1:] if l.split()[0] == dg.dag_id]
+    assert len(row) == 1, res.out
+    assert row[0].split()[1:] == ["no", "-", "-"], res.out
+    # columns line up: every row starts its second column where the header does
+    col = lines[0].index("PAUSED")
+    assert all(l[col - 2:col] == "  " and l[col] != " " for l in lines[1:]), res.out
+    doc = srv.json("dags")
+    assert doc["total_entries"] == len(doc["dags"]) >= 1
+    d = [x for x in doc["dags"] if x["dag_id"] == dg.dag_id][0]
+    assert d["is_paused"] is False and d["description"] == "two quick tasks"
+
+
+def test_trigger_wait_success_then_runs_tasks_logs(srv, dg):
+    srv.write(OK_DAG)
+    res = srv.cli("trigger", dg.dag_id, "--conf", '{"x": "from-conf"}', "--wait", timeout=90)
+    assert res.rc == 0, res
+    lines = res.out.splitlines()
+    run_id = lines[0]
+    assert run_id.startswith("manual__"), res.out
+    assert lines[-1] == "%s success" % run_id, res.out
+
+    runs = srv.json("runs", dg.dag_id)
+    assert runs["total_entries"] == 1 and runs["dag_runs"][0]["dag_run_id"] == run_id
+    assert runs["dag_runs"][0]["state"] == "success"
+    assert runs["dag_runs"][0]["conf"] == {"x": "from-conf"}
+
+    table = srv.cli("runs", dg.dag_id)
+    assert table.rc == 0, table
+    head, row = table.out.splitlines()
+    assert head.split() == ["RUN_ID", "STATE", "LOGICAL_DATE", "START", "END"]
+    assert row.split()[:2] == [run_id, "success"]
+
+    # run ids carry ':' — the path segment must be encoded for this to find the run
+    tis = srv.tis(run_id)
+    assert set(tis) == {"a", "b"}
+    assert all(t["state"] == "success" and t["try_number"] == 1 and t["exit_code"] == 0
+               for t in tis.values()), tis
+    table = srv.cli("tasks", dg.dag_id, run_id)
+    assert table.rc == 0, table
+    rows = table.out.splitlines()
+    assert rows[0].split() == ["TASK", "STATE", "TRY", "EXIT", "DURATION"]
+    parsed = {r.split()[0]: r.split()[1:] for r in rows[1:]}
+    assert set(parsed) == {"a", "b"}
+    for t in ("a", "b"):
+        assert parsed[t][:3] == ["success", "1", "0"], table.out
+        assert parsed[t][3].endswith("s"), table.out
+
+    logs = srv.cli("logs", dg.dag_id, run_id, "b")
+    assert logs.rc == 0, logs
+    assert logs.out.splitlines() == ["hello-b", "conf=from-conf"]
+    logs1 = srv.cli("logs", dg.dag_id, run_id, "a", "--try", "1")
+    assert logs1.rc == 0 and logs1.out == "hello-a\n", logs1
+    missing = srv.cli("logs", dg.dag_id, run_id, "a", "--try", "2")
+    assert missing.rc == 3, missing
+    assert missing.err.startswith("dagd: 404: "), missing
+    nosuch = srv.cli("logs", dg.dag_id, run_id, "zz", "-f", timeout=20)
+    assert nosuch.rc == 3 and "no task 'zz'" in nosuch.err, nosuch
+
+
+def test_trigger_json_and_date(srv, dg):
+    srv.write(OK_DAG)
+    res = srv.cli("trigger", dg.dag_id, "--date", "2025-03-04", "--json")
+    assert res.rc == 0, res
+    run = json.loads(res.out)
+    assert run["dag_id"] == dg.dag_id
+    assert run["logical_date"].startswith("2025-03-04T00:00:00")
+    srv.wait_run(run["dag_run_id"])
+    res = srv.cli("trigger", dg.dag_id, "--wait", "--json", timeout=90)
+    assert res.rc == 0, res
+    run2 = json.loads(res.out)  # exactly one document: the finished run
+    assert run2["state"] == "success" and run2["dag_run_id"] != run["dag_run_id"]
+
+
+def test_trigger_wait_failed_exits_1(srv, dg):
+    srv.write(FAIL_DAG)
+    res = srv.cli("trigger", dg.dag_id, "--wait", timeout=90)
+    assert res.rc == 1, res
+    run_id = res.out.splitlines()[0]
+    assert res.out.splitlines()[-1] == "%s failed" % run_id
+    assert "task b failed" in res.err and "exit 7" in res.err, res
+    assert srv.run(run_id)["state"] == "failed"
+
+
+# --------------------------------------------------------------------------- logs -f
+
+def test_logs_follow_streams_a_running_task(srv, dg):
+    srv.write(SLOW_DAG)
+    run_id = srv.trigger()
+    srv.wait("slow running", lambda: srv.tis(run_id)["slow"]["state"] == "running")
+    t0 = time.monotonic()
+    res = srv.cli("logs", dg.dag_id, run_id, "slow", "-f", timeout=60)
+    assert res.rc == 0, res
+    assert res.out.splitlines() == ["tick-%d" % i for i in range(1, 7)], res
+    # it followed the live try to its end rather than printing what was there and leaving
+    assert time.monotonic() - t0 > 1.5 or srv.tis(run_id)["slow"]["state"] == "success"
+    assert srv.wait_run(run_id)["state"] == "success"
+
+
+def test_logs_follow_waits_for_the_task_to_start(srv, dg):
+    srv.write("""\
+        dag: @DAG@
+        tasks:
+          first:
+            image: @IMAGE@
+            command: [sleep, "2"]
+          second:
+            image: @IMAGE@
+            command: [sh, -c, "echo one; sleep 1; echo two"]
+            depends_on: [first]
+        """)
+    run_id = srv.trigger()
+    res = srv.cli("logs", dg.dag_id, run_id, "second", "-f", timeout=60)
+    assert res.rc == 0, res
+    assert res.out.splitlines() == ["one", "two"]
+
+
+# --------------------------------------------------------------------------- clear, mark
+
+def test_clear_failed_reruns_only_failed_tasks(srv, dg):
+    srv.write(FAIL_DAG)
+    res = srv.cli("trigger", dg.dag_id, "--wait", timeout=90)
+    assert res.rc == 1, res
+    run_id = res.out.splitlines()[0]
+    before = srv.tis(run_id)
+    assert before["a"]["state"] == "success" and before["b"]["state"] == "failed"
+
+    res = srv.cli("clear", dg.dag_id, run_id, "--failed", "--json")
+    assert res.rc == 0, res
+    json.loads(res.out)  # one JSON document
+    run = srv.wait_run(run_id, states=("success",), timeout=90)
+    assert run["state"] == "success"
+    after = srv.tis(run_id)
+    assert after["a"]["try_number"] == 1 and after["a"]["state"] == "success", after
+    assert after["b"]["try_number"] == 2 and after["b"]["state"] == "success", after
+    assert srv.cli("logs", dg.dag_id, run_id, "b").out == "try 2\n"
+    assert srv.cli("logs", dg.dag_id, run_id, "b", "--try", "1").out == "try 1\n"
+
+
+def test_clear_named_task_reruns_it(srv, dg):
+    srv.write(OK_DAG)
+    res = srv.cli("trigger", dg.dag_id, "--wait", timeout=90)
+    assert res.rc == 0, res
+    run_id = res.out.splitlines()[0]
+    res = srv.cli("clear", dg.dag_id, run_id, "b")
+    assert res.rc == 0, res
+    srv.wait("b rerun", lambda: srv.tis(run_id)["b"]["try_number"] == 2
+             and srv.tis(run_id)["b"]["state"] == "success", timeout=90)
+    assert srv.tis(run_id)["a"]["try_number"] == 1
+    bad = srv.cli("clear", dg.dag_id, run_id, "no_such_task")
+    assert bad.rc == 3 and bad.err.startswith("dagd: 4"), bad
+
+
+def test_mark(srv, dg):
+    srv.write(FAIL_DAG)
+    res = srv.cli("trigger", dg.dag_id, "--wait", timeout=90)
+    assert res.rc == 1, res
+    run_id = res.out.splitlines()[0]
+    res = srv.cli("mark", dg.dag_id, run_id, "b", "success", "--json")
+    assert res.rc == 0, res
+    ti = json.loads(res.out)
+    assert ti["task_id"] == "b" and ti["state"] == "success"
+    assert srv.tis(run_id)["b"]["state"] == "success"
+    res = srv.cli("mark", dg.dag_id, run_id, "a", "failed")
+    assert res.rc == 0, res
+    assert res.out.split() == ["a", "failed"]
+    assert srv.tis(run_id)["a"]["state"] == "failed"
+    bad = srv.cli("mark", dg.dag_id, run_id, "a", "running")
+    assert bad.rc == 2 and "success or failed" in bad.err, bad
+
+
+# --------------------------------------------------------------------------- cancel, pause
+
+def test_cancel_stops_the_container(srv, dg):
+    srv.write(SLEEP_DAG)
+    run_id = srv.trigger()
+    srv.wait("nap running", lambda: srv.tis(run_id)["nap"]["state"] == "running"
+             and containers(dg.dag_id, running_only=True))
+    res = srv.cli("cancel", dg.dag_id, run_id)
+    assert res.rc == 0, res
+    assert res.out.split()[0] == run_id
+    run = srv.wait_run(run_id, timeout=60)
+    assert run["state"] == "failed"
+    srv.wait("container stopped", lambda: not containers(dg.dag_id, running_only=True), timeout=30)
+    assert srv.tis(run_id)["nap"]["state"] != "success"
+    # a task the cancelled run never started has no log; -f does not wait for it forever
+    res = srv.cli("logs", dg.dag_id, run_id, "after", "-f", timeout=30)
+    assert res.rc == 3 and "has not run" in res.err, res
+
+
+def test_pause_unpause_reflected_in_dags(srv, dg):
+    srv.write(OK_DAG)
+
+    def paused():
+        return [d for d in srv.json("dags")["dags"] if d["dag_id"] == dg.dag_id][0]["is_paused"]
+
+    res = srv.cli("pause", dg.dag_id)
+    assert res.rc == 0 and res.out.strip() == "%s paused" % dg.dag_id, res
+    assert paused() is True
+    assert srv.cli("dags").out.count(dg.dag_id) == 1
+    res = srv.cli("unpause", dg.dag_id, "--json")
+    assert res.rc == 0, res
+    assert json.loads(res.out)["is_paused"] is False
+    assert paused() is False
+    res = srv.cli("pause", "no_such_dag_here")
+    assert res.rc == 3 and res.err.startswith("dagd: 404: "), res
+
+
+# --------------------------------------------------------------------------- backfill
+
+def test_backfill(srv, dg):
+    srv.write("""\
+        dag: @DAG@
+        schedule: "@daily"
+        start_date: 2025-01-01
+        paused: true
+        tasks:
+          a:
+            image: @IMAGE@
+            command: [sh, -c, "echo ds={{ ds }}"]
+        """)
+    res = srv.cli("backfill", dg.dag_id, "--from", "2025-01-01", "--to", "2025-01-03", "--json")
+    assert res.rc == 0, res
+    doc = json.loads(res.out)
+    made = doc["dag_runs"]
+    assert doc["total_entries"] == len(made) >= 2, doc
+    for r in made:
+        assert r["dag_id"] == dg.dag_id
+        assert "2025-01-01" <= r["logical_date"][:10] <= "2025-01-03", r
+    listed = {r["dag_run_id"] for r in srv.json("runs", dg.dag_id)["dag_runs"]}
+    assert {r["dag_run_id"] for r in made} <= listed
+    for r in made:
+        assert srv.wait_run(r["dag_run_id"], timeout=90)["state"] == "success"
+        logs = srv.cli("logs", dg.dag_id, r["dag_run_id"], "a")
+        assert logs.rc == 0 and logs.out == "ds=%s\n" % r["logical_date"][:10], logs
+    table = srv.cli("backfill", dg.dag_id, "--from", "2025-02-01", "--to", "2025-02-01")
+    assert table.rc == 0, table
+    assert table.out.splitlines()[0].split() == ["RUN_ID", "STATE", "LOGICAL_DATE", "START", "END"]
+    assert [l.split()[0] for l in table.out.splitlines()[1:]] == ["backfill__2025-02-01T00:00:00Z"], table
+    srv.wait_run("backfill__2025-02-01T00:00:00Z", timeout=90)
+    bad = srv.cli("backfill", dg.dag_id, "--from", "2025-01-03", "--to", "2025-01-01")
+    assert bad.rc == 3 and bad.err.startswith("dagd: 4"), bad
+    assert srv.cli("backfill", dg.dag_id, "--from", "2025-01-01").rc == 2
+    assert srv.cli("backfill", dg.dag_id, "--from", "someday", "--to", "2025-01-01").rc == 2
+
+
+# --------------------------------------------------------------------------- tokens, errors
+
+def test_token_resolution(srv, dg, tmp_path):
+    srv.write(OK_DAG)
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    # no --state and an empty default state dir: no token → 401 with a hint, exit 3
+    env = base_env(XDG_STATE_HOME=str(empty), HOME=str(empty))
+    env.pop("STATE_DIRECTORY", None)
+    res = srv.cli("dags", state=False, env=env)
+    assert res.rc == 3, res
+    assert res.err.startswith("dagd: 401: "), res
+    assert "DAGD_TOKEN" in res.err and str(empty) in res.err, res
+    # DAGD_TOKEN
+    res = srv.cli("dags", "--json", state=False, env=dict(env, DAGD_TOKEN=srv.token))
+    assert res.rc == 0 and dg.dag_id in res.out, res
+    # DAGD_TOKEN wins over --state
+    res = srv.cli("dags", env=dict(env, DAGD_TOKEN="not-the-token"))
+    assert res.rc == 3 and "401" in res.err and "DAGD_TOKEN" in res.err, res
+    # --token-file
+    tf = tmp_path / "tok"
+    tf.write_text(srv.token + "\n")
+    res = srv.cli("dags", "--token-file", tf, state=False, env=env)
+    assert res.rc == 0 and dg.dag_id in res.out, res
+    # the default state dir from the environment
+    (empty / "dagd").mkdir()
+    (empty / "dagd" / "token").write_text(srv.token)
+    res = srv.cli("dags", state=False, env=env)
+    assert res.rc == 0 and dg.dag_id in res.out, res
+    # a named token file that does not exist is an input error
+    res = srv.cli("dags", "--token-file", tmp_path / "nope", state=False, env=env)
+    assert res.rc == 2 and "nope" in res.err, res
+
+
+def test_server_from_environment(srv, dg):
+    srv.write(OK_DAG)
+    res = srv.cli("dags", server=False, env=base_env(DAGD_SERVER=srv.url))
+    assert res.rc == 0 and dg.dag_id in res.out, res
+
+
+def test_errors_and_usage(srv, dg):
+    srv.write(OK_DAG)
+    res = srv.cli("trigger", dg.dag_id, "--conf", "{not json")
+    assert res.rc == 2 and "--conf" in res.err, res
+    res = srv.cli("trigger", dg.dag_id, "--conf", "[1, 2]")
+    assert res.rc == 2 and "object" in res.err, res
+    res = srv.cli("trigger", dg.dag_id, "--date", "yesterday-ish")
+    assert res.rc == 2, res
+    assert srv.json("runs", dg.dag_id)["total_entries"] == 0  # none of those reached the server
+    res = srv.cli("runs")
+    assert res.rc == 2 and "usage: dagd runs" in res.err, res
+    res = srv.cli("runs", dg.dag_id, "--wait")
+    assert res.rc == 2 and "--wait" in res.err, res
+    res = srv.cli("logs", dg.dag_id, "r", "t", "--try", "zero")
+    assert res.rc == 2, res
+    res = srv.cli("tasks", dg.dag_id, "manual__no:such+run")
+    assert res.rc == 3 and res.err.startswith("dagd: 404: "), res
+    res = srv.cli("runs", "no_such_dag")
+    assert res.rc == 3 and res.err.startswith("dagd: 404: "), res
+    res = srv.cli("trigger", "no_such_dag")
+    assert res.rc == 3 and res.err.startswith("dagd: 404: "), res
+
+
+def test_unreachable_server(dg):
+    port = free_port()
+    res = dg.exec("dags", "--server", "http://127.0.0.1:%d" % port, env=base_env(DAGD_TOKEN="x"))
+    assert res.rc == 3, res
+    assert "cannot reach the server at http://127.0.0.1:%d" % port in res.err, res
+    res = dg.exec("trigger", "some_dag", "--wait", env=base_env(DAGD_TOKEN="x",
+                                                               DAGD_SERVER="http://127.0.0.1:%d" % port))
+    assert res.rc == 3 and "cannot reach" in res.err, res
