@@ -62,6 +62,9 @@ const char *dg_exec_output(dg_exec *x, dg_run *run, size_t task);
 /* After restoring a run from the store: write it back, and give back the outputs its
  * finished tasks had (for ti.xcom_pull). */
 void dg_exec_persist_run(dg_exec *x, dg_run *run);
+/* A new run's task instances, all in state none, so that every task is listed from the
+ * start as in Airflow (not for restored runs: the store has their states). */
+void dg_exec_persist_new_tis(dg_exec *x, dg_run *run);
 void dg_exec_set_output(dg_exec *x, dg_run *run, size_t task, const char *output);
 /* Take over a try's container found by label after a restart: follow its logs (the
  * log file is rewritten from the engine's copy, so no line is doubled) and take its exit

@@ -31,6 +31,15 @@ static const char usage_text[] =
     "                         the next scheduled runs, offline\n"
     "  serve [--config FILE] [--dags DIR] [--state DIR] [--listen ADDR] [--log MODE]\n"
     "                         the daemon: schedules, REST API, crash recovery\n"
+    "\n"
+    "  client verbs (talk to `dagd serve`; --server URL, token from DAGD_TOKEN,\n"
+    "  --token-file F or <state>/token; --json on listings):\n"
+    "  dags | runs DAG | tasks DAG RUN | logs DAG RUN TASK [--try N] [-f]\n"
+    "  trigger DAG [--conf JSON] [--date D] [--wait]\n"
+    "  pause DAG | unpause DAG | cancel DAG RUN\n"
+    "  clear DAG RUN [TASK...] [--downstream] [--failed]\n"
+    "  mark DAG RUN TASK success|failed | backfill DAG --from D --to D\n"
+    "\n"
     "  help                   this text\n"
     "  version                the version\n"
     "\n"
@@ -358,6 +367,7 @@ static void connected_cb(void *ud, const dg_error *err) {
     }
     f->run = dg_exec_add_run(f->exec, f->dag, f->run_id, "manual", f->logical_ms, f->logical_ms, f->logical_ms,
                              f->conf);
+    dg_exec_persist_new_tis(f->exec, f->run);
     dg_exec_pump(f->exec);
 }
 
@@ -641,6 +651,8 @@ int dg_cli_main(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(args *); } cmds[] = {
         {"run", cmd_run}, {"validate", cmd_validate}, {"test", cmd_test}, {"serve", cmd_serve}};
     signal(SIGPIPE, SIG_IGN);
+    int crc = dg__cli_client(argc - 1, argv + 1);
+    if (crc >= 0) return crc;
     for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
         if (strcmp(cmd, cmds[i].name) != 0) continue;
         args a = {0};
@@ -648,7 +660,9 @@ int dg_cli_main(int argc, char **argv) {
         free(a.pos);
         return rc;
     }
-    const char *names[] = {"run", "validate", "test", "serve", "next", "help", "version"};
+    const char *names[] = {"run",     "validate", "test",   "serve", "next",  "help",     "version", "dags",
+                           "runs",    "tasks",    "logs",   "trigger", "pause", "unpause", "cancel", "clear",
+                           "mark",    "backfill"};
     const char *sug = dg_suggest(cmd, names, ARRAY_SIZE(names));
     fprintf(stderr, "dagd: unknown command '%s'%s%s%s\n\n%s", cmd, sug ? " (did you mean '" : "", sug ? sug : "",
             sug ? "'?)" : "", usage_text);

@@ -1157,6 +1157,10 @@ void dg_exec_stats(const dg_exec *x, dg_exec_stats_t *ret) {
 
 void dg_exec_persist_run(dg_exec *x, dg_run *run) { persist_run(x, run); }
 
+void dg_exec_persist_new_tis(dg_exec *x, dg_run *run) {
+    for (size_t i = 0; i < run->dag->n_tasks; i++) persist_ti(x, run, i);
+}
+
 void dg_exec_set_output(dg_exec *x, dg_run *run, size_t task, const char *output) {
     exec_run *er = run->userdata;
     free(er->outputs[task]);

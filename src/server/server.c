@@ -230,6 +230,7 @@ dg_run *dg__server_add_run(dg_server *s, dag_entry *e, const char *run_id, const
                            const dg_interval *iv, const json_t *conf) {
     dg_run *run = dg_exec_add_run(s->exec, e->dag, run_id, run_type, logical_ms, iv ? iv->start_ms : logical_ms,
                                   iv ? iv->end_ms : logical_ms, conf);
+    dg_exec_persist_new_tis(s->exec, run);
     dg_log_ctx c = run_ctx(run);
     dg_log(DG_LOG_INFO, &c, "run created (%s)", run_type);
     dg_exec_pump(s->exec);
