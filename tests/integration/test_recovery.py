@@ -51,14 +51,30 @@ def start_work(dg, srv, marks, lines=1):
     return run
 
 
-def no_containers_left(dg):
+def _left(dg):
+    out = []
+    for d in dg.dag_ids:
+        out += docker("ps", "-a", "--filter", "label=io.dagd.dag=" + d, "--format",
+                      "{{.ID}} {{.State}} task={{.Label \"io.dagd.task\"}} try={{.Label \"io.dagd.try\"}}"
+                      ).stdout.split("\n")
+    return [x for x in out if x.strip()]
+
+
+def no_containers_left(dg, stale_created_ok=True):
+    """Every container of the run is removed. A downstream container that dagd created ahead
+    of time and never started is leaked across a restart (see
+    test_precreated_downstream_container_is_not_leaked); unless stale_created_ok is False
+    such leftovers are removed here so that the other tests keep checking the rest."""
+    def clean():
+        left = _left(dg)
+        if stale_created_ok:
+            left = [x for x in left if x.split()[1] != "created"]
+        return not left
     try:
-        wait_for("every container of the run to be removed", lambda: dg.containers() == [], 20)
+        wait_for("every container of the run to be removed", clean, 20)
     except AssertionError as e:
-        left = [docker("ps", "-a", "--filter", "label=io.dagd.dag=" + d, "--format",
-                       "{{.ID}} {{.State}} task={{.Label \"io.dagd.task\"}} try={{.Label \"io.dagd.try\"}}")
-                .stdout.strip() for d in dg.dag_ids]
-        raise AssertionError("%s; left: %s" % (e, "; ".join(x for x in left if x)))
+        raise AssertionError("%s; left: %s" % (e, "; ".join(_left(dg))))
+    dg.remove_containers()
 
 
 def assert_log_once(dg, task, run, *lines, try_number=1):
@@ -184,6 +200,20 @@ def test_sigterm_leaves_container_running_and_readopts(dg):
     assert (marks / "ran").read_text().splitlines() == ["X"], "the command ran more than once"
     assert assert_log_once(dg, "work", run, "start", "end") == ["start", "end"]
     no_containers_left(dg)
+
+
+@pytest.mark.xfail(strict=True, reason="recovery only looks at queued/running tasks: a downstream container "
+                                       "created ahead of time (state created, never started) before the crash "
+                                       "is never removed; the task later runs in a new container")
+def test_precreated_downstream_container_is_not_leaked(dg):
+    dags, marks = marked_dag(dg, "echo X >> /marks/ran; sleep 3; echo end")
+    srv = Server(dg, dags).start()
+    run = start_work(dg, srv, marks)
+    srv.kill9()
+    srv.start()
+    r = srv.wait_run(dg.dag_id, run, timeout=40)
+    assert r["state"] == "success", r
+    no_containers_left(dg, stale_created_ok=False)
 
 
 # --- the Docker daemon restarting under a running dagd
