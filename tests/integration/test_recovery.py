@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import TIME_SCALE, docker, inspect
+from conftest import docker, inspect
 from serve_helpers import Server, running_task_containers, wait_for
 
 
@@ -106,7 +106,8 @@ def test_kill9_while_task_runs_readopts_and_runs_once(dg):
     assert dg.log("after", run_id=run).splitlines() == ["after-ran"]
     assert (marks / "ran").read_text().splitlines() == ["X"], "the command ran more than once"
     assert assert_log_once(dg, "work", run, "start", "end") == ["start", "end"]
-    assert "re-adopting container" in srv.stderr()
+    adopted = [l for l in srv.stderr().splitlines() if "re-adopting container" in l]
+    assert len(adopted) == 1 and "task=work try=1" in adopted[0], srv.stderr()
     assert len(dg.tries("work", run_id=run)) == 1
     no_containers_left(dg)
 

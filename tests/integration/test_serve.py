@@ -14,10 +14,6 @@ from conftest import IMAGE
 from serve_helpers import ApiError, Server, running_task_containers, wait_for
 
 
-def utc(ms):
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
-
-
 def rfc(dt):
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
