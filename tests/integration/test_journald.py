@@ -183,8 +183,6 @@ def test_journald_entries_carry_dag_and_run(dg, jsrv):
     assert "run created" not in jsrv.stderr()
 
 
-@pytest.mark.xfail(strict=True, reason="dagd serve logs no per-task events (start, finish, failure), so no "
-                                       "entry carries DAGD_TASK/DAGD_TRY in a normal run (SPEC §10)")
 def test_journald_task_events_carry_task_and_try(dg, jsrv):
     run, entries = _run_entries(jsrv, dg.dag_id)
     bad = [e for e in entries if e.get("DAGD_TASK") == "bad"]

@@ -203,9 +203,6 @@ def test_sigterm_leaves_container_running_and_readopts(dg):
     no_containers_left(dg)
 
 
-@pytest.mark.xfail(strict=True, reason="recovery only looks at queued/running tasks: a downstream container "
-                                       "created ahead of time (state created, never started) before the crash "
-                                       "is never removed; the task later runs in a new container")
 def test_precreated_downstream_container_is_not_leaked(dg):
     dags, marks = marked_dag(dg, "echo X >> /marks/ran; sleep 3; echo end")
     srv = Server(dg, dags).start()
