@@ -226,19 +226,10 @@ static int resolve_dag(const char *what, const char *dags_dir, dg_dag **ret) {
 
 static char *default_state_dir(void) {
     const char *s = getenv("DAGD_STATE_DIR");
-    if (s && *s) return xstrdup(s);
-    s = getenv("STATE_DIRECTORY");
-    if (s && *s) {
-        const char *colon = strchr(s, ':'); /* systemd may list several */
-        return colon ? xstrndup(s, (size_t)(colon - s)) : xstrdup(s);
-    }
-    s = getenv("XDG_STATE_HOME");
-    if (s && *s) return xasprintf("%s/dagd", s);
-    s = getenv("HOME");
-    return xasprintf("%s/.local/state/dagd", s && *s ? s : ".");
+    return s && *s ? xstrdup(s) : dg_config_default_state_dir();
 }
 
-static int parse_conf(const char *text, json_t **ret) {
+int dg__cli_parse_conf(const char *text, json_t **ret) {
     if (!text) {
         *ret = NULL;
         return 0;
@@ -462,7 +453,7 @@ static int load_for_run(args *a, size_t n_pos, const char *usage, int64_t *ret_l
         return -EINVAL;
     }
     json_t *conf = NULL;
-    if (parse_date(a->date, ret_logical) < 0 || parse_conf(a->conf, &conf) < 0) return -EINVAL;
+    if (parse_date(a->date, ret_logical) < 0 || dg__cli_parse_conf(a->conf, &conf) < 0) return -EINVAL;
     if (resolve_dag(a->pos[0], a->dags, ret_dag) < 0) {
         json_decref(conf);
         return -EINVAL;

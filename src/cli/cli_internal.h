@@ -22,5 +22,8 @@ void dg__display_draw(dg_display *d, dg_run *run, dg_exec *x, int64_t now);
 void dg__display_ti(dg_display *d, dg_run *run, size_t task);
 void dg__display_run(dg_display *d, dg_run *run);
 
+/* --conf: a JSON object (NULL text = none); prints why not to stderr. */
+int dg__cli_parse_conf(const char *text, json_t **ret);
+
 /* Load and validate a DAG file, including template syntax; prints diagnostics to stderr. */
 int dg__cli_load(const char *path, dg_dag **ret);

@@ -17,6 +17,7 @@
 #include "dagd/cli.h"
 #include "dagd/config.h"
 #include "dagd/util.h"
+#include "cli_internal.h"
 
 #define EXIT_FAILED 1
 #define EXIT_USAGE 2
@@ -485,21 +486,6 @@ static const column task_cols[] = {
 
 /* ---- input checks ---- */
 
-static int parse_conf(const char *text, json_t **ret) {
-    json_error_t je;
-    json_t *j = json_loads(text, JSON_REJECT_DUPLICATES, &je);
-    if (!j) {
-        fprintf(stderr, "dagd: --conf is not valid JSON: %s (column %d)\n", je.text, je.column);
-        return -EINVAL;
-    }
-    if (!json_is_object(j)) {
-        fprintf(stderr, "dagd: --conf must be a JSON object, like '{\"key\": \"value\"}'\n");
-        json_decref(j);
-        return -EINVAL;
-    }
-    *ret = j;
-    return 0;
-}
 
 /* A date or RFC 3339 time, sent on as RFC 3339 UTC so the server sees one form. */
 static int parse_when(const char *opt, const char *s, char **ret) {
@@ -687,7 +673,7 @@ static void report_failed_tasks(client *c, const char *run_path_s) {
 static int cmd_trigger(client *c, opts *o) {
     json_t *conf = NULL;
     _cleanup_free_ char *date = NULL;
-    if (o->conf && parse_conf(o->conf, &conf) < 0) return EXIT_USAGE;
+    if (o->conf && dg__cli_parse_conf(o->conf, &conf) < 0) return EXIT_USAGE;
     if (o->date && parse_when("date", o->date, &date) < 0) {
         json_decref(conf);
         return EXIT_USAGE;
