@@ -116,6 +116,8 @@ typedef struct dg_sched dg_sched;
 
 dg_sched *dg_sched_new(const dg_sched_opts *opts); /* opts may be NULL: defaults */
 void dg_sched_free(dg_sched *s);                   /* frees every run */
+/* New parallelism and pools (a config reload); tries holding slots keep them. */
+void dg_sched_set_limits(dg_sched *s, int parallelism, const dg_pool_limit *pools, size_t n_pools);
 
 /* A new run in state queued; it starts on a later tick when max_active_runs allows. */
 dg_run *dg_sched_add_run(dg_sched *s, const dg_dag *dag, const char *run_id, int64_t now);

@@ -21,8 +21,9 @@ typedef struct dg_server dg_server;
 int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_server **ret, dg_error *err);
 /* Loads DAGs, recovers unfinished runs, starts the API and the schedule clock. */
 int dg_server_start(dg_server *s, dg_error *err);
-/* SIGHUP: rescan the DAGs folder. */
-void dg_server_reload(dg_server *s);
+/* SIGHUP: apply a re-read configuration (cfg NULL: none) — dags_folder, parallelism,
+ * pools, log — and rescan the DAGs folder. listen and state_dir need a restart. */
+void dg_server_reload(dg_server *s, const dg_config *cfg);
 /* SIGTERM: stop taking work, leave containers running (re-adopted at next start). */
 void dg_server_stop(dg_server *s);
 void dg_server_free(dg_server *s);

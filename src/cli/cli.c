@@ -559,14 +559,35 @@ static int cmd_validate(args *a) {
 
 typedef struct serve_ctx {
     dg_server *server;
+    args *a;
     uv_signal_t term, intr, hup;
 } serve_ctx;
+
+/* The configuration as `serve` sees it: file, environment, then the command line. */
+static int serve_config(args *a, dg_config *cfg, dg_error *err) {
+    int r = dg_config_load(a->config, cfg, err);
+    if (r < 0) return r;
+    if (a->dags) free(cfg->dags_folder), cfg->dags_folder = xstrdup(a->dags);
+    if (a->state) free(cfg->state_dir), cfg->state_dir = xstrdup(a->state);
+    if (a->listen) free(cfg->listen), cfg->listen = xstrdup(a->listen);
+    if (a->log) free(cfg->log), cfg->log = xstrdup(a->log);
+    return 0;
+}
 
 static void serve_signal_cb(uv_signal_t *h, int signum) {
     serve_ctx *c = h->data;
     if (signum == SIGHUP) {
-        dg_log(DG_LOG_NOTICE, NULL, "SIGHUP: reloading the DAGs folder");
-        dg_server_reload(c->server);
+        dg_config cfg;
+        dg_error err = {0};
+        if (serve_config(c->a, &cfg, &err) < 0) {
+            dg_log(DG_LOG_ERR, NULL, "SIGHUP: configuration not reloaded: %s", err.msg);
+            dg_error_clear(&err);
+            dg_server_reload(c->server, NULL);
+            return;
+        }
+        dg_log(DG_LOG_NOTICE, NULL, "SIGHUP: configuration and DAGs folder reloaded");
+        dg_server_reload(c->server, &cfg);
+        dg_config_free(&cfg);
         return;
     }
     dg_log(DG_LOG_NOTICE, NULL, "%s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -584,15 +605,11 @@ static int cmd_serve(args *a) {
     }
     dg_config cfg;
     dg_error err = {0};
-    if (dg_config_load(a->config, &cfg, &err) < 0) {
+    if (serve_config(a, &cfg, &err) < 0) {
         fprintf(stderr, "dagd: %s\n", err.msg);
         dg_error_clear(&err);
         return EXIT_USAGE;
     }
-    if (a->dags) free(cfg.dags_folder), cfg.dags_folder = xstrdup(a->dags);
-    if (a->state) free(cfg.state_dir), cfg.state_dir = xstrdup(a->state);
-    if (a->listen) free(cfg.listen), cfg.listen = xstrdup(a->listen);
-    if (a->log) free(cfg.log), cfg.log = xstrdup(a->log);
     if (dg_log_setup(cfg.log) < 0) {
         fprintf(stderr, "dagd: --log must be auto, journald or stderr\n");
         dg_config_free(&cfg);
@@ -600,7 +617,7 @@ static int cmd_serve(args *a) {
     }
     uv_loop_t loop;
     uv_loop_init(&loop);
-    serve_ctx c = {0};
+    serve_ctx c = {.a = a};
     int rc = 0;
     if (dg_server_new(&loop, &cfg, &c.server, &err) < 0 || dg_server_start(c.server, &err) < 0) {
         dg_log(DG_LOG_ERR, NULL, "cannot start: %s", err.msg ? err.msg : "unknown error");

@@ -937,6 +937,9 @@ static void handle(dg_exec *x, const dg_cmd *c) {
         if (x->hooks.ti_changed) x->hooks.ti_changed(x->hooks.ud, c->run, c->task);
         break;
     case DG_CMD_RUN_CHANGED:
+        /* queued → running in one tick is one change to report */
+        if (((exec_run *)c->run->userdata)->last_state == (int)c->run->state) break;
+        ((exec_run *)c->run->userdata)->last_state = (int)c->run->state;
         persist_run(x, c->run);
         if (x->hooks.run_changed) x->hooks.run_changed(x->hooks.ud, c->run);
         break;
@@ -1097,6 +1100,7 @@ dg_run *dg_exec_add_run(dg_exec *x, const dg_dag *dag, const char *run_id, const
     er->x = x;
     er->run = run;
     er->refs = 1;
+    er->last_state = -1;
     er->run_type = xstrdup(run_type);
     er->logical_ms = logical_ms;
     er->interval_start_ms = interval_start_ms;

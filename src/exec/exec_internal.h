@@ -44,6 +44,7 @@ struct exec_run {
     exec_try **cur; /* per task: the current try */
     exec_try **prepared;
     char **secrets; /* values to redact from logs */
+    int last_state; /* run state last reported (-1: none yet) */
 };
 
 struct exec_try {

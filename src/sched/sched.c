@@ -296,22 +296,27 @@ static void compute_weights(run_priv *r) {
     }
 }
 
+void dg_sched_set_limits(dg_sched *s, int parallelism, const dg_pool_limit *pools, size_t n_pools) {
+    s->parallelism = parallelism > 0 ? parallelism : DEFAULT_PARALLELISM;
+    for (size_t i = 0; i < s->n_pools; i++) free((char *)s->pools[i].name);
+    free(s->pools);
+    s->pools = NULL;
+    s->n_pools = 0;
+    if (pools && n_pools) {
+        s->pools = xcalloc(n_pools, sizeof(dg_pool_limit));
+        for (size_t i = 0; i < n_pools; i++) {
+            s->pools[i].name = xstrdup(pools[i].name);
+            s->pools[i].slots = pools[i].slots;
+        }
+        s->n_pools = n_pools;
+    }
+}
+
 dg_sched *dg_sched_new(const dg_sched_opts *opts) {
     dg_sched *s = xcalloc(1, sizeof *s);
-    s->parallelism = DEFAULT_PARALLELISM;
     s->retry_cap_ms = DEFAULT_RETRY_CAP_MS;
-    if (opts) {
-        if (opts->parallelism > 0) s->parallelism = opts->parallelism;
-        if (opts->default_max_retry_delay_ms > 0) s->retry_cap_ms = opts->default_max_retry_delay_ms;
-        if (opts->pools && opts->n_pools) {
-            s->pools = xcalloc(opts->n_pools, sizeof(dg_pool_limit));
-            for (size_t i = 0; i < opts->n_pools; i++) {
-                s->pools[i].name = xstrdup(opts->pools[i].name);
-                s->pools[i].slots = opts->pools[i].slots;
-            }
-            s->n_pools = opts->n_pools;
-        }
-    }
+    dg_sched_set_limits(s, opts ? opts->parallelism : 0, opts ? opts->pools : NULL, opts ? opts->n_pools : 0);
+    if (opts && opts->default_max_retry_delay_ms > 0) s->retry_cap_ms = opts->default_max_retry_delay_ms;
     return s;
 }
 

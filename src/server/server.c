@@ -21,6 +21,8 @@
 #define DEBOUNCE_MS 300
 
 static void schedule_clock(dg_server *s);
+static void watch_cb(uv_fs_event_t *h, const char *name, int events, int status);
+static void watch_folder(dg_server *s);
 
 static dg_log_ctx run_ctx(const dg_run *run) {
     return (dg_log_ctx){.dag = run->dag->dag_id, .run = run->run_id};
@@ -681,17 +683,7 @@ fail:
 
 int dg_server_start(dg_server *s, dg_error *err) {
     scan_folder(s);
-    if (uv_fs_event_init(s->loop, &s->watch) == 0) {
-        s->watch.data = s;
-        int r = uv_fs_event_start(&s->watch, watch_cb, s->cfg.dags_folder, 0);
-        if (r < 0) {
-            dg_log(DG_LOG_WARNING, NULL, "cannot watch %s: %s (changes need SIGHUP)", s->cfg.dags_folder,
-                   uv_strerror(r));
-            uv_close((uv_handle_t *)&s->watch, NULL);
-        } else {
-            s->watching = true;
-        }
-    }
+    watch_folder(s);
     int r = dg_api_start(s->loop, s, s->cfg.listen, s->token, &s->api, err);
     if (r < 0) return r;
     dg_log(DG_LOG_INFO, NULL, "API listening on %s (port %d)", s->cfg.listen, dg_api_port(s->api));
@@ -703,10 +695,54 @@ int dg_server_start(dg_server *s, dg_error *err) {
     return 0;
 }
 
-void dg_server_reload(dg_server *s) {
+static void watch_folder(dg_server *s) {
+    if (uv_fs_event_init(s->loop, &s->watch) != 0) return;
+    s->watch.data = s;
+    int r = uv_fs_event_start(&s->watch, watch_cb, s->cfg.dags_folder, 0);
+    if (r < 0) {
+        dg_log(DG_LOG_WARNING, NULL, "cannot watch %s: %s (changes need SIGHUP)", s->cfg.dags_folder, uv_strerror(r));
+        uv_close((uv_handle_t *)&s->watch, NULL);
+        return;
+    }
+    s->watching = true;
+}
+
+static void rewatch_closed(uv_handle_t *h) {
+    dg_server *s = h->data;
+    if (!s->stopping) watch_folder(s);
+}
+
+void dg_server_reload(dg_server *s, const dg_config *cfg) {
+    if (s->stopping) return;
     dg_notify_reloading();
+    if (cfg) {
+        bool new_folder = strcmp(cfg->dags_folder, s->cfg.dags_folder) != 0;
+        if (strcmp(cfg->listen, s->cfg.listen) || strcmp(cfg->state_dir, s->cfg.state_dir))
+            dg_log(DG_LOG_WARNING, NULL, "listen and state_dir changes take effect at the next start");
+        free(s->cfg.dags_folder);
+        s->cfg.dags_folder = xstrdup(cfg->dags_folder);
+        s->cfg.parallelism = cfg->parallelism;
+        for (size_t i = 0; i < s->cfg.n_pools; i++) free((char *)s->cfg.pools[i].name);
+        free(s->cfg.pools);
+        s->cfg.pools = xcalloc(cfg->n_pools + 1, sizeof *s->cfg.pools);
+        for (size_t i = 0; i < cfg->n_pools; i++) {
+            s->cfg.pools[i].name = xstrdup(cfg->pools[i].name);
+            s->cfg.pools[i].slots = cfg->pools[i].slots;
+        }
+        s->cfg.n_pools = cfg->n_pools;
+        dg_sched_set_limits(s->sched, s->cfg.parallelism, s->cfg.pools, s->cfg.n_pools);
+        if (cfg->log && dg_log_setup(cfg->log) == 0) {
+            free(s->cfg.log);
+            s->cfg.log = xstrdup(cfg->log);
+        }
+        if (new_folder && s->watching) {
+            s->watching = false;
+            uv_close((uv_handle_t *)&s->watch, rewatch_closed);
+        }
+    }
     scan_folder(s);
     schedule_clock(s);
+    dg_exec_pump(s->exec);
     dg_notify_ready();
 }
 
