@@ -34,6 +34,14 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 IMAGE = "dagd-test/busybox:1"
 VALGRIND = os.environ.get("DAGD_VALGRIND") == "1"
 TIME_SCALE = 10 if VALGRIND else 1
+
+# Sanitizer reports from any dagd this suite starts (run, test, serve; built by
+# `make check`) go to files here instead of a stderr that a test may not read; every
+# test fails if one appeared while it ran.
+SAN_DIR = pathlib.Path(tempfile.mkdtemp(prefix="dagd-sanitizer-"))
+for _var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+    _opts = os.environ.get(_var, "")
+    os.environ[_var] = (_opts + ":" if _opts else "") + "log_path=%s/%s" % (SAN_DIR, _var[:5].lower())
 VALGRIND_RC = 99
 VALGRIND_CMD = ["valgrind", "-q", "--error-exitcode=%d" % VALGRIND_RC, "--leak-check=full",
                 "--errors-for-leak-kinds=definite"]
@@ -311,6 +319,17 @@ def _stop(p):
         except subprocess.TimeoutExpired:
             p.kill()
             p.communicate()
+
+
+@pytest.fixture(autouse=True)
+def no_sanitizer_reports():
+    yield
+    reports = sorted(SAN_DIR.iterdir())
+    if reports:
+        text = "\n".join("--- %s\n%s" % (r.name, r.read_text(errors="replace")[-6000:]) for r in reports)
+        for r in reports:
+            r.unlink()
+        pytest.fail("a sanitizer reported errors in dagd:\n" + text, pytrace=False)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
