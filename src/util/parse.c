@@ -89,9 +89,11 @@ char *dg_format_time(int64_t ms, bool frac) {
     struct tm tm;
     gmtime_r(&t, &tm);
     char b[64];
-    size_t n = strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (frac && rem) snprintf(b + n, sizeof b - n, ".%03dZ", rem);
-    else snprintf(b + n, sizeof b - n, "Z");
+    /* not strftime's %Y: RFC 3339 wants four digits even for year 377 */
+    int n = snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                     tm.tm_hour, tm.tm_min, tm.tm_sec);
+    if (frac && rem) snprintf(b + n, sizeof b - (size_t)n, ".%03dZ", rem);
+    else snprintf(b + n, sizeof b - (size_t)n, "Z");
     return xstrdup(b);
 }
 

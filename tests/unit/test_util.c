@@ -95,6 +95,10 @@ Test(util, times) {
     s = dg_format_time(1735689600250LL, true);
     cr_assert_str_eq(s, "2025-01-01T00:00:00.250Z");
     free(s);
+    cr_assert_eq(dg_parse_time("0377-08-31T22:01:42Z", &ms), 0);
+    s = dg_format_time(ms, false);
+    cr_assert_str_eq(s, "0377-08-31T22:01:42Z");
+    free(s);
     /* every formatted time parses back to itself */
     for (int64_t t = -86400000LL * 400; t < 86400000LL * 365 * 200; t += 86400000LL * 37 + 1234567) {
         s = dg_format_time(t, true);
