@@ -82,6 +82,10 @@ dg_docker_stream *dg_docker_logs_follow(dg_docker *d, const char *id, dg_docker_
  * once done has run: do not cancel it after that. dg_docker_free runs done with
  * -ECANCELED. Needs a container created with Tty: false (else done gets -EPROTO). */
 
+/* The container of a logs stream has exited (its `die` event came): finish the stream with
+ * one plain read of what is left instead of waiting for the follow to end. */
+void dg_docker_logs_exited(dg_docker_stream *s);
+
 /* Subscribe to container events matching labels (e.g. "io.dagd.instance=abc"), NULL-terminated.
  * Reconnects by itself with since=<last timeNano> and a backoff; after every (re)connect
  * `connected` is called so the owner can reconcile by listing/inspecting. event is the raw

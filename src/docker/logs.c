@@ -232,3 +232,20 @@ dg_docker_stream *dg_docker_logs_follow(dg_docker *d, const char *id, dg_docker_
     start_read(l);
     return &l->s;
 }
+
+/* The engine emits `die` only after the container's output has been copied into its log
+ * and the log driver closed, so from then on one plain read gives the rest: no need to
+ * wait for the follow to notice the end (tens of milliseconds on 20.10). A follow caught
+ * inside a frame is left to end by itself. */
+void dg_docker_logs_exited(dg_docker_stream *s) {
+    logs_stream *l = (logs_stream *)s;
+    if (!s || s->finished || s->cancelled || l->catchup || !s->req) return;
+    if (l->dm.hdr_len > 0 || l->dm.remaining > 0 || !l->in_ts) return;
+    dg__req *r = s->req;
+    dg__req_cancel(r);
+    s->req = NULL;
+    dg__req_unref(r);
+    uv_timer_stop(&s->timer);
+    l->catchup = true;
+    start_read(l);
+}

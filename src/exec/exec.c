@@ -774,6 +774,7 @@ void dg__exec_on_exit(exec_try *t, int code) {
     if (t->die_seen) return;
     t->die_seen = true;
     t->exit_code = code;
+    if (t->logs && !t->logs_done) dg_docker_logs_exited(t->logs);
     try_report_exit(t);
 }
 
