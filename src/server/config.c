@@ -150,8 +150,9 @@ static int load_file(dg_config *c, const char *file, dg_error *err) {
                 _cleanup_free_ char *w2 = xasprintf("%s:%d:%d", file, sk->line, sk->col);
                 if (!ok) {
                     const char *s = dg_suggest(sk->str, sub, nsub);
-                    r = dg_error_set(err, -EINVAL, "%s: error: unknown setting '%s.%s'%s%s%s", w2, key, sk->str,
-                                     s ? " (did you mean '" : "", s ? s : "", s ? "'?)" : "");
+                    r = dg_error_set(err, -EINVAL, "%s: error: unknown setting '%s.%s'%s%s%s%s%s", w2, key,
+                                     sk->str, s ? " (did you mean '" : "", s ? key : "", s ? "." : "", s ? s : "",
+                                     s ? "'?)" : "");
                     break;
                 }
                 _cleanup_free_ char *full = xasprintf("%s_%s", key, sk->str);

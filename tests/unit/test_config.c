@@ -1,0 +1,132 @@
+/* config: dagd.yml, DAGD_* overrides, defaults, errors with file:line:col. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dagd/config.h"
+
+static char dir[] = "/tmp/dagd-config-XXXXXX";
+
+static void setup(void) {
+    cr_assert_not_null(mkdtemp(dir));
+    const char *vars[] = {"DAGD_DAGS_FOLDER", "DAGD_STATE_DIR", "DAGD_LISTEN", "DAGD_PARALLELISM", "DAGD_POOLS",
+                          "DAGD_LOG", "DAGD_SMTP_URL", "DAGD_POLICY_ALLOW_PRIVILEGED", "DAGD_BACKEND",
+                          "STATE_DIRECTORY", "XDG_STATE_HOME"};
+    for (size_t i = 0; i < ARRAY_SIZE(vars); i++) unsetenv(vars[i]);
+    setenv("HOME", dir, 1);
+}
+
+static char *write_file(const char *text) {
+    char *path = xasprintf("%s/dagd.yml", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+TestSuite(config, .init = setup);
+
+Test(config, defaults) {
+    dg_config c;
+    dg_error err = {0};
+    cr_assert_eq(dg_config_load(NULL, &c, &err), 0);
+    cr_assert_str_eq(c.dags_folder, "dags");
+    cr_assert_str_eq(c.listen, "127.0.0.1:8080");
+    cr_assert_eq(c.parallelism, 32);
+    cr_assert_str_eq(c.backend, "local");
+    cr_assert_str_eq(c.log, "auto");
+    char *want = xasprintf("%s/.local/state/dagd", dir);
+    cr_assert_str_eq(c.state_dir, want);
+    free(want);
+    dg_config_free(&c);
+    setenv("STATE_DIRECTORY", "/var/lib/dagd:/other", 1);
+    cr_assert_eq(dg_config_load(NULL, &c, &err), 0);
+    cr_assert_str_eq(c.state_dir, "/var/lib/dagd");
+    dg_config_free(&c);
+}
+
+Test(config, file_then_environment) {
+    _cleanup_free_ char *path = write_file("dags_folder: /srv/dags\n"
+                                           "listen: 0.0.0.0:9000\n"
+                                           "parallelism: 8\n"
+                                           "pools: {spark: 2, db: 4}\n"
+                                           "smtp: {url: 'smtp://mail:25', from: dagd@example.com}\n"
+                                           "policy:\n  allow_privileged: true\n  allowed_volume_prefixes: [/data, /apps]\n"
+                                           "log: stderr\n");
+    setenv("DAGD_PARALLELISM", "3", 1);
+    setenv("DAGD_POOLS", "db=1,gpu=2", 1);
+    dg_config c;
+    dg_error err = {0};
+    cr_assert_eq(dg_config_load(path, &c, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(c.dags_folder, "/srv/dags");
+    cr_assert_str_eq(c.listen, "0.0.0.0:9000");
+    cr_assert_eq(c.parallelism, 3, "the environment wins over the file");
+    cr_assert_eq(c.n_pools, 3);
+    int spark = -1, db = -1, gpu = -1;
+    for (size_t i = 0; i < c.n_pools; i++) {
+        if (!strcmp(c.pools[i].name, "spark")) spark = c.pools[i].slots;
+        if (!strcmp(c.pools[i].name, "db")) db = c.pools[i].slots;
+        if (!strcmp(c.pools[i].name, "gpu")) gpu = c.pools[i].slots;
+    }
+    cr_assert_eq(spark, 2);
+    cr_assert_eq(db, 1);
+    cr_assert_eq(gpu, 2);
+    cr_assert_str_eq(c.smtp_url, "smtp://mail:25");
+    cr_assert_str_eq(c.smtp_from, "dagd@example.com");
+    cr_assert(c.allow_privileged);
+    cr_assert_eq(dg_strv_len(c.allowed_volume_prefixes), 2);
+    cr_assert_str_eq(c.allowed_volume_prefixes[1], "/apps");
+    cr_assert_str_eq(c.log, "stderr");
+    dg_config_free(&c);
+}
+
+static void expect_error(const char *text, const char *needle) {
+    _cleanup_free_ char *path = write_file(text);
+    dg_config c;
+    dg_error err = {0};
+    cr_assert_lt(dg_config_load(path, &c, &err), 0, "should fail: %s", text);
+    cr_assert_not_null(err.msg);
+    cr_assert(strstr(err.msg, needle), "'%s' not in '%s'", needle, err.msg);
+    dg_error_clear(&err);
+}
+
+Test(config, errors) {
+    expect_error("paralelism: 4\n", "did you mean 'parallelism'");
+    expect_error("parallelism: 4\nlisten: x\nbogus: 1\n", ":3:1: error: unknown setting 'bogus'");
+    expect_error("parallelism: lots\n", "invalid value 'lots'");
+    expect_error("parallelism: 0\n", "invalid value '0'");
+    expect_error("backend: k8s\n", "invalid value 'k8s'");
+    expect_error("log: syslog\n", "invalid value 'syslog'");
+    expect_error("smtp: {uri: x}\n", "did you mean 'smtp.url'");
+    expect_error("policy: {allow_privileged: maybe}\n", "invalid value 'maybe'");
+    expect_error("pools: {spark: many}\n", "pool 'spark' needs a number of slots");
+    expect_error("smtp: plain\n", "'smtp' must be a mapping");
+    expect_error("listen: [a, b]\n", "'listen' must be a single value");
+    expect_error("- just\n- a list\n", "expected a mapping of settings");
+    expect_error("listen: [unclosed\n", "error");
+    expect_error("", "empty");
+}
+
+Test(config, environment_errors) {
+    setenv("DAGD_PARALLELISM", "-2", 1);
+    dg_config c;
+    dg_error err = {0};
+    cr_assert_lt(dg_config_load(NULL, &c, &err), 0);
+    cr_assert(strstr(err.msg, "DAGD_PARALLELISM"), "%s", err.msg);
+    dg_error_clear(&err);
+    unsetenv("DAGD_PARALLELISM");
+    setenv("DAGD_POOLS", "spark", 1);
+    cr_assert_lt(dg_config_load(NULL, &c, &err), 0);
+    cr_assert(strstr(err.msg, "DAGD_POOLS"), "%s", err.msg);
+    dg_error_clear(&err);
+}
+
+Test(config, missing_file) {
+    dg_config c;
+    dg_error err = {0};
+    cr_assert_lt(dg_config_load("/nonexistent/dagd.yml", &c, &err), 0);
+    cr_assert(strstr(err.msg, "/nonexistent/dagd.yml"), "%s", err.msg);
+    dg_error_clear(&err);
+}
