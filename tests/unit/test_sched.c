@@ -2,6 +2,7 @@
  * driver that records every command. DAGs are built by hand here so these tests do
  * not depend on the DAG parser. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <string.h>
 
 #include "dagd/sched.h"
@@ -1327,4 +1328,121 @@ static void simulate(uint64_t seed) {
 
 Test(sched, randomised_simulation) {
     for (uint64_t seed = 1; seed <= 1500; seed++) simulate(seed);
+}
+
+/* ---- the daemon's verbs ---- */
+
+Test(sched, clear_reruns_with_a_fresh_budget) {
+    dg_dag *dag = mk_dag("d", "a b:a");
+    h *x = h_new(NULL);
+    dg_run *r = dg_sched_add_run(x->s, dag, "r1", x->now);
+    tick(x);
+    run_exit(x, r, 0, 3); /* a fails (no retries) → b upstream_failed → run failed */
+    cr_assert_eq(r->ti[0].state, DG_TI_FAILED);
+    cr_assert_eq(r->ti[1].state, DG_TI_UPSTREAM_FAILED);
+    cr_assert_eq(r->state, DG_RUN_FAILED);
+    size_t mark = x->n;
+    x->now += 1000;
+    cr_assert_eq(dg_sched_clear_ti(x->s, r, 0, x->now), 0);
+    cr_assert_eq(dg_sched_clear_ti(x->s, r, 1, x->now), 0);
+    drain(x);
+    cr_assert_eq(r->ti[0].state, DG_TI_NONE);
+    cr_assert_eq(r->ti[0].max_tries, 2, "one more try on top of the one made");
+    cr_assert_eq(r->state, DG_RUN_QUEUED);
+    cr_assert_eq(count_cmd(x, mark, DG_CMD_RUN_CHANGED, r, ANY), 1);
+    tick(x);
+    const dg_cmd *st = find_cmd(x, mark, DG_CMD_START, r, 0);
+    cr_assert_not_null(st);
+    cr_assert_eq(st->try_number, 2, "the rerun is try 2");
+    run_exit(x, r, 0, 0);
+    run_exit(x, r, 1, 0);
+    cr_assert_eq(r->state, DG_RUN_SUCCESS);
+    /* a try in flight cannot be cleared */
+    dg_run *r2 = dg_sched_add_run(x->s, dag, "r2", x->now);
+    tick(x);
+    cr_assert_eq(dg_sched_clear_ti(x->s, r2, 0, x->now), -EBUSY);
+    h_free(x);
+    free_dag(dag);
+}
+
+Test(sched, mark_running_task_stops_it_and_moves_on) {
+    dg_dag *dag = mk_dag("d", "a b:a");
+    h *x = h_new(NULL);
+    dg_run *r = dg_sched_add_run(x->s, dag, "r1", x->now);
+    tick(x);
+    started(x, r, 0);
+    size_t mark = x->n;
+    cr_assert_eq(dg_sched_mark_ti(x->s, r, 0, DG_TI_RUNNING, x->now), -EDOM);
+    cr_assert_eq(dg_sched_mark_ti(x->s, r, 0, DG_TI_SUCCESS, x->now), 0);
+    drain(x);
+    const dg_cmd *stop = find_cmd(x, mark, DG_CMD_STOP, r, 0);
+    cr_assert_not_null(stop);
+    cr_assert_eq(stop->reason, DG_STOP_CANCEL);
+    cr_assert_eq(dg_sched_running(x->s), 0, "the slot is free at once");
+    tick(x);
+    cr_assert_eq(r->ti[1].state, DG_TI_QUEUED, "downstream runs after the mark");
+    /* the stopped try's late report changes nothing */
+    dg_result res = {.type = DG_RES_EXITED, .exit_code = 143};
+    dg_sched_on_finished(x->s, r, 0, 1, &res, x->now);
+    drain(x);
+    cr_assert_eq(r->ti[0].state, DG_TI_SUCCESS);
+    run_exit(x, r, 1, 0);
+    cr_assert_eq(r->state, DG_RUN_SUCCESS);
+    /* marking a task of a finished run reopens it until the next tick decides */
+    cr_assert_eq(dg_sched_mark_ti(x->s, r, 1, DG_TI_FAILED, x->now), 0);
+    tick(x);
+    cr_assert_eq(r->state, DG_RUN_FAILED);
+    h_free(x);
+    free_dag(dag);
+}
+
+Test(sched, restore_in_flight_and_waiting_tries) {
+    dg_dag *dag = mk_dag("d", "a b c:a,b");
+    dag->tasks[1].retries = 2;
+    dag->tasks[1].retry_delay_ms = 10000;
+    dg_sched_opts o = {.parallelism = 1};
+    h *x = h_new(&o);
+    x->now = 100000;
+    dg_run *r = dg_sched_add_run(x->s, dag, "r1", x->now);
+    dg_sched_restore_run(x->s, r, DG_RUN_RUNNING, 50000, 0);
+    dg_ti_restore ra = {.state = DG_TI_RUNNING, .try_number = 1, .max_tries = 1, .start_ms = 90000};
+    dg_ti_restore rb = {.state = DG_TI_UP_FOR_RETRY, .try_number = 1, .max_tries = 3, .start_ms = 60000,
+                        .end_ms = 95000, .has_exit_code = true, .exit_code = 1, .message = "exit code 1"};
+    dg_sched_restore_ti(x->s, r, 0, &ra, x->now);
+    dg_sched_restore_ti(x->s, r, 1, &rb, x->now);
+    tick(x);
+    cr_assert_eq(dg_sched_running(x->s), 1, "the adopted try holds the only slot");
+    cr_assert_eq(count_cmd(x, 0, DG_CMD_START, r, ANY), 0, "nothing new starts meanwhile");
+    cr_assert_eq(r->ti[1].not_before_ms, 105000, "the retry waits from the end of its try");
+    run_exit(x, r, 0, 0);
+    cr_assert_eq(r->ti[0].state, DG_TI_SUCCESS);
+    x->now = 105000;
+    tick(x);
+    const dg_cmd *st = find_cmd(x, 0, DG_CMD_START, r, 1);
+    cr_assert_not_null(st);
+    cr_assert_eq(st->try_number, 2);
+    run_exit(x, r, 1, 0);
+    run_exit(x, r, 2, 0);
+    cr_assert_eq(r->state, DG_RUN_SUCCESS);
+    h_free(x);
+    free_dag(dag);
+}
+
+Test(sched, set_limits_takes_effect) {
+    dg_dag *dag = mk_dag("d", "a b c d");
+    dg_sched_opts o = {.parallelism = 1};
+    h *x = h_new(&o);
+    dg_run *r = dg_sched_add_run(x->s, dag, "r1", x->now);
+    tick(x);
+    cr_assert_eq(dg_sched_running(x->s), 1);
+    dg_sched_set_limits(x->s, 3, NULL, 0);
+    tick(x);
+    cr_assert_eq(dg_sched_running(x->s), 3);
+    dg_pool_limit p = {.name = "default_pool", .slots = 3};
+    dg_sched_set_limits(x->s, 10, &p, 1);
+    tick(x);
+    cr_assert_eq(dg_sched_running(x->s), 3, "the default pool bounds tasks without a pool");
+    (void)r;
+    h_free(x);
+    free_dag(dag);
 }
