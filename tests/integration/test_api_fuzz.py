@@ -88,7 +88,18 @@ def test_openapi_fuzz(dg, tmp_path):
     assert srv.ok_json("GET", "/api/v1/dags/" + dg.dag_id)["dag_id"] == dg.dag_id
     # let what the fuzzer triggered finish, so that no container outlives the test
     deadline = time.monotonic() + 120 * TIME_SCALE
-    while srv.get("/api/v1/health", auth=False).json().get("runs_running"):
+    while True:
+        h = srv.get("/api/v1/health", auth=False).json()
+        if not h.get("runs_running") and not h.get("tasks_running"):
+            break
         assert time.monotonic() < deadline, "runs still running:\n" + srv.log()
+        time.sleep(0.5)
+    # finished tries' containers are removed just after their outcome is recorded
+    deadline = time.monotonic() + 30 * TIME_SCALE
+    while dg.containers():
+        if time.monotonic() > deadline:
+            left = subprocess.run(["docker", "ps", "-a", "--filter", "label=io.dagd.dag=" + dg.dag_id, "--format",
+                                   "{{.Names}} {{.Status}} {{.Labels}}"], capture_output=True, text=True).stdout
+            pytest.fail("containers outlived their runs:\n%s\n--- server\n%s" % (left, srv.log()[-6000:]))
         time.sleep(0.5)
     assert srv.proc.poll() is None, "dagd serve exited:\n" + srv.log()
