@@ -153,24 +153,16 @@ static int run_doc(dg_server *s, const char *dag, const char *run, json_t **ret,
 }
 
 int dg_server_list_runs(dg_server *s, const char *dag, int limit, int offset, json_t **ret, dg_error *err) {
-    if (!need_dag(s, dag, err)) {
-        /* a DAG gone from the folder still has its history */
-        dg_run_rec *probe = NULL;
-        size_t n = 0, total = 0;
-        dg_run_rec **v = NULL;
-        if (dg_store_list_runs(s->store, dag, 1, 0, &v, &n, &total) < 0 || total == 0) {
-            dg_run_recs_free(v, n);
-            return -ENOENT;
-        }
-        dg_run_recs_free(v, n);
-        (void)probe;
-        dg_error_clear(err);
-    }
     page(&limit, &offset);
     dg_run_rec **v = NULL;
     size_t n = 0, total = 0;
     if (dg_store_list_runs(s->store, dag, limit, offset, &v, &n, &total) < 0)
         return dg_error_set(err, -EIO, "reading runs failed: %s", dg_store_errmsg(s->store));
+    /* a DAG gone from the folder still has its history; one never seen is unknown */
+    if (total == 0 && !need_dag(s, dag, err)) {
+        dg_run_recs_free(v, n);
+        return -ENOENT;
+    }
     json_t *items = json_array();
     for (size_t i = 0; i < n; i++) json_array_append_new(items, dg__run_json(v[i]));
     dg_run_recs_free(v, n);
