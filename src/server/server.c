@@ -645,10 +645,57 @@ static void copy_config(dg_config *dst, const dg_config *src) {
     dst->log = xstrdup(src->log);
 }
 
+/* connections_file (SPEC §5): a YAML mapping `id: uri`, readable by its owner only. Its
+ * entries join the environment as DAGD_CONN_<ID>, where templates and `connections:`
+ * look, unless the environment already sets them. */
+static int load_connections(const char *path, dg_error *err) {
+    struct stat st;
+    if (stat(path, &st) < 0) return dg_error_set(err, -errno, "connections_file %s: %s", path, strerror(errno));
+    if (st.st_mode & 077)
+        return dg_error_set(err, -EPERM, "connections_file %s is readable by others (mode %03o); chmod 600 it", path,
+                            (unsigned)(st.st_mode & 0777));
+    _cleanup_free_ char *text = NULL;
+    size_t len;
+    int r = dg_read_file(path, &text, &len);
+    if (r < 0) return dg_error_set(err, r, "connections_file %s: %s", path, strerror(-r));
+    dg_diags d = {0};
+    dg__ynode *root = len ? dg__yaml_parse(path, text, len, &d) : NULL;
+    if (!root || d.n || root->type != DG_YMAP) {
+        r = dg_error_set(err, -EINVAL, "connections_file %s: expected a mapping of connection id to URI%s%s", path,
+                         d.n ? ": " : "", d.n ? d.v[0].msg : "");
+        dg_diags_free(&d);
+        dg__ynode_free(root);
+        return r;
+    }
+    for (size_t i = 0; i + 1 < root->n; i += 2) {
+        const dg__ynode *k = root->kids[i], *v = root->kids[i + 1];
+        if (v->type != DG_YSCALAR || !v->str) {
+            r = dg_error_set(err, -EINVAL, "%s:%d:%d: error: connection '%s' must be a URI", path, v->line, v->col,
+                             k->str ? k->str : "?");
+            break;
+        }
+        _cleanup_free_ char *name = xasprintf("DAGD_CONN_%s", k->str);
+        for (char *p = name; *p; p++) {
+            if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 32);
+            else if (!((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_')) *p = '_';
+        }
+        setenv(name, v->str, 0);
+    }
+    dg_diags_free(&d);
+    dg__ynode_free(root);
+    return r < 0 ? r : 0;
+}
+
 int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_server **ret, dg_error *err) {
     if (strcmp(cfg->backend ? cfg->backend : "local", "local") != 0)
         return dg_error_set(err, -EINVAL, "backend '%s' is not available in this version; use backend: local",
                             cfg->backend);
+    if (cfg->connections_file) {
+        int r = load_connections(cfg->connections_file, err);
+        if (r < 0) return r;
+    }
+    if (cfg->smtp_url) setenv("DAGD_SMTP_URL", cfg->smtp_url, 0);
+    if (cfg->smtp_from) setenv("DAGD_SMTP_FROM", cfg->smtp_from, 0);
     dg_server *s = xcalloc(1, sizeof *s);
     s->loop = loop;
     copy_config(&s->cfg, cfg);
