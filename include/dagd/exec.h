@@ -42,6 +42,8 @@ typedef struct dg_exec_opts {
     const char *state_dir; /* for log files; NULL = no log files */
     int stop_grace_s;      /* SIGTERM → SIGKILL, default 10 */
     bool allow_privileged;
+    bool allow_docker_socket;               /* bind-mounting the engine's socket */
+    char *const *allowed_volume_prefixes;   /* host paths a bind may use; NULL = any */
     const char *instance;  /* io.dagd.instance label value; NULL = random for this process */
     dg_exec_hooks hooks;
 } dg_exec_opts;

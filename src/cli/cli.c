@@ -392,6 +392,7 @@ static int foreground(const dg_dag *dag, const char *state_dir, json_t *conf, in
     dg_sched_opts so = {.parallelism = par && atoi(par) > 0 ? atoi(par) : 32};
     f.sched = dg_sched_new(&so);
     const char *ap = getenv("DAGD_POLICY_ALLOW_PRIVILEGED");
+    const char *ads = getenv("DAGD_POLICY_ALLOW_DOCKER_SOCKET");
     dg_exec_opts xo = {
         .loop = &f.loop,
         .docker = f.docker,
@@ -399,6 +400,7 @@ static int foreground(const dg_dag *dag, const char *state_dir, json_t *conf, in
         .store = f.store,
         .state_dir = state_dir,
         .allow_privileged = ap && (strcmp(ap, "1") == 0 || strcmp(ap, "true") == 0),
+        .allow_docker_socket = ads && (strcmp(ads, "1") == 0 || strcmp(ads, "true") == 0),
         .hooks = {.ti_changed = on_ti, .run_changed = on_run, .log_line = on_line, .idle = on_idle, .stalled = on_stalled, .ud = &f},
     };
     dg_exec_new(&xo, &f.exec, &err);

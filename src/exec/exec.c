@@ -361,6 +361,25 @@ static char *upper_id(const char *s) {
     return r;
 }
 
+/* The server's policy on host paths (SPEC §9): the engine's socket is root on the host. */
+static int check_bind(dg_exec *x, const char *spec, const char *colon, dg_error *err) {
+    _cleanup_free_ char *src = xstrndup(spec, (size_t)(colon - spec));
+    if (src[0] != '/' && src[0] != '.' && src[0] != '~') return 0; /* a named volume */
+    _cleanup_free_ char *canon = realpath(src, NULL);
+    const char *p = canon ? canon : src;
+    if (!x->allow_docker_socket && (strstr(p, "docker.sock") || !strcmp(p, "/run/docker") || !strcmp(p, "/var/run")))
+        return dg_error_set(err, -EPERM, "volumes: mounting the Docker socket (%s) is refused by policy "
+                                         "(policy.allow_docker_socket)", src);
+    if (!x->allowed_volume_prefixes) return 0;
+    for (size_t i = 0; x->allowed_volume_prefixes[i]; i++) {
+        const char *pre = x->allowed_volume_prefixes[i];
+        size_t n = strlen(pre);
+        while (n > 1 && pre[n - 1] == '/') n--;
+        if (!strncmp(p, pre, n) && (p[n] == 0 || p[n] == '/')) return 0;
+    }
+    return dg_error_set(err, -EPERM, "volumes: host path %s is outside policy.allowed_volume_prefixes", p);
+}
+
 /* Build the container config for a try, or fail with a message for the user. */
 static int build_config(exec_try *t, json_t **ret, dg_error *err) {
     exec_run *er = t->er;
@@ -456,8 +475,8 @@ static int build_config(exec_try *t, json_t **ret, dg_error *err) {
             json_decref(anon);
             return r;
         }
-        char *colon = strchr(s, ':');
-        if (!colon) {
+        char *bind = NULL;
+        if (!strchr(s, ':')) {
             json_object_set_new(anon, s, json_object());
         } else if (s[0] == '.' || s[0] == '~') {
             /* compose resolves relative host paths against the file's folder */
@@ -468,11 +487,19 @@ static int build_config(exec_try *t, json_t **ret, dg_error *err) {
                 s[0] == '~' ? xstrdup(getenv("HOME") ? getenv("HOME") : "/")
                             : (slash ? realpath(dir, NULL) : realpath(".", NULL));
             const char *rest = s[0] == '~' ? s + 1 : (s[1] == '/' ? s + 2 : s + 1);
-            json_array_append_new(binds, json_sprintf("%s/%s", base ? base : ".", rest));
+            bind = xasprintf("%s/%s", base ? base : ".", rest);
         } else {
-            json_array_append_new(binds, json_string(s));
+            bind = xstrdup(s);
         }
         free(s);
+        if (bind && (r = check_bind(x, bind, strchr(bind, ':'), err)) < 0) {
+            free(bind);
+            json_decref(binds);
+            json_decref(anon);
+            return r;
+        }
+        if (bind) json_array_append_new(binds, json_string(bind));
+        free(bind);
     }
     if (json_object_size(anon)) json_object_set_new(cfg, "Volumes", anon);
     else json_decref(anon);
@@ -1047,6 +1074,8 @@ int dg_exec_new(const dg_exec_opts *opts, dg_exec **ret, dg_error *err) {
     x->state_dir = xstrdup(opts->state_dir);
     x->stop_grace_s = opts->stop_grace_s > 0 ? opts->stop_grace_s : 10;
     x->allow_privileged = opts->allow_privileged;
+    x->allow_docker_socket = opts->allow_docker_socket;
+    x->allowed_volume_prefixes = dg_strv_copy(opts->allowed_volume_prefixes);
     x->hooks = opts->hooks;
     x->test_mode = opts->store == NULL;
     if (opts->instance) {
@@ -1205,6 +1234,7 @@ bool dg_exec_forget_run(dg_exec *x, dg_run *run) {
 
 static void exec_release(dg_exec *x) {
     dg__exec_cache_free(x);
+    dg_strv_free(x->allowed_volume_prefixes);
     free(x->state_dir);
     free(x->instance);
     free(x);

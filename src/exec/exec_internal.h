@@ -14,6 +14,8 @@ struct dg_exec {
     char *instance; /* io.dagd.instance label value of this process */
     int stop_grace_s;
     bool allow_privileged;
+    bool allow_docker_socket;
+    char **allowed_volume_prefixes;
     bool test_mode;
     dg_exec_hooks hooks;
     uv_timer_t wake;

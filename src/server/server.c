@@ -712,6 +712,8 @@ int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_server **ret, dg_err
         .store = s->store,
         .state_dir = s->cfg.state_dir,
         .allow_privileged = s->cfg.allow_privileged,
+        .allow_docker_socket = s->cfg.allow_docker_socket,
+        .allowed_volume_prefixes = s->cfg.allowed_volume_prefixes,
         .instance = s->instance,
         .hooks = {.ti_changed = on_ti_changed, .run_changed = on_run_changed, .ud = s},
     };
