@@ -143,7 +143,10 @@ Run one task alone (no dependencies, nothing stored):
   $DAGD test examples/daily_sales.yml generate_raw_sales --date $DATE
 Run again with other parameters:
   $DAGD run examples/daily_sales.yml --state ./.dagd-state --conf '{"min_revenue": 50000}'
-Docs: README.md, docs/dags.md (DAG files), docs/cli.md (commands), docs/operations.md
+Run it as a service (schedules, REST API on 127.0.0.1:8080, client verbs):
+  $DAGD serve --dags examples --state ./.dagd-state &
+  $DAGD dags --state ./.dagd-state; $DAGD trigger daily_sales --wait --state ./.dagd-state
+Docs: README.md, docs/dags.md (DAG files), docs/cli.md (commands), docs/daemon.md, docs/api.md
 EOF
 
 if [ "$rc" -ne 0 ]; then
