@@ -171,7 +171,9 @@ static int list_yaml(const char *dir, char ***ret, size_t *ret_n) {
     while ((e = readdir(dp))) {
         if (!is_yaml_name(e->d_name)) continue;
         v = xrealloc(v, (n + 2) * sizeof(char *));
-        v[n++] = xasprintf("%s/%s", dir, e->d_name);
+        size_t dl = strlen(dir);
+        while (dl > 1 && dir[dl - 1] == '/') dl--;
+        v[n++] = xasprintf("%.*s/%s", (int)dl, dir, e->d_name);
         v[n] = NULL;
     }
     closedir(dp);
