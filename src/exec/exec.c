@@ -528,6 +528,7 @@ static int build_config(exec_try *t, json_t **ret, dg_error *err) {
 
 static void create_container(exec_try *t);
 static void start_container(exec_try *t);
+static bool try_aborted(exec_try *t);
 
 static bool try_aborted(exec_try *t) {
     if (!t->stopping && !t->unprepared) return false;
@@ -535,10 +536,44 @@ static bool try_aborted(exec_try *t) {
     return true;
 }
 
+#define ENGINE_RETRY_MS 1000
+#define ENGINE_GIVE_UP_MS (10 * 60 * 1000)
+
+static void engine_retry_cb(uv_timer_t *h) {
+    exec_try *t = h->data;
+    void (*step)(exec_try *) = t->retry_step;
+    t->retry_step = NULL;
+    if (step && !t->x->closing) {
+        if (!try_aborted(t)) step(t);
+    }
+    try_unref(t);
+}
+
+/* An engine that refuses connections (restarting, say) has not seen the request: the step
+ * is tried again until it answers, without using up a try. Gives up after a while. */
+static bool retry_when_engine_back(exec_try *t, const dg_error *err, void (*step)(exec_try *t)) {
+    if (err->code != -ECONNREFUSED || t->stopping || t->unprepared || t->x->closing) return false;
+    int64_t now = now_ms();
+    if (!t->engine_down_since) t->engine_down_since = now;
+    if (now - t->engine_down_since > ENGINE_GIVE_UP_MS) return false;
+    if (!t->timer) {
+        t->timer = xmalloc(sizeof *t->timer);
+        uv_timer_init(t->x->loop, t->timer);
+        t->timer->data = t;
+    }
+    t->retry_step = step;
+    uv_timer_start(t->timer, engine_retry_cb, ENGINE_RETRY_MS, 0);
+    try_ref(t);
+    return true;
+}
+
 static void image_cb(void *ud, const dg_error *err) {
     exec_try *t = ud;
     if (err) {
-        if (err->code != -ECANCELED) dg__exec_try_fail(t, err->msg);
+        if (err->code != -ECANCELED) {
+            t->image_ok = false;
+            if (!retry_when_engine_back(t, err, create_container)) dg__exec_try_fail(t, err->msg);
+        }
         try_unref(t);
         return;
     }
@@ -551,7 +586,7 @@ static void network_cb(void *ud, const dg_error *err) {
     exec_try *t = ud;
     const dg_task *tk = &t->er->run->dag->tasks[t->task];
     if (err) {
-        if (err->code != -ECANCELED) {
+        if (err->code != -ECANCELED && !retry_when_engine_back(t, err, create_container)) {
             _cleanup_free_ char *m = xasprintf("network %s: %s", tk->network, err->msg);
             dg__exec_try_fail(t, m);
         }
@@ -573,7 +608,7 @@ static void create_cb(void *ud, const char *id, const dg_error *err) {
         if (err->code != -ECANCELED) {
             /* a cached image that vanished since: forget it so the next try checks again */
             if (err->code == -ENOENT) dg__exec_cache_drop(t->x, t->image);
-            dg__exec_try_fail(t, err->msg);
+            if (!retry_when_engine_back(t, err, create_container)) dg__exec_try_fail(t, err->msg);
         }
         try_unref(t);
         return;
@@ -711,7 +746,8 @@ static void logs_done_cb(void *ud, const dg_error *err) {
 static void start_cb(void *ud, const dg_error *err) {
     exec_try *t = ud;
     if (err) {
-        if (err->code != -ECANCELED) dg__exec_try_fail(t, err->msg);
+        if (err->code != -ECANCELED && !retry_when_engine_back(t, err, start_container))
+            dg__exec_try_fail(t, err->msg);
         try_unref(t);
         return;
     }
@@ -1252,6 +1288,15 @@ void dg_exec_free(dg_exec *x) {
     if (x->events) dg_docker_stream_cancel(x->events);
     /* tries still alive at this point are abandoned: drop the executor's references;
      * in-flight docker callbacks (cancelled by dg_docker_free) release the rest */
+    for (exec_try *t = x->tries, *n; t; t = n) {
+        n = t->next;
+        if (t->retry_step) {
+            /* a step waiting for the engine: its timer's reference goes with it */
+            t->retry_step = NULL;
+            uv_timer_stop(t->timer);
+            try_unref(t);
+        }
+    }
     for (exec_try *t = x->tries, *n; t; t = n) {
         n = t->next;
         if (t->logs) {

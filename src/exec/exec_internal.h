@@ -70,6 +70,8 @@ struct exec_try {
     int64_t sensor_start_ms;
     int64_t end_ms; /* when the outcome was reported */
     int64_t start_cmd_ms; /* when START arrived */
+    int64_t engine_down_since; /* the engine refused connections since then (0: it did not) */
+    void (*retry_step)(exec_try *t); /* what to try again once the engine answers */
 };
 
 exec_try *dg__exec_find_container(dg_exec *x, const char *id);
