@@ -81,6 +81,9 @@ char **dg_strv_copy(char *const *v);
 size_t dg_edit_distance(const char *a, const char *b);
 const char *dg_suggest(const char *word, const char *const *candidates, size_t n);
 
+/* nbytes from the kernel's random source, as 2*nbytes lowercase hex digits. */
+int dg_random_hex(size_t nbytes, char **ret);
+
 bool dg_str_has_prefix(const char *s, const char *prefix);
 int dg_mkdir_p(const char *path, unsigned mode);
 /* Reads a whole file (NUL-terminated; *ret_len excludes the NUL). */

@@ -303,19 +303,22 @@ static char *sanitize_name(const char *s) {
     return r;
 }
 
+/* Names and instance labels only need to differ, not to be secret: a clock-based value
+ * stands in should the random source fail. */
+static char *unique_hex(size_t nbytes) {
+    char *hex;
+    if (dg_random_hex(nbytes, &hex) == 0) return hex;
+    return xasprintf("%0*llx", (int)(nbytes * 2),
+                     (unsigned long long)(((uint64_t)now_ms() * 2654435761u ^ (uint64_t)getpid()) &
+                                          (nbytes >= 8 ? UINT64_MAX : ((1ULL << (nbytes * 8)) - 1))));
+}
+
 static char *container_name(exec_try *t) {
     const dg_dag *dag = t->er->run->dag;
-    unsigned char rnd[3];
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
-        uint64_t v = (uint64_t)now_ms() ^ ((uint64_t)(uintptr_t)t << 7);
-        rnd[0] = (unsigned char)v, rnd[1] = (unsigned char)(v >> 8), rnd[2] = (unsigned char)(v >> 16);
-    }
-    if (fd >= 0) close(fd);
+    _cleanup_free_ char *rnd = unique_hex(3);
     _cleanup_free_ char *d = xstrndup(dag->dag_id, 60);
     _cleanup_free_ char *k = xstrndup(dag->tasks[t->task].id, 60);
-    _cleanup_free_ char *raw = xasprintf("dagd-%s-%s-%d-%02x%02x%02x", d, k, t->try_number, rnd[0],
-                                         rnd[1], rnd[2]);
+    _cleanup_free_ char *raw = xasprintf("dagd-%s-%s-%d-%s", d, k, t->try_number, rnd);
     return sanitize_name(raw);
 }
 
@@ -1114,18 +1117,7 @@ int dg_exec_new(const dg_exec_opts *opts, dg_exec **ret, dg_error *err) {
     x->allowed_volume_prefixes = dg_strv_copy(opts->allowed_volume_prefixes);
     x->hooks = opts->hooks;
     x->test_mode = opts->store == NULL;
-    if (opts->instance) {
-        x->instance = xstrdup(opts->instance);
-    } else {
-        unsigned char rnd[6] = {0};
-        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
-            uint64_t v = (uint64_t)now_ms() * 2654435761u ^ (uint64_t)getpid();
-            for (size_t i = 0; i < sizeof rnd; i++) rnd[i] = (unsigned char)(v >> (i * 8));
-        }
-        if (fd >= 0) close(fd);
-        x->instance = xasprintf("%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
-    }
+    x->instance = opts->instance ? xstrdup(opts->instance) : unique_hex(6);
     uv_timer_init(x->loop, &x->wake);
     x->wake.data = x;
     *ret = x;

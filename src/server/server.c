@@ -542,6 +542,34 @@ static void on_run_changed(void *ud, dg_run *run) {
 
 /* ---- lifecycle ---- */
 
+/* A value kept in a state-dir file: read back when there, else made random and written
+ * with `mode` (the token must survive restarts so clients keep working; so must the
+ * instance label, which is how recovery finds this server's containers). */
+static int state_value(const char *path, size_t nbytes, unsigned mode, char **ret, dg_error *err) {
+    _cleanup_free_ char *text = NULL;
+    if (dg_read_file(path, &text, NULL) == 0) {
+        text[strcspn(text, "\r\n")] = 0;
+        if (strlen(text) >= 8) {
+            chmod(path, mode);
+            *ret = TAKE_PTR(text);
+            return 0;
+        }
+    }
+    _cleanup_free_ char *hex = NULL;
+    int r = dg_random_hex(nbytes, &hex);
+    if (r < 0) return dg_error_set(err, r, "cannot get random bytes for %s: %s", path, strerror(-r));
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    size_t len = strlen(hex);
+    if (fd < 0 || write(fd, hex, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fchmod(fd, mode) < 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return dg_error_set(err, -e, "%s: %s", path, strerror(e));
+    }
+    close(fd);
+    *ret = TAKE_PTR(hex);
+    return 1;
+}
+
 static int resolve_token(dg_server *s, dg_error *err) {
     const char *env = getenv("DAGD_TOKEN");
     if (s->cfg.token_file) {
@@ -558,69 +586,15 @@ static int resolve_token(dg_server *s, dg_error *err) {
         return 0;
     }
     _cleanup_free_ char *path = xasprintf("%s/token", s->cfg.state_dir);
-    _cleanup_free_ char *text = NULL;
-    if (dg_read_file(path, &text, NULL) == 0) {
-        text[strcspn(text, "\r\n")] = 0;
-        if (*text) {
-            chmod(path, 0600);
-            s->token = xstrdup(text);
-            return 0;
-        }
-    }
-    unsigned char rnd[24];
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
-        if (fd >= 0) close(fd);
-        return dg_error_set(err, -EIO, "cannot read /dev/urandom for a token");
-    }
-    close(fd);
-    dg_buf b = {0};
-    for (size_t i = 0; i < sizeof rnd; i++) dg_buf_printf(&b, "%02x", rnd[i]);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || write(fd, b.data, b.len) != (ssize_t)b.len || write(fd, "\n", 1) != 1) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        dg_buf_free(&b);
-        return dg_error_set(err, -e, "%s: %s", path, strerror(e));
-    }
-    fchmod(fd, 0600);
-    close(fd);
-    s->token = dg_buf_steal(&b);
-    dg_log(DG_LOG_NOTICE, NULL, "API token written to %s", path);
-    return 0;
+    int r = state_value(path, 24, 0600, &s->token, err);
+    if (r > 0) dg_log(DG_LOG_NOTICE, NULL, "API token written to %s", path);
+    return r < 0 ? r : 0;
 }
 
-/* Containers of this state directory carry the same instance label across restarts,
- * which is how recovery finds them. */
 static int resolve_instance(dg_server *s, dg_error *err) {
     _cleanup_free_ char *path = xasprintf("%s/instance", s->cfg.state_dir);
-    _cleanup_free_ char *text = NULL;
-    if (dg_read_file(path, &text, NULL) == 0) {
-        text[strcspn(text, "\r\n")] = 0;
-        if (strlen(text) >= 8) {
-            s->instance = xstrdup(text);
-            return 0;
-        }
-    }
-    unsigned char rnd[8];
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
-        if (fd >= 0) close(fd);
-        return dg_error_set(err, -EIO, "cannot read /dev/urandom");
-    }
-    close(fd);
-    dg_buf b = {0};
-    for (size_t i = 0; i < sizeof rnd; i++) dg_buf_printf(&b, "%02x", rnd[i]);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || write(fd, b.data, b.len) != (ssize_t)b.len) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        dg_buf_free(&b);
-        return dg_error_set(err, -e, "%s: %s", path, strerror(e));
-    }
-    close(fd);
-    s->instance = dg_buf_steal(&b);
-    return 0;
+    int r = state_value(path, 8, 0644, &s->instance, err);
+    return r < 0 ? r : 0;
 }
 
 static void copy_config(dg_config *dst, const dg_config *src) {

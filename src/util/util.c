@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 
 #include "dagd/util.h"
@@ -180,5 +181,22 @@ int dg_read_file(const char *path, char **ret, size_t *ret_len) {
     }
     if (ret_len) *ret_len = b.len;
     *ret = dg_buf_steal(&b);
+    return 0;
+}
+
+int dg_random_hex(size_t nbytes, char **ret) {
+    _cleanup_free_ unsigned char *rnd = xmalloc(nbytes);
+    size_t got = 0;
+    while (got < nbytes) {
+        ssize_t n = getrandom(rnd + got, nbytes - got, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        got += (size_t)n;
+    }
+    char *hex = xmalloc(nbytes * 2 + 1);
+    for (size_t i = 0; i < nbytes; i++) snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+    *ret = hex;
     return 0;
 }

@@ -174,3 +174,14 @@ Test(util, errors) {
     cr_assert_null(e.msg);
     cr_assert_eq(dg_error_set(NULL, -EIO, "ignored"), -EIO);
 }
+
+Test(util, random_hex) {
+    char *a = NULL, *b = NULL;
+    cr_assert_eq(dg_random_hex(24, &a), 0);
+    cr_assert_eq(dg_random_hex(24, &b), 0);
+    cr_assert_eq(strlen(a), 48);
+    for (const char *p = a; *p; p++) cr_assert(strchr("0123456789abcdef", *p), "%s", a);
+    cr_assert_str_neq(a, b, "two draws differ");
+    free(a);
+    free(b);
+}
