@@ -45,3 +45,6 @@ json_t *dg_conn_parse_uri(const char *uri, dg_error *err);
 /* Every DAGD_CONN_<ID>=<uri> in the environment, as {<id lowercased>: <dg_conn_parse_uri>}.
  * dg_tmpl_vars puts this under "conn"; URIs that do not parse are left out. */
 json_t *dg_conn_from_env(void);
+/* The environment variable that carries connection `id`: DAGD_CONN_<ID upper-cased, other
+ * characters as '_'>. Caller frees. */
+char *dg_conn_env_name(const char *id);

@@ -355,15 +355,6 @@ static int read_env_file(exec_run *er, const char *path, json_t *env_obj, dg_err
     return 0;
 }
 
-static char *upper_id(const char *s) {
-    char *r = xstrdup(s);
-    for (char *p = r; *p; p++) {
-        if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 32);
-        else if (!((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))) *p = '_';
-    }
-    return r;
-}
-
 /* The server's policy on host paths (SPEC §9): the engine's socket is root on the host. */
 static int check_bind(dg_exec *x, const char *spec, const char *colon, dg_error *err) {
     _cleanup_free_ char *src = xstrndup(spec, (size_t)(colon - spec));
@@ -427,8 +418,7 @@ static int build_config(exec_try *t, json_t **ret, dg_error *err) {
         free(v);
     }
     for (size_t i = 0; tk->connections && tk->connections[i]; i++) {
-        _cleanup_free_ char *id = upper_id(tk->connections[i]);
-        _cleanup_free_ char *var = xasprintf("DAGD_CONN_%s", id);
+        _cleanup_free_ char *var = dg_conn_env_name(tk->connections[i]);
         const char *uri = getenv(var);
         if (!uri)
             return dg_error_set(err, -ENOENT, "connection '%s' is not defined (set %s)",

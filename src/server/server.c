@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "dagd/log.h"
+#include "dagd/tmpl.h"
 #include "server_internal.h"
 
 #define SWEEP_MS 5000
@@ -648,11 +649,7 @@ static int load_connections(const char *path, dg_error *err) {
                              k->str ? k->str : "?");
             break;
         }
-        _cleanup_free_ char *name = xasprintf("DAGD_CONN_%s", k->str);
-        for (char *p = name; *p; p++) {
-            if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 32);
-            else if (!((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_')) *p = '_';
-        }
+        _cleanup_free_ char *name = dg_conn_env_name(k->str);
         setenv(name, v->str, 0);
     }
     dg_diags_free(&d);

@@ -207,3 +207,12 @@ json_t *dg_conn_from_env(void) {
     }
     return conns;
 }
+
+char *dg_conn_env_name(const char *id) {
+    char *name = xasprintf("DAGD_CONN_%s", id);
+    for (char *p = name + 10; *p; p++) {
+        if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 32);
+        else if (!((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_')) *p = '_';
+    }
+    return name;
+}

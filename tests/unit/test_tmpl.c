@@ -611,3 +611,12 @@ Test(conn, bad_uris) {
     cr_assert_null(strstr(err.msg, "hunter2"));
     dg_error_clear(&err);
 }
+
+Test(tmpl, conn_env_name) {
+    char *n = dg_conn_env_name("mart");
+    cr_assert_str_eq(n, "DAGD_CONN_MART");
+    free(n);
+    n = dg_conn_env_name("my-db.1");
+    cr_assert_str_eq(n, "DAGD_CONN_MY_DB_1");
+    free(n);
+}
