@@ -2,7 +2,13 @@
  * and labels, delivered one JSON object at a time. The stream never ends on its own:
  * when the connection drops it reconnects after a backoff (100 ms doubling to 5 s) with
  * since=<last timeNano>, and tells the owner through `connected` so it can reconcile
- * (the engine only keeps the last 256 events). */
+ * (the engine only keeps the last 256 events).
+ *
+ * The engine stamps an event when it happens and publishes it a little later, so the
+ * stream is not ordered by timeNano (a `create` of one container may come after the `die`
+ * of another that it precedes). Every event is delivered once: a reconnect asks from
+ * RESUME_SLACK_NS before the newest event seen, and the events delivered recently are
+ * remembered (by time, action and container) to drop the ones the engine sends again. */
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
@@ -11,6 +17,8 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define RESUME_SLACK_NS 1000000000LL
+#define SEEN_MAX 512 /* events remembered for the de-duplication after a reconnect */
 
 typedef struct events_stream {
     dg_docker_stream s; /* first: the client sees only this */
@@ -19,7 +27,9 @@ typedef struct events_stream {
     dg_docker_done_cb connected;
     void *ud;
     dg_buf partial;
-    int64_t last_ns;    /* timeNano of the last event delivered, 0 = none yet */
+    int64_t last_ns;    /* newest timeNano delivered, 0 = none yet */
+    uint64_t seen[SEEN_MAX]; /* keys of the events delivered last (a ring) */
+    size_t n_seen;
     int64_t connected_ns; /* where to resume when no event came yet (1 s of slack) */
     uint64_t backoff_ms;
     bool failing;       /* a failure was reported and no connect succeeded since */
@@ -38,6 +48,22 @@ static void on_backoff(uv_timer_t *t) { connect_now((events_stream *)t->data); }
 
 static bool alive(events_stream *e) { return !e->s.cancelled && !e->s.finished; }
 
+/* FNV-1a over what tells one event from another. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
+    return h;
+}
+
+static uint64_t event_key(json_t *j, int64_t ns) {
+    uint64_t h = fnv(14695981039346656037ULL, &ns, sizeof ns);
+    const char *action = json_string_value(json_object_get(j, "Action"));
+    const char *id = json_string_value(json_object_get(json_object_get(j, "Actor"), "ID"));
+    if (action) h = fnv(h, action, strlen(action) + 1);
+    if (id) h = fnv(h, id, strlen(id) + 1);
+    return h;
+}
+
 static void deliver(events_stream *e, const char *line, size_t len) {
     while (len > 0 && (line[len - 1] == '\r' || line[0] == ' ')) {
         if (line[len - 1] == '\r') len--;
@@ -51,12 +77,15 @@ static void deliver(events_stream *e, const char *line, size_t len) {
     }
     json_t *tn = json_object_get(j, "timeNano");
     int64_t ns = json_is_integer(tn) ? (int64_t)json_integer_value(tn) : 0;
-    /* since= is inclusive: the event we saw last comes again after a reconnect. */
-    if (ns && ns <= e->last_ns) {
-        json_decref(j);
-        return;
-    }
-    if (ns) e->last_ns = ns;
+    uint64_t key = event_key(j, ns);
+    size_t n = e->n_seen < SEEN_MAX ? e->n_seen : SEEN_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (e->seen[i] == key) {
+            json_decref(j);
+            return;
+        }
+    e->seen[e->n_seen++ % SEEN_MAX] = key;
+    if (ns > e->last_ns) e->last_ns = ns;
     e->on_event(e->ud, j);
     json_decref(j);
 }
@@ -106,7 +135,7 @@ static void events_done(dg__req *r, const dg_error *err) {
 static void connect_now(events_stream *e) {
     if (!alive(e)) return;
     _cleanup_free_ char *path = NULL;
-    int64_t since = e->last_ns ? e->last_ns : e->connected_ns;
+    int64_t since = e->last_ns ? e->last_ns - RESUME_SLACK_NS : e->connected_ns;
     if (since > 0)
         path = xasprintf("/events?filters=%s&since=%" PRId64 ".%09" PRId64, e->filters,
                          since / 1000000000, since % 1000000000);

@@ -725,6 +725,15 @@ static void send_all(int fd, const char *s) {
     }
 }
 
+static size_t fake_event(char *buf, size_t size, int id, int code, long long ns) {
+    int r = snprintf(buf, size,
+                     "{\"Type\":\"container\",\"Action\":\"die\",\"Actor\":{\"ID\":\"c%d\","
+                     "\"Attributes\":{\"exitCode\":\"%d\"}},\"time\":1700000000,"
+                     "\"timeNano\":%lld}\n",
+                     id, code, ns);
+    return r > 0 ? (size_t)r : 0;
+}
+
 static void *fake_main(void *arg) {
     fake *f = arg;
     for (;;) {
@@ -751,12 +760,14 @@ static void *fake_main(void *arg) {
                      f->api_version);
             send_all(c, resp);
         } else if (strstr(req, "/events?")) {
-            /* One event split across writes, then the connection drops. */
-            snprintf(resp, sizeof resp,
-                     "{\"Type\":\"container\",\"Action\":\"die\",\"Actor\":{\"ID\":\"c%d\","
-                     "\"Attributes\":{\"exitCode\":\"%d\"}},\"time\":1700000000,"
-                     "\"timeNano\":%lld}\n",
-                     n, n, 1700000000123456789LL + n);
+            /* Event n, split across writes, then the connection drops. A reconnect first
+             * gets the event before it again (since= is inclusive, and dagd asks from a
+             * little earlier); the first connection also sends, after event 1, one
+             * stamped earlier (the engine publishes out of timeNano order). */
+            size_t k = 0;
+            if (n > 1) k += fake_event(resp + k, sizeof resp - k, n - 1, n - 1, 1700000000123456789LL + n - 1);
+            k += fake_event(resp + k, sizeof resp - k, n, n, 1700000000123456789LL + n);
+            if (n == 1) fake_event(resp + k, sizeof resp - k, 0, 0, 1700000000123456789LL - 5);
             send_all(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                         "Connection: close\r\n\r\n");
             size_t half = strlen(resp) / 2;
@@ -861,7 +872,7 @@ static void recon_event(void *ud, json_t *ev) {
                                           "exitCode"));
     size_t n = strlen(r->exit_codes);
     if (code && n + 1 < sizeof r->exit_codes) r->exit_codes[n] = code[0];
-    if (++r->events == 3) {
+    if (++r->events == 4) {
         r->enough = true;
         wake();
     }
@@ -880,9 +891,10 @@ Test(docker_fake, events_reconnect_with_since) {
     wait_for(&loop, &rc.enough, 10000);
     int64_t took = dg_now_ms() - t0;
     dg_docker_stream_cancel(s);
-    /* ping, then three event connections with events 1, 2, 3; each clean end waits the
-     * 100 ms backoff (reset by every successful connect). */
-    cr_assert_str_eq(rc.exit_codes, "123");
+    /* ping, then three event connections with events 1 (and the older 0), 2, 3, each
+     * delivered once; each clean end waits the 100 ms backoff (reset by every successful
+     * connect). */
+    cr_assert_str_eq(rc.exit_codes, "1023");
     cr_assert_eq(rc.connected, 3);
     cr_assert_geq(took, 200);
     pthread_mutex_lock(&f.mu);
@@ -891,8 +903,8 @@ Test(docker_fake, events_reconnect_with_since) {
                                 "GET /v1.41/events?filters=%7B%22type%22%3A%5B%22container%22%5D%2C"
                                 "%22label%22%3A%5B%22io.dagd.instance%3Dabc%22%5D%7D HTTP"),
               "%s", f.requests[1]);
-    cr_assert_not_null(strstr(f.requests[2], "&since=1700000000.123456790 "), "%s", f.requests[2]);
-    cr_assert_not_null(strstr(f.requests[3], "&since=1700000000.123456791 "), "%s", f.requests[3]);
+    cr_assert_not_null(strstr(f.requests[2], "&since=1699999999.123456790 "), "%s", f.requests[2]);
+    cr_assert_not_null(strstr(f.requests[3], "&since=1699999999.123456791 "), "%s", f.requests[3]);
     pthread_mutex_unlock(&f.mu);
     dg_docker_free(d);
     uv_run(&loop, UV_RUN_DEFAULT);
