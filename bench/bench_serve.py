@@ -15,8 +15,10 @@ loopback port with a fresh state directory:
             `start`, both taken from the engine's own event stream (timeNano), over
             10 chains of 21 `true` tasks (200 edges) triggered through the API, one run
             at a time. Beside it, the engine's own create+start time for a
-            `true` container driven directly (median of 20). Target: p99 edge latency
-            <= 50 ms plus that create+start time.
+            `true` container driven directly (median of 20), and how long the engine
+            keeps a container to itself after its `die` (an inspect sent the moment
+            the die event arrives, 10 containers). Target: p99 edge latency <= 50 ms
+            plus that create+start time.
 
 Missing a target is reported, not an error: the exit status is non-zero only when
 something fails. The results replace the section between the bench_serve markers in
@@ -59,6 +61,7 @@ CHAIN_LEN = 21
 CHAIN_PARALLEL = 1
 EDGE_TARGET_MS = 50.0
 RAW_STARTS = 20
+RAW_HOLDS = 10
 READY_TIMEOUT = 60.0
 RUN_TIMEOUT = 120.0
 
@@ -301,11 +304,11 @@ def measure_startup(dagd, dags, state, workdir, tag):
 # ---- 3: edge latency ----
 
 class EventRecorder:
-    """Follows GET /events for one dagd instance's containers in a thread."""
+    """Follows GET /events for the containers with one label in a thread."""
 
-    def __init__(self, engine, instance):
+    def __init__(self, engine, label):
         filters = json.dumps({"type": ["container"], "event": ["create", "start", "die"],
-                              "label": [f"io.dagd.instance={instance}"]})
+                              "label": [label]})
         self.conn = engine.make_conn()
         self.conn.request("GET", f"{engine.prefix}/events?filters={urllib.parse.quote(filters)}")
         self.resp = self.conn.getresponse()
@@ -431,7 +434,7 @@ def measure_edges(dagd, engine, workdir):
         srv.wait_health_ready()
         srv.wait_dags(N_CHAINS)
         instance = srv.instance()
-        rec = EventRecorder(engine, instance)
+        rec = EventRecorder(engine, f"io.dagd.instance={instance}")
         runs = run_chains(srv)
         ends = task_ends(srv, runs)
         # The last die event may trail the run's success by a little.
@@ -473,6 +476,39 @@ def measure_engine_start(engine):
     finally:
         engine.remove_labelled(f"{BENCH_LABEL}=serve-raw")
     return statistics.median(create), statistics.median(start), statistics.median(both)
+
+
+def measure_engine_hold(engine):
+    """How long after a container's `die` the engine answers a request about it: an
+    inspect sent the moment the die event arrives, for a `true` container, driven
+    directly. The engine tears the container down (its network endpoint first) before it
+    lets go of it, so whoever wants the log tail or the exit details waits this long.
+    Returns the times in seconds."""
+    label = f"{BENCH_LABEL}=serve-hold"
+    rec = EventRecorder(engine, label)
+    held = []
+    try:
+        for i in range(RAW_HOLDS + 1):
+            c = engine.json("POST", "/containers/create",
+                            {"Image": IMAGE, "Cmd": ["true"], "Labels": {BENCH_LABEL: "serve-hold"}})
+            cid = c["Id"]
+            engine.request("POST", f"/containers/{cid}/start")
+            deadline = time.monotonic() + 30
+            while not any(ev.get("Action") == "die" and ev.get("id", ev.get("Actor", {}).get("ID")) == cid
+                          for ev in rec.snapshot()):
+                if time.monotonic() > deadline or rec.error:
+                    raise BenchError(f"no die event for a `true` container ({rec.error or 'timeout'})")
+                time.sleep(0.0005)
+            t0 = time.monotonic()
+            engine.json("GET", f"/containers/{cid}/json")
+            if i > 0:  # the first is a warm-up
+                held.append(time.monotonic() - t0)
+            engine.request("DELETE", f"/containers/{cid}?force=1&v=1")
+            time.sleep(0.3)  # let the engine settle, as between the direct create+starts
+    finally:
+        rec.close()
+        engine.remove_labelled(label)
+    return held
 
 
 # ---- report ----
@@ -540,6 +576,8 @@ def main():
         create_med, start_med, engine_med = measure_engine_start(engine)
         print(f"engine create+start median {ms(engine_med)} (create {ms(create_med)}, start {ms(start_med)})",
               flush=True)
+        held = measure_engine_hold(engine)
+        print(f"engine hold after die: median {ms(statistics.median(held))}, max {ms(max(held))}", flush=True)
         lat, noticed, started, missing, ahead = measure_edges(dagd, engine, work)
     if not lat:
         raise BenchError("no edge was measured: the event stream delivered no matching start/die pair")
@@ -570,6 +608,8 @@ def main():
         f"| edge latency p99 | {p99:.1f} ms | |",
         f"| engine create+start of `true`, direct (median of {RAW_STARTS}) | {ms(engine_med)} "
         f"(create {ms(create_med)}, start {ms(start_med)}) | |",
+        f"| engine: an inspect sent at a container's `die` answers after (median / max of {len(held)}) | "
+        f"{ms(statistics.median(held))} / {ms(max(held))} | |",
         f"| edge, part 1: die to dagd recording the exit (upstream end_date, ms resolution), p50 / p99 | "
         f"{pct(noticed, 50)} / {pct(noticed, 99)} | |",
         f"| edge, part 2: exit recorded to downstream start event, p50 / p99 | "
