@@ -30,4 +30,8 @@ typedef struct dg_config {
 /* file may be NULL (defaults + environment only). Unknown keys are errors with a suggestion. */
 int dg_config_load(const char *file, dg_config *ret, dg_error *err);
 void dg_config_free(dg_config *c);
+/* dst becomes an independent copy of src (free both). */
+void dg_config_copy(dg_config *dst, const dg_config *src);
+/* Replace c's pools with copies of pools[0..n). */
+void dg_config_set_pools(dg_config *c, const dg_pool_limit *pools, size_t n);
 char *dg_config_default_state_dir(void);

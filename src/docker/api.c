@@ -239,6 +239,24 @@ void dg_docker_container_remove(dg_docker *d, const char *id, dg_docker_done_cb 
     dg__req_submit(op_req(d, "DELETE", path, cb, ud, 404, 0));
 }
 
+char *dg__label_filters(const char *type, const char *const *labels) {
+    json_auto_t *f = json_object();
+    if (type) json_object_set_new(f, "type", json_pack("[s]", type));
+    json_t *lab = json_array();
+    for (const char *const *l = labels; l && *l; l++) json_array_append_new(lab, json_string(*l));
+    if (json_array_size(lab) > 0) json_object_set(f, "label", lab);
+    json_decref(lab);
+    _cleanup_free_ char *fs = json_dumps(f, JSON_COMPACT);
+    if (!fs) abort();
+    return dg__escape(fs);
+}
+
+void dg_docker_containers_labelled(dg_docker *d, const char *const *labels, dg_docker_cb cb, void *ud) {
+    _cleanup_free_ char *f = dg__label_filters(NULL, labels);
+    _cleanup_free_ char *path = xasprintf("/containers/json?all=1&filters=%s", f);
+    dg_docker_call(d, "GET", path, NULL, cb, ud);
+}
+
 void dg_docker_container_inspect(dg_docker *d, const char *id, dg_docker_cb cb, void *ud) {
     _cleanup_free_ char *path = container_path(id, "/json");
     call_ctx *c = xcalloc(1, sizeof *c);

@@ -159,15 +159,7 @@ dg_docker_stream *dg_docker_events(dg_docker *d, const char *const *labels,
     e->ud = ud;
     e->backoff_ms = BACKOFF_MIN_MS;
     e->s.on_free = events_free;
-    json_t *f = json_pack("{s:[s]}", "type", "container");
-    json_t *lab = json_array();
-    for (const char *const *l = labels; l && *l; l++) json_array_append_new(lab, json_string(*l));
-    if (json_array_size(lab) > 0) json_object_set(f, "label", lab);
-    json_decref(lab);
-    _cleanup_free_ char *fs = json_dumps(f, JSON_COMPACT);
-    json_decref(f);
-    if (!fs) abort();
-    e->filters = dg__escape(fs);
+    e->filters = dg__label_filters("container", labels);
     dg__stream_link(d, &e->s);
     connect_now(e);
     return &e->s;

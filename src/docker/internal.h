@@ -100,6 +100,9 @@ void dg__req_unref(dg__req *r);
 json_t *dg__req_json(dg__req *r);
 /* URL-encodes s (query values, path segments). Caller frees. */
 char *dg__escape(const char *s);
+/* A URL-encoded `filters` value: {"type": [type], "label": labels}, each part only when
+ * given (type NULL, labels NULL or empty: left out). Caller frees. */
+char *dg__label_filters(const char *type, const char *const *labels);
 
 /* Called by api.c once the version is known (or negotiation failed: err set). */
 void dg__version_settled(dg_docker *d, const dg_error *err);

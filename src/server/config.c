@@ -219,6 +219,37 @@ fail:
     return r;
 }
 
+void dg_config_set_pools(dg_config *c, const dg_pool_limit *pools, size_t n) {
+    for (size_t i = 0; i < c->n_pools; i++) free((char *)c->pools[i].name);
+    free(c->pools);
+    c->pools = xcalloc(n + 1, sizeof *c->pools);
+    for (size_t i = 0; i < n; i++) {
+        c->pools[i].name = xstrdup(pools[i].name);
+        c->pools[i].slots = pools[i].slots;
+    }
+    c->n_pools = n;
+}
+
+void dg_config_copy(dg_config *dst, const dg_config *src) {
+    *dst = *src;
+    dst->dags_folder = xstrdup(src->dags_folder);
+    dst->state_dir = xstrdup(src->state_dir);
+    dst->listen = xstrdup(src->listen);
+    dst->token_file = xstrdup(src->token_file);
+    dst->token = xstrdup(src->token);
+    dst->pools = NULL;
+    dst->n_pools = 0;
+    dg_config_set_pools(dst, src->pools, src->n_pools);
+    dst->backend = xstrdup(src->backend);
+    dst->docker_host = xstrdup(src->docker_host);
+    dst->smtp_url = xstrdup(src->smtp_url);
+    dst->smtp_from = xstrdup(src->smtp_from);
+    dst->smtp_connection = xstrdup(src->smtp_connection);
+    dst->connections_file = xstrdup(src->connections_file);
+    dst->allowed_volume_prefixes = dg_strv_copy(src->allowed_volume_prefixes);
+    dst->log = xstrdup(src->log);
+}
+
 void dg_config_free(dg_config *c) {
     if (!c) return;
     free(c->dags_folder);

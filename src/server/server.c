@@ -488,23 +488,12 @@ static void recover(dg_server *s) {
         c->s = s;
         c->dag_id = xstrdup(rr->dag_id);
         c->run_id = xstrdup(rr->run_id);
-        json_auto_t *f = json_pack("{s:[s,s,s]}", "label", "io.dagd.instance", "io.dagd.dag", "io.dagd.run");
-        json_t *labels = json_object_get(f, "label");
-        json_array_set_new(labels, 0, json_sprintf("io.dagd.instance=%s", s->instance));
-        json_array_set_new(labels, 1, json_sprintf("io.dagd.dag=%s", rr->dag_id));
-        json_array_set_new(labels, 2, json_sprintf("io.dagd.run=%s", rr->run_id));
-        _cleanup_free_ char *fs = json_dumps(f, JSON_COMPACT);
-        dg_buf q = {0};
-        for (const char *p = fs; *p; p++) {
-            unsigned char ch = (unsigned char)*p;
-            if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || strchr("-_.~", ch))
-                dg_buf_append(&q, p, 1);
-            else dg_buf_printf(&q, "%%%02X", ch);
-        }
-        _cleanup_free_ char *path = xasprintf("/containers/json?all=1&filters=%s", q.data);
-        dg_buf_free(&q);
+        _cleanup_free_ char *l_inst = xasprintf("io.dagd.instance=%s", s->instance);
+        _cleanup_free_ char *l_dag = xasprintf("io.dagd.dag=%s", rr->dag_id);
+        _cleanup_free_ char *l_run = xasprintf("io.dagd.run=%s", rr->run_id);
+        const char *labels[] = {l_inst, l_dag, l_run, NULL};
         s->pending_recovery++;
-        dg_docker_call(s->docker, "GET", path, NULL, containers_cb, c);
+        dg_docker_containers_labelled(s->docker, labels, containers_cb, c);
     }
     dg_run_recs_free(runs, n);
     recovery_step_done(s);
@@ -598,28 +587,6 @@ static int resolve_instance(dg_server *s, dg_error *err) {
     return r < 0 ? r : 0;
 }
 
-static void copy_config(dg_config *dst, const dg_config *src) {
-    *dst = *src;
-    dst->dags_folder = xstrdup(src->dags_folder);
-    dst->state_dir = xstrdup(src->state_dir);
-    dst->listen = xstrdup(src->listen);
-    dst->token_file = xstrdup(src->token_file);
-    dst->token = xstrdup(src->token);
-    dst->pools = xcalloc(src->n_pools + 1, sizeof *dst->pools);
-    for (size_t i = 0; i < src->n_pools; i++) {
-        dst->pools[i].name = xstrdup(src->pools[i].name);
-        dst->pools[i].slots = src->pools[i].slots;
-    }
-    dst->backend = xstrdup(src->backend);
-    dst->docker_host = xstrdup(src->docker_host);
-    dst->smtp_url = xstrdup(src->smtp_url);
-    dst->smtp_from = xstrdup(src->smtp_from);
-    dst->smtp_connection = xstrdup(src->smtp_connection);
-    dst->connections_file = xstrdup(src->connections_file);
-    dst->allowed_volume_prefixes = dg_strv_copy(src->allowed_volume_prefixes);
-    dst->log = xstrdup(src->log);
-}
-
 /* connections_file (SPEC §5): a YAML mapping `id: uri`, readable by its owner only. Its
  * entries join the environment as DAGD_CONN_<ID>, where templates and `connections:`
  * look, unless the environment already sets them. */
@@ -669,7 +636,7 @@ int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_server **ret, dg_err
     if (cfg->smtp_from) setenv("DAGD_SMTP_FROM", cfg->smtp_from, 0);
     dg_server *s = xcalloc(1, sizeof *s);
     s->loop = loop;
-    copy_config(&s->cfg, cfg);
+    dg_config_copy(&s->cfg, cfg);
     int r = dg_store_open(s->cfg.state_dir, &s->store, err);
     if (r < 0) goto fail;
     if ((r = resolve_token(s, err)) < 0 || (r = resolve_instance(s, err)) < 0) goto fail;
@@ -742,14 +709,7 @@ void dg_server_reload(dg_server *s, const dg_config *cfg) {
         free(s->cfg.dags_folder);
         s->cfg.dags_folder = xstrdup(cfg->dags_folder);
         s->cfg.parallelism = cfg->parallelism;
-        for (size_t i = 0; i < s->cfg.n_pools; i++) free((char *)s->cfg.pools[i].name);
-        free(s->cfg.pools);
-        s->cfg.pools = xcalloc(cfg->n_pools + 1, sizeof *s->cfg.pools);
-        for (size_t i = 0; i < cfg->n_pools; i++) {
-            s->cfg.pools[i].name = xstrdup(cfg->pools[i].name);
-            s->cfg.pools[i].slots = cfg->pools[i].slots;
-        }
-        s->cfg.n_pools = cfg->n_pools;
+        dg_config_set_pools(&s->cfg, cfg->pools, cfg->n_pools);
         dg_sched_set_limits(s->sched, s->cfg.parallelism, s->cfg.pools, s->cfg.n_pools);
         if (cfg->log && dg_log_setup(cfg->log) == 0) {
             free(s->cfg.log);

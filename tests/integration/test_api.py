@@ -11,6 +11,7 @@ Readings where the contract leaves room:
 - /metrics has the gauges dagd_dag_runs{state=...} and dagd_task_instances{state=...}.
 """
 import json
+import os
 import re
 import shutil
 import socket
@@ -23,15 +24,10 @@ import urllib.request
 
 import pytest
 
-from conftest import IMAGE, TIME_SCALE, wrap
+import serve_helpers
+from conftest import IMAGE, TIME_SCALE
 
 ERROR_CT = "application/json"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Reply:
@@ -50,31 +46,14 @@ class Reply:
 
 
 class Server:
-    """A `dagd serve` on a free port, with the token it wrote."""
+    """A `dagd serve` (started by serve_helpers.Server) with raw HTTP access: every reply,
+    whatever its status, comes back as a Reply."""
 
     def __init__(self, dg, dags_dir):
         self.dg = dg
-        self.port = free_port()
+        self.daemon = serve_helpers.Server(dg, dags_dir, env=dict(os.environ)).start(timeout=30)
+        self.port = self.daemon.port
         self.base = "http://127.0.0.1:%d" % self.port
-        self.log_path = dg.tmp / "serve.log"
-        self.logf = open(self.log_path, "wb")
-        argv = [dg.bin, "serve", "--dags", str(dags_dir), "--state", str(dg.state),
-                "--listen", "127.0.0.1:%d" % self.port]
-        self.proc = subprocess.Popen(wrap(argv), stdout=self.logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=dg.tmp)
-        dg.procs.append(self.proc)
-        deadline = time.monotonic() + 30 * TIME_SCALE
-        while True:
-            assert self.proc.poll() is None, "dagd serve exited %s:\n%s" % (
-                self.proc.returncode, self.log())
-            try:
-                r = self.request("GET", "/api/v1/health", auth=False)
-                if r.status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "no /api/v1/health within 30s:\n" + self.log()
-            time.sleep(0.1)
         tok = dg.state / "token"
         assert tok.is_file(), "no token file at %s" % tok
         self.token_mode = stat.S_IMODE(tok.stat().st_mode)
@@ -82,8 +61,7 @@ class Server:
         assert self.token
 
     def log(self):
-        self.logf.flush()
-        return self.log_path.read_text(errors="replace")[-6000:]
+        return self.daemon.stderr()[-6000:]
 
     def request(self, method, path, body=None, raw=None, auth=True, token=None, headers=None,
                 timeout=30):

@@ -8,21 +8,12 @@ test is about token resolution. Effects are checked through the API (the client'
 """
 import json
 import os
-import socket
 import time
-import urllib.request
 
 import pytest
 
+import serve_helpers
 from conftest import TIME_SCALE, containers
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def base_env(**extra):
@@ -32,27 +23,15 @@ def base_env(**extra):
 
 
 class Server:
+    """A `dagd serve` (started by serve_helpers.Server) driven through the client verbs."""
+
     def __init__(self, dg):
         self.dg = dg
         self.dags = dg.tmp / "dags"
         self.dags.mkdir(exist_ok=True)
-        self.port = free_port()
+        self.daemon = serve_helpers.Server(dg, self.dags).start(timeout=30)
+        self.port = self.daemon.port
         self.url = "http://127.0.0.1:%d" % self.port
-        self.proc = dg.popen("serve", "--dags", self.dags, "--state", dg.state,
-                             "--listen", "127.0.0.1:%d" % self.port, env=base_env())
-        deadline = time.monotonic() + 30 * TIME_SCALE
-        while True:
-            if self.proc.poll() is not None:
-                out, err = self.proc.communicate()
-                pytest.fail("dagd serve exited %s:\n%s\n%s" % (self.proc.returncode, out.decode(), err.decode()))
-            try:
-                with urllib.request.urlopen(self.url + "/api/v1/health", timeout=2) as r:
-                    if r.status == 200 and (dg.state / "token").is_file():
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "dagd serve did not answer /api/v1/health"
-            time.sleep(0.2)
         self.token = (dg.state / "token").read_text().strip()
 
     def write(self, body, dag_id=None, name=None):

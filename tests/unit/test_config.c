@@ -130,3 +130,28 @@ Test(config, missing_file) {
     cr_assert(strstr(err.msg, "/nonexistent/dagd.yml"), "%s", err.msg);
     dg_error_clear(&err);
 }
+
+/* A copy owns everything it points to: the original can go, and pools can be replaced. */
+Test(config, copy_is_independent) {
+    _cleanup_free_ char *path = write_file("dags_folder: /srv/dags\n"
+                                           "pools: {spark: 2, db: 4}\n"
+                                           "policy:\n  allowed_volume_prefixes: [/data]\n");
+    dg_config c, d;
+    dg_error err = {0};
+    cr_assert_eq(dg_config_load(path, &c, &err), 0, "%s", err.msg);
+    dg_config_copy(&d, &c);
+    cr_assert_neq(d.dags_folder, c.dags_folder);
+    cr_assert_neq(d.pools, c.pools);
+    dg_config_free(&c);
+    cr_assert_str_eq(d.dags_folder, "/srv/dags");
+    cr_assert_eq(d.n_pools, 2);
+    cr_assert_str_eq(d.pools[0].name, "spark");
+    cr_assert_eq(d.pools[1].slots, 4);
+    cr_assert_str_eq(d.allowed_volume_prefixes[0], "/data");
+    dg_pool_limit one[] = {{.name = "gpu", .slots = 1}};
+    dg_config_set_pools(&d, one, 1);
+    cr_assert_eq(d.n_pools, 1);
+    cr_assert_str_eq(d.pools[0].name, "gpu");
+    cr_assert_neq(d.pools[0].name, one[0].name);
+    dg_config_free(&d);
+}
