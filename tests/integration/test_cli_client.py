@@ -13,7 +13,7 @@ import time
 import pytest
 
 import serve_helpers
-from conftest import TIME_SCALE, containers
+from conftest import TIME_SCALE, containers, free_port
 
 
 def base_env(**extra):

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import TIME_SCALE, wrap
+from conftest import TIME_SCALE, free_port, wrap
 from serve_helpers import Server, clean_env, wait_for
 
 JOURNALD = next((p for p in ("/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald")
@@ -52,12 +52,6 @@ exit $rc
 """
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _docker_socket():
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if not host.startswith("unix://"):
@@ -73,7 +67,7 @@ class JournaldServer(Server):
         super().__init__(dg, dags)
         self.ns = dg.tmp / "ns"
         self.ns.mkdir()
-        self.fixed_port = _free_port()
+        self.fixed_port = free_port()
         sock = _docker_socket()
         self.env = clean_env({"T": str(self.ns), "JOURNALD": JOURNALD})
         if sock:
