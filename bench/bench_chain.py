@@ -216,18 +216,39 @@ def fmt_ms(s):
     return f"{s * 1000:.0f} ms"
 
 
-def rewrite_doc(section):
+def rewrite_doc(section, begin=BEGIN, end=END):
+    """Replaces the text between the markers begin and end in docs/benchmarks.md."""
     try:
         with open(DOC) as f:
             text = f.read()
     except FileNotFoundError:
         raise BenchError(f"{DOC} is missing") from None
-    b, e = text.find(BEGIN), text.find(END)
+    b, e = text.find(begin), text.find(end)
     if b < 0 or e < b:
-        raise BenchError(f"{DOC} has no results markers ({BEGIN!r} ... {END!r})")
-    text = text[: b + len(BEGIN)] + "\n" + section + text[e:]
+        raise BenchError(f"{DOC} has no results markers ({begin!r} ... {end!r})")
+    text = text[: b + len(begin)] + "\n" + section + text[e:]
     with open(DOC, "w") as f:
         f.write(text)
+
+
+def publish(section, no_doc, begin=BEGIN, end=END):
+    """Prints a results section and, unless no_doc, writes it between its markers."""
+    print()
+    print(section)
+    if not no_doc:
+        rewrite_doc(section, begin, end)
+        print(f"results written to {os.path.relpath(DOC)}")
+
+
+def run_main(name, main):
+    """Runs a benchmark's main: a BenchError is a one-line message and exit status 1."""
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def git_commit():
@@ -309,19 +330,9 @@ def main():
         section += (f"\nWarning: {leftovers} dagd container(s) of the chain were still present "
                     f"after the runs and were removed by the benchmark.\n")
 
-    print()
-    print(section)
-    if not args.no_doc:
-        rewrite_doc(section)
-        print(f"results written to {os.path.relpath(DOC)}")
+    publish(section, args.no_doc)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"bench_chain: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main("bench_chain", main)

@@ -48,9 +48,8 @@ import urllib.parse
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_chain import (  # noqa: E402  (the shared Engine client lives beside this file)
-    BENCH_LABEL, IMAGE, ROOT, BenchError, Engine, build_image, git_commit)
+    BENCH_LABEL, IMAGE, ROOT, BenchError, Engine, build_image, git_commit, publish, run_main)
 
-DOC = os.path.join(ROOT, "docs", "benchmarks.md")
 BEGIN = "<!-- bench_serve results: begin (rewritten by bench/bench_serve.py) -->"
 END = "<!-- bench_serve results: end -->"
 
@@ -531,20 +530,6 @@ def ms(seconds):
     return "n/a" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-def rewrite_doc(section):
-    try:
-        with open(DOC) as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise BenchError(f"{DOC} is missing") from None
-    b, e = text.find(BEGIN), text.find(END)
-    if b < 0 or e < b:
-        raise BenchError(f"{DOC} has no results markers ({BEGIN!r} ... {END!r})")
-    text = text[: b + len(BEGIN)] + "\n" + section + text[e:]
-    with open(DOC, "w") as f:
-        f.write(text)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
@@ -637,19 +622,9 @@ def main():
                           f"die/start event pair and were left out.", ""]
     section = "\n".join(section_lines)
 
-    print()
-    print(section)
-    if not args.no_doc:
-        rewrite_doc(section)
-        print(f"results written to {os.path.relpath(DOC)}")
+    publish(section, args.no_doc, BEGIN, END)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"bench_serve: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main("bench_serve", main)
