@@ -107,9 +107,9 @@ def test_file_sensor_times_out(dg, mode):
     assert dg.containers() == []
 
 
-def test_reschedule_sensor_frees_its_slot(dg):
-    """parallelism 1: the sensor (higher weight) starts first; in reschedule mode the
-    container that makes its file can run between checks."""
+def run_sensor_beside_maker(dg, timeout, mode, make_cmd):
+    """parallelism 1: a file sensor (higher weight, so it starts first) and a container
+    task that makes the file in a shared folder; returns the run's result."""
     shared = dg.tmp / "shared"
     shared.mkdir()
     shared.chmod(0o777)
@@ -117,14 +117,19 @@ def test_reschedule_sensor_frees_its_slot(dg):
         dag: @DAG@
         tasks:
           wait:
-            sensor: {file: "%s/ready", interval: 1s, timeout: 20s, mode: reschedule}
+            sensor: {file: "%s/ready", interval: 1s, timeout: %s, mode: %s}
             priority_weight: 100
           make:
             image: @IMAGE@
-            command: [sh, -c, "sleep 1; touch /shared/ready"]
+            command: [sh, -c, "%s"]
             volumes: ["%s:/shared"]
-        """ % (shared, shared))
-    res = dg.run(f, timeout=40, env=env_with(DAGD_PARALLELISM="1"))
+        """ % (shared, timeout, mode, make_cmd, shared))
+    return dg.run(f, timeout=40, env=env_with(DAGD_PARALLELISM="1"))
+
+
+def test_reschedule_sensor_frees_its_slot(dg):
+    """In reschedule mode the container that makes the file can run between checks."""
+    res = run_sensor_beside_maker(dg, "20s", "reschedule", "sleep 1; touch /shared/ready")
     assert res.rc == 0, res
     tis = dg.tis()
     assert tis["wait"]["state"] == "success" and tis["make"]["state"] == "success", tis
@@ -134,21 +139,8 @@ def test_reschedule_sensor_frees_its_slot(dg):
 
 
 def test_poke_sensor_holds_its_slot(dg):
-    shared = dg.tmp / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
-    f = dg.write("""\
-        dag: @DAG@
-        tasks:
-          wait:
-            sensor: {file: "%s/ready", interval: 1s, timeout: 3s, mode: poke}
-            priority_weight: 100
-          make:
-            image: @IMAGE@
-            command: [sh, -c, "touch /shared/ready"]
-            volumes: ["%s:/shared"]
-        """ % (shared, shared))
-    res = dg.run(f, timeout=40, env=env_with(DAGD_PARALLELISM="1"))
+    """In poke mode the sensor keeps the only slot until it times out."""
+    res = run_sensor_beside_maker(dg, "3s", "poke", "touch /shared/ready")
     assert res.rc == 1, res
     tis = dg.tis()
     assert tis["wait"]["state"] == "failed", tis

@@ -132,14 +132,42 @@ def test_test_verb_unreachable_engine(dg):
     assert re.search(r"engine", res.err, re.I), res
 
 
-def run_through_dropping_proxy(dg, socat_procs):
-    """A run through the tcp proxy whose task runs 6 s; once its container runs, the proxy
-    is killed with every connection it relays (events and logs streams drop) and started
-    again on the same port half a second later."""
+def start_behind_proxy(dg, socat_procs, dag_text):
+    """`dagd run` of dag_text through a fresh tcp proxy, returned once a container runs."""
     port = free_port()
     proxy = Socat(port).start()
     socat_procs.append(proxy)
-    f = dg.write("""\
+    f = dg.write(dag_text)
+    p = dg.popen("run", f, "--state", dg.state,
+                 env=env_with(DOCKER_HOST="tcp://127.0.0.1:%d" % port, DOCKER_TLS_VERIFY=None,
+                              DOCKER_CERT_PATH=None))
+    deadline = time.monotonic() + 30 * TIME_SCALE
+    running = []
+    while time.monotonic() < deadline and not running and p.poll() is None:
+        running = dg.containers(running_only=True)
+        time.sleep(0.1)
+    assert running, "the task's container never ran"
+    return proxy, p
+
+
+def finish_after_proxy_back(p):
+    """The run's exit status and output, once the proxy is back."""
+    try:
+        out, err = p.communicate(timeout=60 * TIME_SCALE)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        pytest.fail("dagd did not finish after the proxy came back:\n%s\n%s"
+                    % (out.decode()[-3000:], err.decode()[-3000:]))
+    return p.returncode, out.decode(), err.decode()
+
+
+def test_streams_resume_after_proxy_restart(dg, socat_procs):
+    """The task runs 6 s; once its container runs, the proxy is killed with every
+    connection it relays (the events and logs streams drop) and started again on the same
+    port half a second later: the exit still comes through the events, and the log has
+    every line once."""
+    proxy, p = start_behind_proxy(dg, socat_procs, """\
         dag: @DAG@
         tasks:
           slow:
@@ -152,54 +180,25 @@ def run_through_dropping_proxy(dg, socat_procs):
             depends_on: [slow]
             trigger_rule: all_done
         """)
-    p = dg.popen("run", f, "--state", dg.state,
-                 env=env_with(DOCKER_HOST="tcp://127.0.0.1:%d" % port, DOCKER_TLS_VERIFY=None,
-                              DOCKER_CERT_PATH=None))
-    deadline = time.monotonic() + 30 * TIME_SCALE
-    running = []
-    while time.monotonic() < deadline and not running and p.poll() is None:
-        running = dg.containers(running_only=True)
-        time.sleep(0.1)
-    assert running, "the slow task's container never ran"
     time.sleep(1.0)
     proxy.kill()
     time.sleep(0.5)
     proxy.start()
-    try:
-        out, err = p.communicate(timeout=60 * TIME_SCALE)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        pytest.fail("dagd did not finish after the proxy came back:\n%s\n%s"
-                    % (out.decode()[-3000:], err.decode()[-3000:]))
-    return p.returncode, out.decode(), err.decode()
-
-
-def test_events_reconnect_after_proxy_restart(dg, socat_procs):
-    rc, out, err = run_through_dropping_proxy(dg, socat_procs)
+    rc, out, err = finish_after_proxy_back(p)
     assert rc == 0, (rc, out, err)
     tis = dg.tis()
     assert tis["slow"]["state"] == "skipped", tis
     assert tis["slow"]["exit_code"] == 4, tis
     assert tis["after"]["state"] == "success", tis
+    assert dg.log_lines("slow") == ["begin", "finish"]
     assert dg.log_lines("after") == ["after-ran"]
     assert dg.containers() == []
-
-
-def test_log_stream_resumes_after_proxy_restart(dg, socat_procs):
-    rc, out, err = run_through_dropping_proxy(dg, socat_procs)
-    assert rc == 0, (rc, out, err)
-    assert dg.log_lines("slow") == ["begin", "finish"]
-
 
 
 def test_container_exits_while_engine_unreachable(dg, socat_procs):
     """The proxy is down while the container exits, so the `die` event is never seen on the
     stream: after reconnecting dagd must learn the exit code by inspecting the container."""
-    port = free_port()
-    proxy = Socat(port).start()
-    socat_procs.append(proxy)
-    f = dg.write("""\
+    proxy, p = start_behind_proxy(dg, socat_procs, """\
         dag: @DAG@
         tasks:
           quick:
@@ -212,15 +211,6 @@ def test_container_exits_while_engine_unreachable(dg, socat_procs):
             depends_on: [quick]
             trigger_rule: all_done
         """)
-    p = dg.popen("run", f, "--state", dg.state,
-                 env=env_with(DOCKER_HOST="tcp://127.0.0.1:%d" % port, DOCKER_TLS_VERIFY=None,
-                              DOCKER_CERT_PATH=None))
-    deadline = time.monotonic() + 30 * TIME_SCALE
-    running = []
-    while time.monotonic() < deadline and not running and p.poll() is None:
-        running = dg.containers(running_only=True)
-        time.sleep(0.1)
-    assert running, "the task's container never ran"
     proxy.kill()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and dg.containers(running_only=True):
@@ -228,14 +218,8 @@ def test_container_exits_while_engine_unreachable(dg, socat_procs):
     assert not dg.containers(running_only=True), "the container did not exit"
     time.sleep(1.0)
     proxy.start()
-    try:
-        out, err = p.communicate(timeout=60 * TIME_SCALE)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        pytest.fail("dagd did not finish after the proxy came back:\n%s\n%s"
-                    % (out.decode()[-3000:], err.decode()[-3000:]))
-    assert p.returncode == 0, (p.returncode, out.decode(), err.decode())
+    rc, out, err = finish_after_proxy_back(p)
+    assert rc == 0, (rc, out, err)
     tis = dg.tis()
     assert tis["quick"]["state"] == "skipped" and tis["quick"]["exit_code"] == 4, tis
     assert tis["after"]["state"] == "success", tis
