@@ -102,4 +102,4 @@ def test_openapi_fuzz(dg, tmp_path):
                                    "{{.Names}} {{.Status}} {{.Labels}}"], capture_output=True, text=True).stdout
             pytest.fail("containers outlived their runs:\n%s\n--- server\n%s" % (left, srv.log()[-6000:]))
         time.sleep(0.5)
-    assert srv.proc.poll() is None, "dagd serve exited:\n" + srv.log()
+    assert srv.daemon.alive(), "dagd serve exited:\n" + srv.log()
