@@ -227,7 +227,7 @@ static void try_done_after_report(exec_try *t, bool success) {
 
 /* ---- rendering a container config ---- */
 
-static int xcom_pull_cb(void *ud, const char *task_id, char **ret, dg_error *err) {
+int dg__exec_xcom_pull(void *ud, const char *task_id, char **ret, dg_error *err) {
     exec_run *er = ud;
     const dg_dag *dag = er->run->dag;
     if (er->x->test_mode)
@@ -260,7 +260,7 @@ int dg__exec_render(exec_try *t, const json_t *vars, const char *field, const ch
 
 static int render(exec_try *t, const json_t *vars, const char *field, const char *src, char **ret,
                   dg_error *err) {
-    dg_tmpl_ctx ctx = {.vars = vars, .xcom_pull = xcom_pull_cb, .userdata = t->er};
+    dg_tmpl_ctx ctx = {.vars = vars, .xcom_pull = dg__exec_xcom_pull, .userdata = t->er};
     dg_error e = {0};
     int r = dg_tmpl_render(src, &ctx, ret, &e);
     if (r < 0) {

@@ -91,5 +91,7 @@ void dg__exec_notify_event(dg_exec *x, dg_run *run, size_t task, dg_notify_event
 void dg__exec_try_fail(exec_try *t, const char *msg);
 void dg__exec_try_succeed(exec_try *t);
 json_t *dg__exec_vars(exec_try *t);
+/* ti.xcom_pull for templates rendered for a run (userdata: its exec_run). */
+int dg__exec_xcom_pull(void *er, const char *task_id, char **ret, dg_error *err);
 int dg__exec_render(exec_try *t, const json_t *vars, const char *field, const char *src, char **ret,
                     dg_error *err);

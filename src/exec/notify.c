@@ -116,10 +116,22 @@ static void delivered(uv_work_t *w, int status) {
     job_free(j);
 }
 
+/* ti.xcom_pull in a notification: a task without output (it failed, say, which is what
+ * an alert is about) gives "", so that the notification still goes out. */
+static int notify_xcom_pull(void *ud, const char *task_id, char **ret, dg_error *err) {
+    exec_run *er = ud;
+    ssize_t i = dg_dag_task_index(er->run->dag, task_id);
+    if (i >= 0 && !er->outputs[i]) {
+        *ret = xstrdup("");
+        return 0;
+    }
+    return dg__exec_xcom_pull(ud, task_id, ret, err);
+}
+
 /* Render a notification into a job; the caller queues it. */
-static int prepare_job(notify_job *j, const dg_notification *n, exec_try *t, const json_t *vars,
+static int prepare_job(notify_job *j, const dg_notification *n, exec_run *er, const json_t *vars,
                        dg_error *err) {
-    dg_tmpl_ctx ctx = {.vars = vars};
+    dg_tmpl_ctx ctx = {.vars = vars, .xcom_pull = notify_xcom_pull, .userdata = er};
     j->name = xstrdup(n->name);
     if (n->webhook_url) {
         if (dg_tmpl_render(n->webhook_url, &ctx, &j->url, err) < 0) return -EINVAL;
@@ -153,17 +165,16 @@ static int prepare_job(notify_job *j, const dg_notification *n, exec_try *t, con
                                      : "DAG {{ dag_id }}, run {{ run_id }}: {{ state }}";
     if (dg_tmpl_render(subj, &ctx, &j->subject, err) < 0) return -EINVAL;
     if (dg_tmpl_render(body, &ctx, &j->body, err) < 0) return -EINVAL;
-    (void)t;
     return 0;
 }
 
-static void queue(dg_exec *x, const dg_notification *n, exec_try *t, json_t *vars) {
+static void queue(dg_exec *x, const dg_notification *n, exec_run *er, exec_try *t, json_t *vars) {
     notify_job *j = xcalloc(1, sizeof *j);
     j->x = x;
     j->t = t;
     j->work.data = j;
     dg_error err = {0};
-    if (prepare_job(j, n, t, vars, &err) < 0) {
+    if (prepare_job(j, n, er, vars, &err) < 0) {
         if (t) dg__exec_try_fail(t, err.msg);
         else fprintf(stderr, "dagd: %s\n", err.msg);
         dg_error_clear(&err);
@@ -190,7 +201,7 @@ void dg__exec_notify_task(exec_try *t) {
     }
     json_auto_t *vars = dg__exec_vars(t);
     json_object_set_new(vars, "state", json_string(state));
-    queue(t->x, n, t, vars);
+    queue(t->x, n, t->er, t, vars);
 }
 
 void dg__exec_notify_event(dg_exec *x, dg_run *run, size_t task, dg_notify_event ev) {
@@ -213,6 +224,6 @@ void dg__exec_notify_event(dg_exec *x, dg_run *run, size_t task, dg_notify_event
                                          task == SIZE_MAX ? 0 : run->ti[task].try_number, er->logical_ms,
                                          er->interval_start_ms, er->interval_end_ms, er->params, er->conf);
         json_object_set_new(vars, "state", json_string(state));
-        queue(x, n, NULL, vars);
+        queue(x, n, er, NULL, vars);
     }
 }

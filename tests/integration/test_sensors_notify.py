@@ -205,6 +205,36 @@ def test_webhook_notifications(dg, http_sink):
     assert len([h for h in hooks if h.get("task_id") != "alert"]) == 1, hooks
 
 
+def test_notifications_pull_xcom(dg, http_sink):
+    """Notification fields are templates with ti.xcom_pull too; a task without output
+    gives "" there, so the failure alert about it still goes out."""
+    f = dg.write("""\
+        dag: @DAG@
+        notifications:
+          rows:
+            webhook:
+              url: "%s/rows"
+              body: 'rows={{ ti.xcom_pull(''count'') }} broken=[{{ ti.xcom_pull(''broken'') }}]'
+        on_failure: [rows]
+        tasks:
+          count:
+            image: @IMAGE@
+            command: [sh, -c, "echo 42"]
+          broken:
+            image: @IMAGE@
+            command: [sh, -c, "exit 3"]
+          tell:
+            notify: rows
+            depends_on: [count]
+        """ % http_sink.url)
+    res = dg.run(f, "--date", DATE, timeout=40)
+    assert res.rc == 1, res
+    tis = dg.tis()
+    assert tis["tell"]["state"] == "success", tis
+    got = http_sink.wait(2, timeout=5)
+    assert [g["body"] for g in got] == [b"rows=42 broken=[]"] * 2, got
+
+
 def test_dag_on_success_notification(dg, http_sink):
     f = dg.write("""\
         dag: @DAG@
