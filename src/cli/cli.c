@@ -368,6 +368,13 @@ static int foreground(const dg_dag *dag, const char *state_dir, json_t *conf, in
     fg f = {0};
     dg_error err = {0};
     int rc = 1;
+    /* the server's settings that apply to one run (SPEC §9): from DAGD_* alone */
+    _cleanup_(dg_config_free) dg_config cfg = {0};
+    if (dg_config_load(NULL, &cfg, &err) < 0) {
+        fprintf(stderr, "dagd: %s\n", err.msg);
+        dg_error_clear(&err);
+        return EXIT_USAGE;
+    }
     f.dag = dag;
     f.conf = conf;
     f.test_mode = test_mode;
@@ -382,7 +389,7 @@ static int foreground(const dg_dag *dag, const char *state_dir, json_t *conf, in
         free(f.run_id);
         return EXIT_USAGE;
     }
-    if (dg_docker_new(&f.loop, NULL, &f.docker, &err) < 0) {
+    if (dg_docker_new(&f.loop, cfg.docker_host, &f.docker, &err) < 0) {
         fprintf(stderr, "dagd: %s\n", err.msg);
         dg_error_clear(&err);
         dg_store_close(f.store);
@@ -390,19 +397,17 @@ static int foreground(const dg_dag *dag, const char *state_dir, json_t *conf, in
         free(f.run_id);
         return EXIT_USAGE;
     }
-    const char *par = getenv("DAGD_PARALLELISM");
-    dg_sched_opts so = {.parallelism = par && atoi(par) > 0 ? atoi(par) : 32};
+    dg_sched_opts so = {.parallelism = cfg.parallelism, .pools = cfg.pools, .n_pools = cfg.n_pools};
     f.sched = dg_sched_new(&so);
-    const char *ap = getenv("DAGD_POLICY_ALLOW_PRIVILEGED");
-    const char *ads = getenv("DAGD_POLICY_ALLOW_DOCKER_SOCKET");
     dg_exec_opts xo = {
         .loop = &f.loop,
         .docker = f.docker,
         .sched = f.sched,
         .store = f.store,
         .state_dir = state_dir,
-        .allow_privileged = ap && (strcmp(ap, "1") == 0 || strcmp(ap, "true") == 0),
-        .allow_docker_socket = ads && (strcmp(ads, "1") == 0 || strcmp(ads, "true") == 0),
+        .allow_privileged = cfg.allow_privileged,
+        .allow_docker_socket = cfg.allow_docker_socket,
+        .allowed_volume_prefixes = cfg.allowed_volume_prefixes,
         .hooks = {.ti_changed = on_ti, .run_changed = on_run, .log_line = on_line, .idle = on_idle, .stalled = on_stalled, .ud = &f},
     };
     dg_exec_new(&xo, &f.exec, &err);
