@@ -24,6 +24,7 @@ int dg_docker_new(uv_loop_t *loop, const char *host, dg_docker **ret, dg_error *
  * is released from close callbacks, so run the loop afterwards. NULL is fine. */
 void dg_docker_free(dg_docker *d);
 const char *dg_docker_api_version(const dg_docker *d); /* NULL before negotiation */
+const char *dg_docker_unix_path(const dg_docker *d);   /* the engine's socket; NULL over tcp */
 
 /* Generic call. status = HTTP status (0 on transport failure). For status >= 400 (or
  * transport failure) err is set with Docker's {"message"} text and the body may be NULL.

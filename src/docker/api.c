@@ -65,6 +65,7 @@ void dg_docker_free(dg_docker *d) {
 }
 
 const char *dg_docker_api_version(const dg_docker *d) { return d ? d->version : NULL; }
+const char *dg_docker_unix_path(const dg_docker *d) { return d ? d->ep.unix_path : NULL; }
 
 /* ---- version negotiation ---- */
 

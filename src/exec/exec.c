@@ -355,23 +355,45 @@ static int read_env_file(exec_run *er, const char *path, json_t *env_obj, dg_err
     return 0;
 }
 
-/* The server's policy on host paths (SPEC §9): the engine's socket is root on the host. */
+/* Whether path is dir or lies below it. */
+static bool path_within(const char *path, const char *dir) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    return !strncmp(path, dir, n) && (path[n] == 0 || path[n] == '/' || (n == 1 && dir[0] == '/'));
+}
+
+/* The server's policy on host paths (SPEC §9). The engine's socket is root on the host,
+ * so a bind that reaches it (the socket itself, or any folder above it, like /run) is
+ * refused unless allowed. */
 static int check_bind(dg_exec *x, const char *spec, const char *colon, dg_error *err) {
     _cleanup_free_ char *src = xstrndup(spec, (size_t)(colon - spec));
     if (src[0] != '/' && src[0] != '.' && src[0] != '~') return 0; /* a named volume */
     _cleanup_free_ char *canon = realpath(src, NULL);
     const char *p = canon ? canon : src;
-    if (!x->allow_docker_socket && (strstr(p, "docker.sock") || !strcmp(p, "/run/docker") || !strcmp(p, "/var/run")))
-        return dg_error_set(err, -EPERM, "volumes: mounting the Docker socket (%s) is refused by policy "
-                                         "(policy.allow_docker_socket)", src);
+    bool socket = strstr(p, "docker.sock") != NULL;
+    for (size_t i = 0; !socket && x->engine_sockets && x->engine_sockets[i]; i++)
+        socket = path_within(x->engine_sockets[i], p);
+    if (socket && !x->allow_docker_socket)
+        return dg_error_set(err, -EPERM, "volumes: %s gives the container the Docker engine's socket; refused by "
+                                         "policy (policy.allow_docker_socket)", src);
     if (!x->allowed_volume_prefixes) return 0;
-    for (size_t i = 0; x->allowed_volume_prefixes[i]; i++) {
-        const char *pre = x->allowed_volume_prefixes[i];
-        size_t n = strlen(pre);
-        while (n > 1 && pre[n - 1] == '/') n--;
-        if (!strncmp(p, pre, n) && (p[n] == 0 || p[n] == '/')) return 0;
-    }
+    for (size_t i = 0; x->allowed_volume_prefixes[i]; i++)
+        if (path_within(p, x->allowed_volume_prefixes[i])) return 0;
     return dg_error_set(err, -EPERM, "volumes: host path %s is outside policy.allowed_volume_prefixes", p);
+}
+
+/* The engine's socket as the volume policy sees it: the usual place and the one the
+ * client talks to, resolved (/var/run is a link to /run on most hosts). */
+static char **engine_sockets(const dg_docker *d) {
+    const char *paths[] = {"/var/run/docker.sock", dg_docker_unix_path(d)};
+    char **v = xcalloc(ARRAY_SIZE(paths) + 1, sizeof(char *));
+    size_t n = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(paths); i++) {
+        if (!paths[i]) continue;
+        char *r = realpath(paths[i], NULL);
+        v[n++] = r ? r : xstrdup(paths[i]);
+    }
+    return v;
 }
 
 /* Build the container config for a try, or fail with a message for the user. */
@@ -521,7 +543,6 @@ static int build_config(exec_try *t, json_t **ret, dg_error *err) {
 
 static void create_container(exec_try *t);
 static void start_container(exec_try *t);
-static bool try_aborted(exec_try *t);
 
 static bool try_aborted(exec_try *t) {
     if (!t->stopping && !t->unprepared) return false;
@@ -1105,6 +1126,7 @@ int dg_exec_new(const dg_exec_opts *opts, dg_exec **ret, dg_error *err) {
     x->allow_privileged = opts->allow_privileged;
     x->allow_docker_socket = opts->allow_docker_socket;
     x->allowed_volume_prefixes = dg_strv_copy(opts->allowed_volume_prefixes);
+    x->engine_sockets = engine_sockets(opts->docker);
     x->hooks = opts->hooks;
     x->test_mode = opts->store == NULL;
     x->instance = opts->instance ? xstrdup(opts->instance) : unique_hex(6);
@@ -1253,6 +1275,7 @@ bool dg_exec_forget_run(dg_exec *x, dg_run *run) {
 static void exec_release(dg_exec *x) {
     dg__exec_cache_free(x);
     dg_strv_free(x->allowed_volume_prefixes);
+    dg_strv_free(x->engine_sockets);
     free(x->state_dir);
     free(x->instance);
     free(x);

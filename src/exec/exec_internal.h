@@ -15,6 +15,7 @@ struct dg_exec {
     int stop_grace_s;
     bool allow_privileged;
     bool allow_docker_socket;
+    char **engine_sockets;  /* where the engine's socket is on this host (resolved paths) */
     char **allowed_volume_prefixes;
     bool test_mode;
     dg_exec_hooks hooks;

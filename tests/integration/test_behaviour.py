@@ -170,6 +170,71 @@ def test_volumes_absolute_and_relative(dg):
     assert not (dg.tmp / "data").exists()
 
 
+def run_with_volume(dg, volume, command, **env):
+    """`dagd run` of one task binding volume; returns (result, the task instance)."""
+    f = dg.write("""\
+        dag: @DAG@
+        tasks:
+          mount:
+            image: @IMAGE@
+            volumes: ["%s"]
+            command: [sh, -c, "%s"]
+        """ % (volume, command))
+    res = dg.run(f, timeout=40, env=env_with(**env))
+    return res, dg.tis(run_id=dg.runs()[-1]["run_id"])["mount"]
+
+
+@pytest.mark.parametrize("source", ["/var/run/docker.sock", "/run", "/"])
+def test_volume_policy_refuses_the_engine_socket(dg, source):
+    """The socket itself or any folder above it gives the container root on the host."""
+    res, ti = run_with_volume(dg, source + ":/host:ro", "true", DAGD_POLICY_ALLOW_DOCKER_SOCKET=None)
+    assert res.rc == 1, res
+    assert ti["state"] == "failed", ti
+    assert "Docker engine's socket" in ti["message"] and "allow_docker_socket" in ti["message"], ti
+    assert ti["container_id"] is None, ti
+    assert dg.containers() == []
+
+
+def test_volume_policy_allows_the_socket_when_asked(dg):
+    res, ti = run_with_volume(dg, "/run:/host:ro", "test -S /host/docker.sock && echo seen",
+                              DAGD_POLICY_ALLOW_DOCKER_SOCKET="true")
+    assert res.rc == 0, res
+    assert ti["output"] == "seen", ti
+
+
+def test_volume_policy_allowed_prefixes(dg):
+    ok, other = dg.tmp / "allowed" / "data", dg.tmp / "elsewhere"
+    ok.mkdir(parents=True)
+    other.mkdir()
+    prefixes = "%s/,/srv/none" % (dg.tmp / "allowed")
+    res, ti = run_with_volume(dg, "%s:/d" % ok, "echo in", DAGD_POLICY_ALLOWED_VOLUME_PREFIXES=prefixes)
+    assert res.rc == 0 and ti["output"] == "in", (res, ti)
+    res, ti = run_with_volume(dg, "%s:/d" % other, "echo in", DAGD_POLICY_ALLOWED_VOLUME_PREFIXES=prefixes)
+    assert res.rc == 1, res
+    assert "outside policy.allowed_volume_prefixes" in ti["message"], ti
+    assert str(other) in ti["message"], ti
+
+
+def test_run_reads_server_settings_from_the_environment(dg):
+    """`dagd run` takes the DAGD_* settings that bear on one run, checked as the server
+    checks them."""
+    f = dg.write("""\
+        dag: @DAG@
+        tasks:
+          a: {image: "@IMAGE@", command: [sleep, "1"], pool: one}
+          b: {image: "@IMAGE@", command: [sleep, "1"], pool: one}
+          c: {image: "@IMAGE@", command: [sleep, "1"]}
+        """)
+    res = dg.run(f, timeout=60, env=env_with(DAGD_POOLS="one=1"))
+    assert res.rc == 0, res
+    tis = dg.tis()
+    assert max_overlap(intervals(tis, ["a", "b"])) == 1, tis
+    assert max_overlap(intervals(tis, ["a", "b", "c"])) == 2, tis
+    res = dg.run(f, env=env_with(DAGD_PARALLELISM="many"))
+    assert res.rc == 2, res
+    assert "DAGD_PARALLELISM" in res.err and "many" in res.err, res
+
+
 # --------------------------------------------------------------------------- concurrency
 
 def test_parallelism_one_runs_by_priority(dg):
