@@ -25,10 +25,11 @@ class ApiError(AssertionError):
         self.status, self.body = status, body
 
 
-def clean_env(extra=None):
-    """The test's environment without any DAGD_* setting of the caller, plus extra."""
+def clean_env(extra=None, **kw):
+    """The test's environment without any DAGD_* setting of the caller, plus extra and kw."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGD_")}
     env.update(extra or {})
+    env.update(kw)
     return env
 
 

@@ -11,7 +11,6 @@ Readings where the contract leaves room:
 - /metrics has the gauges dagd_dag_runs{state=...} and dagd_task_instances{state=...}.
 """
 import json
-import os
 import re
 import shutil
 import socket
@@ -51,7 +50,7 @@ class Server:
 
     def __init__(self, dg, dags_dir):
         self.dg = dg
-        self.daemon = serve_helpers.Server(dg, dags_dir, env=dict(os.environ)).start(timeout=30)
+        self.daemon = serve_helpers.Server(dg, dags_dir).start(timeout=30)
         self.port = self.daemon.port
         self.base = "http://127.0.0.1:%d" % self.port
         tok = dg.state / "token"

@@ -7,19 +7,13 @@ test is about token resolution. Effects are checked through the API (the client'
 --json output), the engine and the task logs.
 """
 import json
-import os
 import time
 
 import pytest
 
 import serve_helpers
+from serve_helpers import clean_env
 from conftest import TIME_SCALE, containers, free_port
-
-
-def base_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGD_")}
-    env.update(extra)
-    return env
 
 
 class Server:
@@ -56,7 +50,7 @@ class Server:
             extra += ["--server", self.url]
         if state:
             extra += ["--state", self.dg.state]
-        return self.dg.exec(*args, *extra, env=env or base_env(), timeout=timeout)
+        return self.dg.exec(*args, *extra, env=env or clean_env(), timeout=timeout)
 
     def json(self, *args):
         res = self.cli(*args, "--json")
@@ -406,7 +400,7 @@ def test_token_resolution(srv, dg, tmp_path):
     empty = tmp_path / "elsewhere"
     empty.mkdir()
     # no --state and an empty default state dir: no token → 401 with a hint, exit 3
-    env = base_env(XDG_STATE_HOME=str(empty), HOME=str(empty))
+    env = clean_env(XDG_STATE_HOME=str(empty), HOME=str(empty))
     env.pop("STATE_DIRECTORY", None)
     res = srv.cli("dags", state=False, env=env)
     assert res.rc == 3, res
@@ -435,7 +429,7 @@ def test_token_resolution(srv, dg, tmp_path):
 
 def test_server_from_environment(srv, dg):
     srv.write(OK_DAG)
-    res = srv.cli("dags", server=False, env=base_env(DAGD_SERVER=srv.url))
+    res = srv.cli("dags", server=False, env=clean_env(DAGD_SERVER=srv.url))
     assert res.rc == 0 and dg.dag_id in res.out, res
 
 
@@ -464,9 +458,9 @@ def test_errors_and_usage(srv, dg):
 
 def test_unreachable_server(dg):
     port = free_port()
-    res = dg.exec("dags", "--server", "http://127.0.0.1:%d" % port, env=base_env(DAGD_TOKEN="x"))
+    res = dg.exec("dags", "--server", "http://127.0.0.1:%d" % port, env=clean_env(DAGD_TOKEN="x"))
     assert res.rc == 3, res
     assert "cannot reach the server at http://127.0.0.1:%d" % port in res.err, res
-    res = dg.exec("trigger", "some_dag", "--wait", env=base_env(DAGD_TOKEN="x",
+    res = dg.exec("trigger", "some_dag", "--wait", env=clean_env(DAGD_TOKEN="x",
                                                                DAGD_SERVER="http://127.0.0.1:%d" % port))
     assert res.rc == 3 and "cannot reach" in res.err, res

@@ -132,12 +132,25 @@ def test_test_verb_unreachable_engine(dg):
     assert re.search(r"engine", res.err, re.I), res
 
 
-def start_behind_proxy(dg, socat_procs, dag_text):
-    """`dagd run` of dag_text through a fresh tcp proxy, returned once a container runs."""
+def start_behind_proxy(dg, socat_procs, task, script):
+    """`dagd run` through a fresh tcp proxy, returned once a container runs: `task` runs
+    script (its exit 4 means skipped), then `after` runs whatever became of it."""
     port = free_port()
     proxy = Socat(port).start()
     socat_procs.append(proxy)
-    f = dg.write(dag_text)
+    f = dg.write("""\
+        dag: @DAG@
+        tasks:
+          %s:
+            image: @IMAGE@
+            command: [sh, -c, "%s"]
+            skip_on_exit_code: [4]
+          after:
+            image: @IMAGE@
+            command: [sh, -c, "echo after-ran"]
+            depends_on: [%s]
+            trigger_rule: all_done
+        """ % (task, script, task))
     p = dg.popen("run", f, "--state", dg.state,
                  env=env_with(DOCKER_HOST="tcp://127.0.0.1:%d" % port, DOCKER_TLS_VERIFY=None,
                               DOCKER_CERT_PATH=None))
@@ -167,19 +180,7 @@ def test_streams_resume_after_proxy_restart(dg, socat_procs):
     connection it relays (the events and logs streams drop) and started again on the same
     port half a second later: the exit still comes through the events, and the log has
     every line once."""
-    proxy, p = start_behind_proxy(dg, socat_procs, """\
-        dag: @DAG@
-        tasks:
-          slow:
-            image: @IMAGE@
-            command: [sh, -c, "echo begin; sleep 6; echo finish; exit 4"]
-            skip_on_exit_code: [4]
-          after:
-            image: @IMAGE@
-            command: [sh, -c, "echo after-ran"]
-            depends_on: [slow]
-            trigger_rule: all_done
-        """)
+    proxy, p = start_behind_proxy(dg, socat_procs, "slow", "echo begin; sleep 6; echo finish; exit 4")
     time.sleep(1.0)
     proxy.kill()
     time.sleep(0.5)
@@ -198,19 +199,7 @@ def test_streams_resume_after_proxy_restart(dg, socat_procs):
 def test_container_exits_while_engine_unreachable(dg, socat_procs):
     """The proxy is down while the container exits, so the `die` event is never seen on the
     stream: after reconnecting dagd must learn the exit code by inspecting the container."""
-    proxy, p = start_behind_proxy(dg, socat_procs, """\
-        dag: @DAG@
-        tasks:
-          quick:
-            image: @IMAGE@
-            command: [sh, -c, "sleep 2; exit 4"]
-            skip_on_exit_code: [4]
-          after:
-            image: @IMAGE@
-            command: [sh, -c, "echo after-ran"]
-            depends_on: [quick]
-            trigger_rule: all_done
-        """)
+    proxy, p = start_behind_proxy(dg, socat_procs, "quick", "sleep 2; exit 4")
     proxy.kill()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and dg.containers(running_only=True):
