@@ -1,8 +1,8 @@
 /* docker/events — the engine's container event stream (GET /events), filtered by type
  * and labels, delivered one JSON object at a time. The stream never ends on its own:
  * when the connection drops it reconnects after a backoff (100 ms doubling to 5 s) with
- * since=<last timeNano>, and tells the owner through `connected` so it can reconcile
- * (the engine only keeps the last 256 events).
+ * since= a little before the newest event seen, and tells the owner through `connected`
+ * so it can reconcile (the engine only keeps the last 256 events).
  *
  * The engine stamps an event when it happens and publishes it a little later, so the
  * stream is not ordered by timeNano (a `create` of one container may come after the `die`
@@ -30,7 +30,7 @@ typedef struct events_stream {
     int64_t last_ns;    /* newest timeNano delivered, 0 = none yet */
     uint64_t seen[SEEN_MAX]; /* keys of the events delivered last (a ring) */
     size_t n_seen;
-    int64_t connected_ns; /* where to resume when no event came yet (1 s of slack) */
+    int64_t connected_ns; /* where to resume when no event came yet (with the slack) */
     uint64_t backoff_ms;
     bool failing;       /* a failure was reported and no connect succeeded since */
 } events_stream;
@@ -111,7 +111,7 @@ static void events_headers(dg__req *r) {
     if (r->status != 200) return;
     e->backoff_ms = BACKOFF_MIN_MS;
     e->failing = false;
-    if (!e->last_ns) e->connected_ns = (int64_t)dg_now_ms() * 1000000 - 1000000000;
+    if (!e->last_ns) e->connected_ns = (int64_t)dg_now_ms() * 1000000 - RESUME_SLACK_NS;
     if (e->connected) e->connected(e->ud, NULL);
 }
 
