@@ -6,10 +6,15 @@
 #pragma once
 #include <uv.h>
 
+#include "dagd/config.h"
 #include "dagd/server.h"
 
 typedef struct dg_api dg_api;
 
+/* The token clients must present: cfg->token (DAGD_TOKEN), else token_file's first line,
+ * else <state_dir>/token, made random (mode 0600) when missing and kept across restarts.
+ * *ret_made is set when it was just made. */
+int dg_api_token(const dg_config *cfg, char **ret, bool *ret_made, dg_error *err);
 /* listen "127.0.0.1:8080", "[::1]:8080", ":8080" (all addresses). token must be non-empty. */
 int dg_api_start(uv_loop_t *loop, dg_server *s, const char *listen, const char *token, dg_api **ret,
                  dg_error *err);

@@ -138,21 +138,6 @@ typedef struct dg_dag {
     size_t *topo;   /* task indexes in a topological order */
 } dg_dag;
 
-/* One diagnostic: "file:line:col: error: message". */
-typedef struct dg_diag {
-    char *file;
-    int line, col;
-    char *msg;
-} dg_diag;
-
-typedef struct dg_diags {
-    dg_diag *v;
-    size_t n;
-} dg_diags;
-void dg_diags_add(dg_diags *d, const char *file, int line, int col, const char *fmt, ...)
-    _printf_(5, 6);
-void dg_diags_print(const dg_diags *d, FILE *f); /* one "file:line:col: error: msg" per line */
-void dg_diags_free(dg_diags *d);
 
 /* Options that change what is valid: names the server knows. NULL = accept none
  * (connections) / accept any (pools are checked only when known_pools is set). */
@@ -160,9 +145,13 @@ typedef struct dg_dag_opts {
     const char *const *known_connections; /* NULL-terminated or NULL */
     const char *const *known_pools;       /* NULL-terminated or NULL: no pool check */
     bool check_connections;               /* unknown connection names are errors */
+    /* more checks of a loaded task (the server's policy), adding to diags */
+    void (*check_task)(void *ud, const dg_dag *dag, const dg_task *t, dg_diags *diags);
+    void *check_ud;
 } dg_dag_opts;
 
-/* Parse and validate. On any error returns -EINVAL with every problem found in
+/* Parse and validate: YAML, keys and types, durations, cron and time zones, dependencies,
+ * notification names, template syntax, and what opts add. On any error returns -EINVAL with every problem found in
  * diags (never only the first), and *ret untouched. opts may be NULL. */
 int dg_dag_load(const char *path, const dg_dag_opts *opts, dg_dag **ret, dg_diags *diags);
 int dg_dag_load_string(const char *name, const char *text, size_t len, const dg_dag_opts *opts,
@@ -175,20 +164,3 @@ const dg_notification *dg_dag_notification(const dg_dag *dag, const char *name);
 
 /* Airflow's "downstream" weight rule: own weight plus that of every task downstream. */
 int64_t dg_task_effective_weight(const dg_dag *dag, size_t task);
-
-/* Internal to src/dag (not for other modules): the marked YAML tree the loader walks. */
-typedef enum { DG_YSCALAR, DG_YSEQ, DG_YMAP } dg__ytype;
-typedef struct dg__ynode {
-    dg__ytype type;
-    int line, col;            /* 1-based */
-    bool quoted;              /* quoted, block or !!str scalar: always a string */
-    bool dup;                 /* a mapping key already seen in its mapping (reported) */
-    char *str;                /* scalar text */
-    struct dg__ynode **kids;  /* sequence items; mapping key, value, key, value ... */
-    size_t n;                 /* number of kids */
-    char *anchor;             /* anchor of a container still being built */
-} dg__ynode;
-/* NULL when the text is not a usable YAML document; problems are added to diags. A tree
- * may also come back with non-fatal problems (duplicate keys) already in diags. */
-dg__ynode *dg__yaml_parse(const char *file, const char *text, size_t len, dg_diags *diags);
-void dg__ynode_free(dg__ynode *n);

@@ -45,7 +45,8 @@ void dg_docker_ping(dg_docker *d, dg_docker_done_cb cb, void *ud);
 
 /* Make `image` usable per policy: "missing" pulls if absent, "always" pulls, "never"
  * fails if absent. Pull errors are read out of the progress stream. */
-void dg_docker_image_ensure(dg_docker *d, const char *image, int pull_policy /* dg_pull_policy */,
+typedef enum { DG_DOCKER_PULL_MISSING = 0, DG_DOCKER_PULL_ALWAYS, DG_DOCKER_PULL_NEVER } dg_docker_pull;
+void dg_docker_image_ensure(dg_docker *d, const char *image, dg_docker_pull pull_policy,
                             dg_docker_done_cb cb, void *ud);
 
 /* Create a bridge network named `name` with our label when it does not exist. */
@@ -139,6 +140,10 @@ typedef struct dg_docker_endpoint {
 } dg_docker_endpoint;
 int dg_docker_parse_host(const char *host, dg_docker_endpoint *ret, dg_error *err);
 void dg_docker_endpoint_free(dg_docker_endpoint *e);
+/* Where an engine's socket is on this host, resolved (/var/run is a link to /run on most
+ * hosts): the usual place and the unix socket of host (NULL: $DOCKER_HOST), for a policy
+ * that keeps binds away from it. NULL-terminated; caller frees with dg_strv_free. */
+char **dg_docker_socket_paths(const char *host);
 
 /* Splits an image reference the way POST /images/create wants it: repo keeps any
  * registry host:port ("reg:5000/a/b"), tag is the tag, the digest ("sha256:…") when

@@ -27,7 +27,6 @@ void dg_server_reload(dg_server *s, const dg_config *cfg);
 /* SIGTERM: stop taking work, leave containers running (re-adopted at next start). */
 void dg_server_stop(dg_server *s);
 void dg_server_free(dg_server *s);
-const dg_config *dg_server_config(const dg_server *s);
 
 /* Lists take limit (default 100, max 1000; <= 0 = default) and offset. */
 int dg_server_list_dags(dg_server *s, int limit, int offset, json_t **ret, dg_error *err);

@@ -28,12 +28,13 @@ int dg_tmpl_check(const char *src, dg_error *err);
 /* True when src calls ti.xcom_pull (so it cannot be rendered before upstreams end). */
 bool dg_tmpl_uses_xcom(const char *src);
 
-/* Build the standard variables for one task try. logical/interval times in ms UTC.
+/* Build the standard variables for one task try. conns (may be NULL) is what
+ * dg_conn_parse_all made of the configured connections: shared, not copied. logical/interval times in ms UTC.
  * params: DAG defaults merged with conf overrides is done by the caller; conf may be NULL.
  * Returns a new object the caller owns. */
 json_t *dg_tmpl_vars(const char *dag_id, const char *run_id, const char *task_id, int try_number,
                      int64_t logical_ms, int64_t interval_start_ms, int64_t interval_end_ms,
-                     const json_t *params, const json_t *conf);
+                     const json_t *params, const json_t *conf, const json_t *conns);
 
 /* One Airflow-style connection URI, `type://login:password@host:port/schema?k=v`, as the
  * object templates see under conn.ID: {conn_type, uri, host, port (absent when the URI has
@@ -42,9 +43,12 @@ json_t *dg_tmpl_vars(const char *dag_id, const char *run_id, const char *task_id
  * goes in brackets. Returns NULL with err set on a bad URI; messages never repeat it. */
 json_t *dg_conn_parse_uri(const char *uri, dg_error *err);
 
-/* Every DAGD_CONN_<ID>=<uri> in the environment, as {<id lowercased>: <dg_conn_parse_uri>}.
- * dg_tmpl_vars puts this under "conn"; URIs that do not parse are left out. */
-json_t *dg_conn_from_env(void);
+/* {id: uri} as {id: <dg_conn_parse_uri>}, what templates see under "conn"; URIs that do
+ * not parse are left out. uris may be NULL (no connections). */
+json_t *dg_conn_parse_all(const json_t *uris);
+/* The key a connection id has among the configured connections and under `conn.` in
+ * templates: lower case, every character but letters and digits as '_'. Caller frees. */
+char *dg_conn_id(const char *id);
 /* The environment variable that carries connection `id`: DAGD_CONN_<ID upper-cased, other
  * characters as '_'>. Caller frees. */
 char *dg_conn_env_name(const char *id);

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
@@ -86,5 +87,25 @@ int dg_random_hex(size_t nbytes, char **ret);
 
 bool dg_str_has_prefix(const char *s, const char *prefix);
 int dg_mkdir_p(const char *path, unsigned mode);
+/* A value kept in a file of the state directory: read back when there (first line, at
+ * least 8 characters), else made of nbytes random bytes in hex and written with `mode`.
+ * Returns 0 when read, 1 when made. */
+int dg_state_value(const char *path, size_t nbytes, unsigned mode, char **ret, dg_error *err);
 /* Reads a whole file (NUL-terminated; *ret_len excludes the NUL). */
 int dg_read_file(const char *path, char **ret, size_t *ret_len);
+
+/* One diagnostic: "file:line:col: error: message". */
+typedef struct dg_diag {
+    char *file;
+    int line, col;
+    char *msg;
+} dg_diag;
+
+typedef struct dg_diags {
+    dg_diag *v;
+    size_t n;
+} dg_diags;
+void dg_diags_add(dg_diags *d, const char *file, int line, int col, const char *fmt, ...)
+    _printf_(5, 6);
+void dg_diags_print(const dg_diags *d, FILE *f); /* one "file:line:col: error: msg" per line */
+void dg_diags_free(dg_diags *d);

@@ -317,6 +317,28 @@ static int open_listener(const char *listen, int *ret_port, dg_error *err) {
 
 /* ---- lifecycle */
 
+int dg_api_token(const dg_config *cfg, char **ret, bool *ret_made, dg_error *err) {
+    *ret_made = false;
+    if (cfg->token_file) {
+        _cleanup_free_ char *text = NULL;
+        int r = dg_read_file(cfg->token_file, &text, NULL);
+        if (r < 0) return dg_error_set(err, r, "token_file %s: %s", cfg->token_file, strerror(-r));
+        text[strcspn(text, "\r\n")] = 0;
+        if (!*text) return dg_error_set(err, -EINVAL, "token_file %s is empty", cfg->token_file);
+        *ret = TAKE_PTR(text);
+        return 0;
+    }
+    if (cfg->token && *cfg->token) {
+        *ret = xstrdup(cfg->token);
+        return 0;
+    }
+    _cleanup_free_ char *path = xasprintf("%s/token", cfg->state_dir);
+    int r = dg_state_value(path, 24, 0600, ret, err);
+    if (r < 0) return r;
+    *ret_made = r > 0;
+    return 0;
+}
+
 int dg_api_start(uv_loop_t *loop, dg_server *s, const char *listen, const char *token, dg_api **ret,
                  dg_error *err) {
     if (!token || !*token) return dg_error_set(err, -EINVAL, "the API needs a non-empty token");

@@ -8,13 +8,12 @@
 #include <unistd.h>
 
 #include "cli_internal.h"
+#include "dagd/api.h"
 #include "dagd/cli.h"
 #include "dagd/config.h"
 #include "dagd/log.h"
+#include "dagd/runtime.h"
 #include "dagd/server.h"
-#include "dagd/docker.h"
-#include "dagd/store.h"
-#include "dagd/tmpl.h"
 
 #define EXIT_USAGE 2
 #define EXIT_INTERRUPTED 130
@@ -97,138 +96,36 @@ static int parse_args(int argc, char **argv, args *a) {
 
 /* ---- loading ---- */
 
-static void check_tmpl(dg_diags *d, const dg_dag *dag, const dg_task *t, const char *field, const char *src) {
-    if (!src) return;
+int dg__cli_config(const char *file, const char *dags, const char *state, dg_config *ret) {
     dg_error err = {0};
-    if (dg_tmpl_check(src, &err) < 0) {
-        dg_diags_add(d, dag->file, t ? t->line : 1, t ? t->col : 1, "%s%s%s%s: %s", t ? "task '" : "",
-                     t ? t->id : "", t ? "' " : "", field, err.msg ? err.msg : "bad template");
+    if (dg_config_load(file, ret, &err) < 0) {
+        fprintf(stderr, "dagd: %s\n", err.msg);
+        dg_error_clear(&err);
+        return -EINVAL;
     }
-    dg_error_clear(&err);
+    if (dags) free(ret->dags_folder), ret->dags_folder = xstrdup(dags);
+    if (state) free(ret->state_dir), ret->state_dir = xstrdup(state);
+    return 0;
 }
 
-static void check_tmpl_v(dg_diags *d, const dg_dag *dag, const dg_task *t, const char *field, char **v) {
-    for (size_t i = 0; v && v[i]; i++) check_tmpl(d, dag, t, field, v[i]);
-}
-
-/* Template syntax is checked up front so a typo fails validation, not a task at 3 a.m. */
-static void check_templates(dg_diags *d, const dg_dag *dag) {
-    for (size_t i = 0; i < dag->n_tasks; i++) {
-        const dg_task *t = &dag->tasks[i];
-        check_tmpl(d, dag, t, "image", t->image);
-        check_tmpl_v(d, dag, t, "command", t->command);
-        check_tmpl_v(d, dag, t, "entrypoint", t->entrypoint);
-        check_tmpl_v(d, dag, t, "volumes", t->volumes);
-        check_tmpl(d, dag, t, "working_dir", t->working_dir);
-        for (size_t k = 0; k < t->n_env; k++) check_tmpl(d, dag, t, "env", t->env[k].value);
-        check_tmpl(d, dag, t, "sensor.file", t->sensor.file);
-    }
-    for (size_t i = 0; i < dag->n_notifications; i++) {
-        const dg_notification *n = &dag->notifications[i];
-        check_tmpl(d, dag, NULL, "notification subject", n->email_subject);
-        check_tmpl(d, dag, NULL, "notification body", n->email_body);
-        check_tmpl(d, dag, NULL, "notification url", n->webhook_url);
-        check_tmpl(d, dag, NULL, "notification body", n->webhook_body);
-    }
-}
-
-int dg__cli_load(const char *path, dg_dag **ret) {
+static int load_with(const dg_config *cfg, const char *what, const char *dags, dg_dag **ret) {
     dg_diags d = {0};
-    dg_dag *dag = NULL;
-    int r = dg_dag_load(path, NULL, &dag, &d);
-    if (r >= 0) {
-        check_templates(&d, dag);
-        if (d.n) {
-            dg_dag_free(dag);
-            r = -EINVAL;
-        }
-    }
+    dg_error err = {0};
+    int r = dg_dags_resolve(cfg, what, dags, ret, &d, &err);
     if (r < 0) {
         dg_diags_print(&d, stderr);
-        if (!d.n) fprintf(stderr, "%s: error: %s\n", path, strerror(-r));
-        dg_diags_free(&d);
-        return r;
+        if (err.msg) fprintf(stderr, "dagd: %s\n", err.msg);
+        else if (!d.n) fprintf(stderr, "%s: error: %s\n", what, strerror(-r));
     }
     dg_diags_free(&d);
-    *ret = dag;
-    return 0;
-}
-
-static bool is_yaml_name(const char *n) {
-    size_t l = strlen(n);
-    return n[0] != '.' && ((l > 4 && strcmp(n + l - 4, ".yml") == 0) || (l > 5 && strcmp(n + l - 5, ".yaml") == 0));
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Every *.yml / *.yaml directly in dir, sorted. */
-static int list_yaml(const char *dir, char ***ret, size_t *ret_n) {
-    DIR *dp = opendir(dir);
-    if (!dp) return -errno;
-    char **v = NULL;
-    size_t n = 0;
-    struct dirent *e;
-    while ((e = readdir(dp))) {
-        if (!is_yaml_name(e->d_name)) continue;
-        v = xrealloc(v, (n + 2) * sizeof(char *));
-        size_t dl = strlen(dir);
-        while (dl > 1 && dir[dl - 1] == '/') dl--;
-        v[n++] = xasprintf("%.*s/%s", (int)dl, dir, e->d_name);
-        v[n] = NULL;
-    }
-    closedir(dp);
-    if (n) qsort(v, n, sizeof(char *), cmp_str);
-    *ret = v;
-    *ret_n = n;
-    return 0;
-}
-
-static bool is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* FILE, or a DAG id looked up in the DAGs folder. */
-static int resolve_dag(const char *what, const char *dags_dir, dg_dag **ret) {
-    struct stat st;
-    if (strchr(what, '/') || is_yaml_name(what) || (stat(what, &st) == 0 && S_ISREG(st.st_mode))) {
-        if (stat(what, &st) < 0) {
-            fprintf(stderr, "dagd: %s: %s\n", what, strerror(errno));
-            return -errno;
-        }
-        return dg__cli_load(what, ret);
-    }
-    const char *dir = dags_dir ? dags_dir : getenv("DAGD_DAGS_FOLDER");
-    if (!dir || !*dir) dir = "dags";
-    char **files = NULL;
-    size_t n = 0;
-    int r = list_yaml(dir, &files, &n);
-    if (r < 0) {
-        fprintf(stderr, "dagd: no file %s, and the DAGs folder %s cannot be read: %s\n", what, dir, strerror(-r));
-        return r;
-    }
-    r = -ENOENT;
-    for (size_t i = 0; i < n && r == -ENOENT; i++) {
-        dg_diags d = {0};
-        dg_dag *dag = NULL;
-        if (dg_dag_load(files[i], NULL, &dag, &d) >= 0) {
-            if (strcmp(dag->dag_id, what) == 0) {
-                dg_dag_free(dag);
-                r = dg__cli_load(files[i], ret);
-            } else {
-                dg_dag_free(dag);
-            }
-        }
-        dg_diags_free(&d);
-    }
-    dg_strv_free(files);
-    if (r == -ENOENT) fprintf(stderr, "dagd: no DAG '%s' in %s (and no such file)\n", what, dir);
+    dg_error_clear(&err);
     return r;
 }
 
-static char *default_state_dir(void) {
-    const char *s = getenv("DAGD_STATE_DIR");
-    return s && *s ? xstrdup(s) : dg_config_default_state_dir();
+int dg__cli_load_dag(const char *what, const char *dags, const char *config_file, dg_dag **ret) {
+    _cleanup_(dg_config_free) dg_config cfg = {0};
+    if (dg__cli_config(config_file, NULL, NULL, &cfg) < 0) return -EINVAL;
+    return load_with(&cfg, what, dags, ret);
 }
 
 int dg__cli_parse_conf(const char *text, json_t **ret) {
@@ -255,10 +152,8 @@ int dg__cli_parse_conf(const char *text, json_t **ret) {
 
 typedef struct fg {
     uv_loop_t loop;
-    dg_docker *docker;
-    dg_sched *sched;
+    dg_runtime *rt;
     dg_exec *exec;
-    dg_store *store;
     const dg_dag *dag;
     dg_run *run;
     json_t *conf;
@@ -279,10 +174,8 @@ static void fg_shutdown(fg *f) {
     uv_close((uv_handle_t *)&f->sigterm, NULL);
     uv_close((uv_handle_t *)&f->redraw, NULL);
     uv_close((uv_handle_t *)&f->finish, NULL);
-    dg_exec_free(f->exec);
+    dg_runtime_close(f->rt);
     f->exec = NULL;
-    dg_docker_free(f->docker);
-    f->docker = NULL;
 }
 
 static void finish_cb(uv_timer_t *h) {
@@ -364,17 +257,11 @@ static void connected_cb(void *ud, const dg_error *err) {
     dg_exec_pump(f->exec);
 }
 
-static int foreground(const dg_dag *dag, const char *state_dir, json_t *conf, int64_t logical_ms, bool test_mode) {
+/* One run of dag on a runtime of its own; test_mode keeps no state. */
+static int foreground(const dg_config *cfg, const dg_dag *dag, json_t *conf, int64_t logical_ms, bool test_mode) {
     fg f = {0};
     dg_error err = {0};
     int rc = 1;
-    /* the server's settings that apply to one run (SPEC §9): from DAGD_* alone */
-    _cleanup_(dg_config_free) dg_config cfg = {0};
-    if (dg_config_load(NULL, &cfg, &err) < 0) {
-        fprintf(stderr, "dagd: %s\n", err.msg);
-        dg_error_clear(&err);
-        return EXIT_USAGE;
-    }
     f.dag = dag;
     f.conf = conf;
     f.test_mode = test_mode;
@@ -382,35 +269,20 @@ static int foreground(const dg_dag *dag, const char *state_dir, json_t *conf, in
     _cleanup_free_ char *now = dg_format_time(dg_now_ms(), true);
     f.run_id = xasprintf("%s__%s", test_mode ? "test" : "manual", now);
     uv_loop_init(&f.loop);
-    if (state_dir && dg_store_open(state_dir, &f.store, &err) < 0) {
-        fprintf(stderr, "dagd: state dir %s: %s\n", state_dir, err.msg);
-        dg_error_clear(&err);
-        uv_loop_close(&f.loop);
-        free(f.run_id);
-        return EXIT_USAGE;
-    }
-    if (dg_docker_new(&f.loop, cfg.docker_host, &f.docker, &err) < 0) {
+    dg_runtime_opts ro = {
+        .keep_state = !test_mode,
+        .hooks = {.ti_changed = on_ti, .run_changed = on_run, .log_line = on_line, .idle = on_idle,
+                  .stalled = on_stalled, .ud = &f},
+    };
+    if (dg_runtime_new(&f.loop, cfg, &ro, &f.rt, &err) < 0) {
         fprintf(stderr, "dagd: %s\n", err.msg);
         dg_error_clear(&err);
-        dg_store_close(f.store);
+        uv_run(&f.loop, UV_RUN_DEFAULT);
         uv_loop_close(&f.loop);
         free(f.run_id);
         return EXIT_USAGE;
     }
-    dg_sched_opts so = {.parallelism = cfg.parallelism, .pools = cfg.pools, .n_pools = cfg.n_pools};
-    f.sched = dg_sched_new(&so);
-    dg_exec_opts xo = {
-        .loop = &f.loop,
-        .docker = f.docker,
-        .sched = f.sched,
-        .store = f.store,
-        .state_dir = state_dir,
-        .allow_privileged = cfg.allow_privileged,
-        .allow_docker_socket = cfg.allow_docker_socket,
-        .allowed_volume_prefixes = cfg.allowed_volume_prefixes,
-        .hooks = {.ti_changed = on_ti, .run_changed = on_run, .log_line = on_line, .idle = on_idle, .stalled = on_stalled, .ud = &f},
-    };
-    dg_exec_new(&xo, &f.exec, &err);
+    f.exec = f.rt->exec;
     dg__display_init(&f.disp, test_mode ? stderr : stdout, !test_mode && isatty(STDOUT_FILENO));
     uv_signal_init(&f.loop, &f.sigint);
     uv_signal_init(&f.loop, &f.sigterm);
@@ -426,13 +298,13 @@ static int foreground(const dg_dag *dag, const char *state_dir, json_t *conf, in
 
     if (f.run && f.finished) rc = f.run->state == DG_RUN_SUCCESS ? 0 : 1;
     if (f.interrupted) rc = EXIT_INTERRUPTED;
-    if (!test_mode && f.run && f.store) {
+    if (!test_mode && f.run) {
         /* plain stdout stays one line per change; the pointer goes to stderr there */
+        const char *sd = cfg->state_dir;
         fprintf(f.disp.tty ? stdout : stderr, "\nrun %s %s. State: %s/dagd.db  Logs: %s/logs/%s/%s/\n", f.run_id,
-                dg_run_state_name(f.run->state), state_dir, state_dir, dag->dag_id, f.run_id);
+                dg_run_state_name(f.run->state), sd, sd, dag->dag_id, f.run_id);
     }
-    dg_sched_free(f.sched);
-    dg_store_close(f.store);
+    dg_runtime_free(f.rt);
     dg__display_free(&f.disp);
     if (uv_loop_close(&f.loop) != 0) {
         uv_run(&f.loop, UV_RUN_DEFAULT);
@@ -454,16 +326,17 @@ static int parse_date(const char *s, int64_t *ret) {
     return 0;
 }
 
-/* What `run` and `test` both start from: the arguments checked, the DAG loaded. */
-static int load_for_run(args *a, size_t n_pos, const char *usage, int64_t *ret_logical, json_t **ret_conf,
-                        dg_dag **ret_dag) {
+/* What `run` and `test` both start from: the arguments checked, the configuration and
+ * the DAG loaded. */
+static int load_for_run(args *a, size_t n_pos, const char *usage, dg_config *cfg, int64_t *ret_logical,
+                        json_t **ret_conf, dg_dag **ret_dag) {
     if (a->n_pos != n_pos) {
         fputs(usage, stderr);
         return -EINVAL;
     }
     json_t *conf = NULL;
     if (parse_date(a->date, ret_logical) < 0 || dg__cli_parse_conf(a->conf, &conf) < 0) return -EINVAL;
-    if (resolve_dag(a->pos[0], a->dags, ret_dag) < 0) {
+    if (dg__cli_config(a->config, a->dags, a->state, cfg) < 0 || load_with(cfg, a->pos[0], NULL, ret_dag) < 0) {
         json_decref(conf);
         return -EINVAL;
     }
@@ -475,11 +348,11 @@ static int cmd_run(args *a) {
     int64_t logical;
     json_t *conf = NULL;
     dg_dag *dag = NULL;
-    if (load_for_run(a, 1, "usage: dagd run FILE|DAG [--date D] [--conf JSON] [--state DIR]\n", &logical, &conf,
-                     &dag) < 0)
+    _cleanup_(dg_config_free) dg_config cfg = {0};
+    if (load_for_run(a, 1, "usage: dagd run FILE|DAG [--date D] [--conf JSON] [--state DIR]\n", &cfg, &logical,
+                     &conf, &dag) < 0)
         return EXIT_USAGE;
-    _cleanup_free_ char *state = a->state ? xstrdup(a->state) : default_state_dir();
-    int rc = foreground(dag, state, conf, logical, false);
+    int rc = foreground(&cfg, dag, conf, logical, false);
     json_decref(conf);
     dg_dag_free(dag);
     return rc;
@@ -490,7 +363,9 @@ static int cmd_test(args *a) {
     int64_t logical;
     json_t *conf = NULL;
     dg_dag *dag = NULL;
-    if (load_for_run(a, 2, "usage: dagd test FILE|DAG TASK [--date D] [--conf JSON]\n", &logical, &conf, &dag) < 0)
+    _cleanup_(dg_config_free) dg_config cfg = {0};
+    if (load_for_run(a, 2, "usage: dagd test FILE|DAG TASK [--date D] [--conf JSON]\n", &cfg, &logical, &conf,
+                     &dag) < 0)
         return EXIT_USAGE;
     ssize_t idx = dg_dag_task_index(dag, a->pos[1]);
     if (idx < 0) {
@@ -516,39 +391,53 @@ static int cmd_test(args *a) {
     sub.n_tasks = 1;
     sub.topo = &topo0;
     sub.on_failure = sub.on_success = NULL;
-    int rc = foreground(&sub, NULL, conf, logical, true);
+    int rc = foreground(&cfg, &sub, conf, logical, true);
     json_decref(conf);
     dg_dag_free(dag);
     return rc;
 }
 
-static int validate_file(const char *path) {
+static int validate_file(const dg_config *cfg, const char *path) {
     dg_dag *dag = NULL;
-    if (dg__cli_load(path, &dag) < 0) return 1;
+    dg_diags d = {0};
+    if (dg_dags_load(cfg, path, &dag, &d) < 0) {
+        dg_diags_print(&d, stderr);
+        if (!d.n) fprintf(stderr, "%s: error: cannot load the file\n", path);
+        dg_diags_free(&d);
+        return 1;
+    }
+    dg_diags_free(&d);
     printf("ok %s (%s, %zu task%s)\n", path, dag->dag_id, dag->n_tasks, dag->n_tasks == 1 ? "" : "s");
     dg_dag_free(dag);
     return 0;
 }
 
+static bool is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 static int cmd_validate(args *a) {
     if (a->n_pos == 0) {
-        fputs("usage: dagd validate PATH...\n", stderr);
+        fputs("usage: dagd validate PATH... [--config FILE]\n", stderr);
         return EXIT_USAGE;
     }
+    _cleanup_(dg_config_free) dg_config cfg = {0};
+    if (dg__cli_config(a->config, NULL, NULL, &cfg) < 0) return EXIT_USAGE;
     int bad = 0;
     for (size_t i = 0; i < a->n_pos; i++) {
         const char *p = a->pos[i];
         if (is_dir(p)) {
             char **files = NULL;
             size_t n = 0;
-            int r = list_yaml(p, &files, &n);
+            int r = dg_dags_scan(p, &files, &n);
             if (r < 0) {
                 fprintf(stderr, "%s: error: %s\n", p, strerror(-r));
                 bad = 1;
                 continue;
             }
             if (n == 0) fprintf(stderr, "%s: warning: no *.yml or *.yaml files\n", p);
-            for (size_t k = 0; k < n; k++) bad |= validate_file(files[k]);
+            for (size_t k = 0; k < n; k++) bad |= validate_file(&cfg, files[k]);
             dg_strv_free(files);
         } else {
             struct stat st;
@@ -557,7 +446,7 @@ static int cmd_validate(args *a) {
                 bad = 1;
                 continue;
             }
-            bad |= validate_file(p);
+            bad |= validate_file(&cfg, p);
         }
     }
     fflush(stdout);
@@ -568,6 +457,7 @@ static int cmd_validate(args *a) {
 
 typedef struct serve_ctx {
     dg_server *server;
+    dg_api *api;
     args *a;
     uv_signal_t term, intr, hup;
 } serve_ctx;
@@ -603,7 +493,39 @@ static void serve_signal_cb(uv_signal_t *h, int signum) {
     uv_close((uv_handle_t *)&c->term, NULL);
     uv_close((uv_handle_t *)&c->intr, NULL);
     uv_close((uv_handle_t *)&c->hup, NULL);
+    dg_api_stop(c->api);
+    c->api = NULL;
     dg_server_stop(c->server);
+}
+
+/* <state_dir>/api.port: the port the API listens on, for scripts and tests (a listen
+ * address with port 0 picks a free one). Written whole or not at all. */
+static int write_port_file(const char *state_dir, int port, dg_error *err) {
+    _cleanup_free_ char *path = xasprintf("%s/api.port", state_dir);
+    _cleanup_free_ char *tmp = xasprintf("%s/.api.port.tmp", state_dir);
+    FILE *f = fopen(tmp, "we");
+    if (!f) return dg_error_set(err, -errno, "%s: %s", tmp, strerror(errno));
+    fprintf(f, "%d\n", port);
+    if (fclose(f) != 0 || rename(tmp, path) < 0) {
+        int e = errno;
+        unlink(tmp);
+        return dg_error_set(err, -e, "%s: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+/* The daemon is the server (DAG bag, schedule clock, recovery) with the REST API on it. */
+static int serve_start(serve_ctx *c, uv_loop_t *loop, const dg_config *cfg, dg_error *err) {
+    int r = dg_server_new(loop, cfg, &c->server, err);
+    if (r < 0) return r;
+    _cleanup_free_ char *token = NULL;
+    bool made;
+    if ((r = dg_api_token(cfg, &token, &made, err)) < 0) return r;
+    if (made) dg_log(DG_LOG_NOTICE, NULL, "API token written to %s/token", cfg->state_dir);
+    if ((r = dg_api_start(loop, c->server, cfg->listen, token, &c->api, err)) < 0) return r;
+    dg_log(DG_LOG_INFO, NULL, "API listening on %s (port %d)", cfg->listen, dg_api_port(c->api));
+    if ((r = write_port_file(cfg->state_dir, dg_api_port(c->api), err)) < 0) return r;
+    return dg_server_start(c->server, err);
 }
 
 static int cmd_serve(args *a) {
@@ -612,7 +534,7 @@ static int cmd_serve(args *a) {
               stderr);
         return EXIT_USAGE;
     }
-    dg_config cfg;
+    _cleanup_(dg_config_free) dg_config cfg = {0};
     dg_error err = {0};
     if (serve_config(a, &cfg, &err) < 0) {
         fprintf(stderr, "dagd: %s\n", err.msg);
@@ -621,16 +543,17 @@ static int cmd_serve(args *a) {
     }
     if (dg_log_setup(cfg.log) < 0) {
         fprintf(stderr, "dagd: --log must be auto, journald or stderr\n");
-        dg_config_free(&cfg);
         return EXIT_USAGE;
     }
     uv_loop_t loop;
     uv_loop_init(&loop);
     serve_ctx c = {.a = a};
     int rc = 0;
-    if (dg_server_new(&loop, &cfg, &c.server, &err) < 0 || dg_server_start(c.server, &err) < 0) {
+    if (serve_start(&c, &loop, &cfg, &err) < 0) {
         dg_log(DG_LOG_ERR, NULL, "cannot start: %s", err.msg ? err.msg : "unknown error");
         dg_error_clear(&err);
+        dg_api_stop(c.api);
+        c.api = NULL;
         if (c.server) dg_server_stop(c.server);
         rc = 1;
     } else {
@@ -646,7 +569,6 @@ static int cmd_serve(args *a) {
     dg_server_free(c.server);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
-    dg_config_free(&cfg);
     return rc;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <stdio.h>
 
+#include "dagd/config.h"
 #include "dagd/dag.h"
 #include "dagd/exec.h"
 #include "dagd/sched.h"
@@ -25,5 +26,9 @@ void dg__display_run(dg_display *d, dg_run *run);
 /* --conf: a JSON object (NULL text = none); prints why not to stderr. */
 int dg__cli_parse_conf(const char *text, json_t **ret);
 
-/* Load and validate a DAG file, including template syntax; prints diagnostics to stderr. */
-int dg__cli_load(const char *path, dg_dag **ret);
+/* dagd's configuration for a verb: --config FILE (may be NULL), the environment, then
+ * the --dags and --state flags (NULL = not given). Prints why not to stderr. */
+int dg__cli_config(const char *file, const char *dags, const char *state, dg_config *ret);
+/* FILE or DAG id (in dags, else the configured folder), loaded and completely validated
+ * as every verb judges it; diagnostics go to stderr. config_file may be NULL. */
+int dg__cli_load_dag(const char *what, const char *dags, const char *config_file, dg_dag **ret);

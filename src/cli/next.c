@@ -2,12 +2,10 @@
  * offline, the next N scheduled runs of one DAG. "Next" means the data intervals whose end
  * (the moment the run is created) is after --from, so the interval holding --from comes
  * first, whatever `catchup` says. Times are printed in RFC 3339 UTC. */
-#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli_internal.h"
 #include "dagd/cli.h"
@@ -20,65 +18,6 @@ static const char next_usage[] =
     "usage: dagd next FILE|DAG [--from TIME] [-n N] [--json] [--dags DIR]\n"
     "  prints the next N (default 5) scheduled runs after TIME (default now), one per line:\n"
     "  the logical date, then when the run is created (RFC 3339, UTC)\n";
-
-static bool yaml_name(const char *n) {
-    size_t l = strlen(n);
-    return n[0] != '.' && ((l > 4 && strcmp(n + l - 4, ".yml") == 0) ||
-                           (l > 5 && strcmp(n + l - 5, ".yaml") == 0));
-}
-
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The file in `dir` whose DAG id is `id`; files that do not load are passed over. */
-static int find_dag(const char *dir, const char *id, dg_dag **ret) {
-    DIR *dp = opendir(dir);
-    if (!dp) {
-        int r = -errno;
-        fprintf(stderr, "dagd: no file %s, and the DAGs folder %s cannot be read: %s\n", id,
-                dir, strerror(-r));
-        return r;
-    }
-    char **files = NULL;
-    size_t n = 0;
-    for (struct dirent *e; (e = readdir(dp));) {
-        if (!yaml_name(e->d_name)) continue;
-        files = xrealloc(files, (n + 2) * sizeof(char *));
-        files[n++] = xasprintf("%s/%s", dir, e->d_name);
-        files[n] = NULL;
-    }
-    closedir(dp);
-    if (n) qsort(files, n, sizeof(char *), cmp_str);
-    int r = -ENOENT;
-    for (size_t i = 0; i < n && r == -ENOENT; i++) {
-        dg_diags d = {0};
-        dg_dag *dag = NULL;
-        if (dg_dag_load(files[i], NULL, &dag, &d) >= 0) {
-            bool match = strcmp(dag->dag_id, id) == 0;
-            dg_dag_free(dag);
-            if (match) r = dg__cli_load(files[i], ret);
-        }
-        dg_diags_free(&d);
-    }
-    dg_strv_free(files);
-    if (r == -ENOENT) fprintf(stderr, "dagd: no DAG '%s' in %s (and no such file)\n", id, dir);
-    return r;
-}
-
-static int load(const char *what, const char *dags_dir, dg_dag **ret) {
-    struct stat st;
-    bool exists = stat(what, &st) == 0 && S_ISREG(st.st_mode);
-    if (exists || strchr(what, '/') || yaml_name(what)) {
-        if (!exists) {
-            fprintf(stderr, "dagd: %s: %s\n", what, strerror(ENOENT));
-            return -ENOENT;
-        }
-        return dg__cli_load(what, ret);
-    }
-    const char *dir = dags_dir ? dags_dir : getenv("DAGD_DAGS_FOLDER");
-    return find_dag(dir && *dir ? dir : "dags", what, ret);
-}
 
 static int parse_count(const char *s, int *ret) {
     char *end;
@@ -170,7 +109,7 @@ int dg__cli_next(int argc, char **argv) {
     }
 
     dg_dag *dag = NULL;
-    if (load(a.what, a.dags, &dag) < 0) return EXIT_USAGE;
+    if (dg__cli_load_dag(a.what, a.dags, NULL, &dag) < 0) return EXIT_USAGE;
 
     json_t *list = a.json ? json_array() : NULL;
     int rc = 0;

@@ -33,39 +33,6 @@ int dg_trigger_rule_from_name(const char *s) {
     return -EINVAL;
 }
 
-void dg_diags_add(dg_diags *d, const char *file, int line, int col, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    char *msg = NULL;
-    if (vasprintf(&msg, fmt, ap) < 0) abort();
-    va_end(ap);
-    d->v = xrealloc(d->v, (d->n + 1) * sizeof(dg_diag));
-    d->v[d->n++] = (dg_diag){.file = xstrdup(file ? file : "<input>"), .line = line, .col = col,
-                             .msg = msg};
-}
-
-void dg_diags_print(const dg_diags *d, FILE *f) {
-    if (!d) return;
-    for (size_t i = 0; i < d->n; i++) {
-        const dg_diag *g = &d->v[i];
-        if (g->line > 0)
-            fprintf(f, "%s:%d:%d: error: %s\n", g->file, g->line, g->col, g->msg);
-        else /* not tied to a place in the file, e.g. it could not be read */
-            fprintf(f, "%s: error: %s\n", g->file, g->msg);
-    }
-}
-
-void dg_diags_free(dg_diags *d) {
-    if (!d) return;
-    for (size_t i = 0; i < d->n; i++) {
-        free(d->v[i].file);
-        free(d->v[i].msg);
-    }
-    free(d->v);
-    d->v = NULL;
-    d->n = 0;
-}
-
 ssize_t dg_dag_task_index(const dg_dag *dag, const char *id) {
     if (!dag || !id) return -1;
     for (size_t i = 0; i < dag->n_tasks; i++)

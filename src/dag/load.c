@@ -16,12 +16,14 @@
 
 #include "dagd/cron.h"
 #include "dagd/dag.h"
+#include "dagd/tmpl.h"
+#include "dagd/yaml.h"
 
 #define MAX_FILE_SIZE (8 * 1024 * 1024)
 #define MAX_ERRORS 500
 #define ZONEINFO_DIR "/usr/share/zoneinfo"
 
-typedef dg__ynode node;
+typedef dg_ynode node;
 
 typedef struct ctx {
     const char *file;
@@ -1000,8 +1002,8 @@ static void load_defaults(ctx *c, const node *n, const node **ret) {
                 err_at(c, k, "'%s' cannot be set in defaults", task_keys[j]);
     }
     /* forbidden keys were reported above; collect() must not call them unknown too */
-    dg__ynode filtered = *n;
-    _cleanup_free_ dg__ynode **kids = xcalloc(n->n ? n->n : 1, sizeof(dg__ynode *));
+    dg_ynode filtered = *n;
+    _cleanup_free_ dg_ynode **kids = xcalloc(n->n ? n->n : 1, sizeof(dg_ynode *));
     filtered.kids = kids;
     filtered.n = 0;
     for (size_t i = 0; i + 1 < n->n; i += 2) {
@@ -1061,8 +1063,8 @@ static void load_root(ctx *c, const node *root) {
         if (k->type == DG_YSCALAR && strcmp(k->str, "on_retry") == 0)
             err_at(c, k, "'on_retry' is a task key: set it per task or in defaults");
     }
-    dg__ynode filtered = *root;
-    _cleanup_free_ dg__ynode **kids = xcalloc(root->n ? root->n : 1, sizeof(dg__ynode *));
+    dg_ynode filtered = *root;
+    _cleanup_free_ dg_ynode **kids = xcalloc(root->n ? root->n : 1, sizeof(dg_ynode *));
     filtered.kids = kids;
     filtered.n = 0;
     for (size_t i = 0; i + 1 < root->n; i += 2) {
@@ -1155,6 +1157,41 @@ static void sort_diags(dg_diags *d, size_t from) {
     }
 }
 
+static void check_tmpl(dg_diags *d, const dg_dag *dag, const dg_task *t, const char *field, const char *src) {
+    if (!src) return;
+    dg_error err = {0};
+    if (dg_tmpl_check(src, &err) < 0)
+        dg_diags_add(d, dag->file, t ? t->line : 1, t ? t->col : 1, "%s%s%s%s: %s", t ? "task '" : "",
+                     t ? t->id : "", t ? "' " : "", field, err.msg ? err.msg : "bad template");
+    dg_error_clear(&err);
+}
+
+static void check_tmpl_v(dg_diags *d, const dg_dag *dag, const dg_task *t, const char *field, char **v) {
+    for (size_t i = 0; v && v[i]; i++) check_tmpl(d, dag, t, field, v[i]);
+}
+
+/* Template syntax is checked up front so a typo fails validation, not a task at 3 a.m. */
+static void check_templates(dg_diags *d, const dg_dag *dag) {
+    for (size_t i = 0; i < dag->n_tasks; i++) {
+        const dg_task *t = &dag->tasks[i];
+        if (!t->id) continue;
+        check_tmpl(d, dag, t, "image", t->image);
+        check_tmpl_v(d, dag, t, "command", t->command);
+        check_tmpl_v(d, dag, t, "entrypoint", t->entrypoint);
+        check_tmpl_v(d, dag, t, "volumes", t->volumes);
+        check_tmpl(d, dag, t, "working_dir", t->working_dir);
+        for (size_t k = 0; k < t->n_env; k++) check_tmpl(d, dag, t, "env", t->env[k].value);
+        check_tmpl(d, dag, t, "sensor.file", t->sensor.file);
+    }
+    for (size_t i = 0; i < dag->n_notifications; i++) {
+        const dg_notification *n = &dag->notifications[i];
+        check_tmpl(d, dag, NULL, "notification subject", n->email_subject);
+        check_tmpl(d, dag, NULL, "notification body", n->email_body);
+        check_tmpl(d, dag, NULL, "notification url", n->webhook_url);
+        check_tmpl(d, dag, NULL, "notification body", n->webhook_body);
+    }
+}
+
 int dg_dag_load_string(const char *name, const char *text, size_t len, const dg_dag_opts *opts,
                        dg_dag **ret, dg_diags *diags) {
     dg_diags local = {0};
@@ -1167,7 +1204,7 @@ int dg_dag_load_string(const char *name, const char *text, size_t len, const dg_
         dg_diags_free(&local);
         return -EINVAL;
     }
-    node *root = dg__yaml_parse(c.file, text, len, diags);
+    node *root = dg_yaml_parse(c.file, text, len, diags);
     if (!root) {
         dg_diags_free(&local);
         return -EINVAL;
@@ -1175,7 +1212,11 @@ int dg_dag_load_string(const char *name, const char *text, size_t len, const dg_
     c.dag = xcalloc(1, sizeof(dg_dag));
     c.dag->file = xstrdup(c.file);
     load_root(&c, root);
-    dg__ynode_free(root);
+    dg_ynode_free(root);
+    check_templates(diags, c.dag);
+    if (opts && opts->check_task)
+        for (size_t i = 0; i < c.dag->n_tasks; i++)
+            if (c.dag->tasks[i].id) opts->check_task(opts->check_ud, c.dag, &c.dag->tasks[i], diags);
     free(c.deps);
     bool ok = diags->n == c.first_diag;
     sort_diags(diags, c.first_diag);

@@ -92,3 +92,17 @@ void dg_docker_endpoint_free(dg_docker_endpoint *e) {
     free(e->key);
     *e = (dg_docker_endpoint){0};
 }
+
+char **dg_docker_socket_paths(const char *host) {
+    if (!host || !*host) host = getenv("DOCKER_HOST");
+    const char *paths[2] = {"/var/run/docker.sock", NULL};
+    if (host && dg_str_has_prefix(host, "unix://")) paths[1] = host + strlen("unix://");
+    char **v = xcalloc(ARRAY_SIZE(paths) + 1, sizeof(char *));
+    size_t n = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(paths); i++) {
+        if (!paths[i]) continue;
+        char *r = realpath(paths[i], NULL);
+        v[n++] = r ? r : xstrdup(paths[i]);
+    }
+    return v;
+}

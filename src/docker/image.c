@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <string.h>
 
-#include "dagd/dag.h"
 #include "internal.h"
 
 typedef struct image_ctx {
@@ -95,7 +94,7 @@ static void inspect_done(dg__req *r, const dg_error *err) {
         image_finish(c, NULL);
     } else if (r->status != 404) {
         image_finish(c, err);
-    } else if (c->policy == DG_PULL_NEVER) {
+    } else if (c->policy == DG_DOCKER_PULL_NEVER) {
         dg_error e = {0};
         dg_error_set(&e, -ENOENT, "image %s not present and pull: never", c->image);
         image_finish(c, &e);
@@ -105,7 +104,7 @@ static void inspect_done(dg__req *r, const dg_error *err) {
     }
 }
 
-void dg_docker_image_ensure(dg_docker *d, const char *image, int pull_policy,
+void dg_docker_image_ensure(dg_docker *d, const char *image, dg_docker_pull pull_policy,
                             dg_docker_done_cb cb, void *ud) {
     image_ctx *c = xcalloc(1, sizeof *c);
     c->image = xstrdup(image ? image : "");
@@ -117,7 +116,7 @@ void dg_docker_image_ensure(dg_docker *d, const char *image, int pull_policy,
         dg__req_fail_later(r, -EINVAL, "invalid image reference \"%s\"", c->image);
         return;
     }
-    if (pull_policy == DG_PULL_ALWAYS) {
+    if (pull_policy == DG_DOCKER_PULL_ALWAYS) {
         pull(d, c);
         return;
     }

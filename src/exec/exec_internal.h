@@ -7,31 +7,31 @@ typedef struct exec_try exec_try;
 
 struct dg_exec {
     uv_loop_t *loop;
-    dg_docker *docker;
+    dg_backend *backend;
     dg_sched *sched;
     dg_store *store;
     char *state_dir;
     char *instance; /* io.dagd.instance label value of this process */
     int stop_grace_s;
-    bool allow_privileged;
-    bool allow_docker_socket;
-    char **engine_sockets;  /* where the engine's socket is on this host (resolved paths) */
+    bool allow_privileged, allow_docker_socket;
     char **allowed_volume_prefixes;
+    char **protected_paths;
+    json_t *conn_uris; /* {id: URI} */
+    json_t *conns;     /* {id: parsed}, what templates see under conn */
+    char *smtp_url, *smtp_from, *smtp_user, *smtp_password;
     bool test_mode;
     dg_exec_hooks hooks;
     uv_timer_t wake;
     bool wake_closed;
-    dg_docker_stream *events;
-    dg_docker_done_cb connect_cb;
+    void (*connect_cb)(void *ud, const dg_error *err);
     void *connect_ud;
     bool ready, closing, pumping, pump_again;
     bool held;          /* recovery in progress: no tick until released */
-    uint64_t starts;    /* containers started */
-    double start_lat_sum; /* seconds from START to the container running */
+    uint64_t starts;    /* jobs started */
+    double start_lat_sum; /* seconds from START to the job running */
     uint64_t start_lat_buckets[8];
     exec_try *tries;
     int outstanding;
-    char **cache; /* images and networks known to exist ("network:NAME") */
 };
 
 struct exec_run {
@@ -57,32 +57,21 @@ struct exec_try {
     int try_number;
     int refs;
     exec_try *next;
-    char *container_id, *name, *image, *message;
-    json_t *config;
+    dg_job *job;    /* the backend's, until released */
+    char *name, *image, *message;
+    char *job_id; /* the backend's id of the job (a container id), once created */
     bool prepare_only, start_requested, unprepared, stopping, released;
-    bool image_ok, network_ok, created, started, die_seen, logs_done, container_gone;
-    bool reported, removing, output_read;
+    bool created, started, exited, reported, output_read;
     int exit_code;
     char *output_error;
-    dg_docker_stream *logs;
     dg_tasklog *log;
     dg_buf last_line;
-    uv_timer_t *timer;
+    uv_timer_t *timer; /* a poking sensor's */
     int64_t sensor_start_ms;
-    int64_t end_ms; /* when the outcome was reported */
+    int64_t end_ms;       /* when the outcome was reported */
     int64_t start_cmd_ms; /* when START arrived */
-    int64_t engine_down_since; /* the engine refused connections since then (0: it did not) */
-    void (*retry_step)(exec_try *t); /* what to try again once the engine answers */
 };
 
-exec_try *dg__exec_find_container(dg_exec *x, const char *id);
-void dg__exec_on_exit(exec_try *t, int code);
-void dg__exec_reconcile(exec_try *t);
-
-bool dg__exec_cache_has(dg_exec *x, const char *key);
-void dg__exec_cache_put(dg_exec *x, const char *key);
-void dg__exec_cache_drop(dg_exec *x, const char *key);
-void dg__exec_cache_free(dg_exec *x);
 /* Replace every secret in line with "***"; returns a new string. */
 char *dg__exec_redact(char *const *secrets, const char *line, size_t len);
 
@@ -92,7 +81,16 @@ void dg__exec_notify_event(dg_exec *x, dg_run *run, size_t task, dg_notify_event
 void dg__exec_try_fail(exec_try *t, const char *msg);
 void dg__exec_try_succeed(exec_try *t);
 json_t *dg__exec_vars(exec_try *t);
+json_t *dg__exec_run_vars(exec_run *er, size_t task, int try_number);
 /* ti.xcom_pull for templates rendered for a run (userdata: its exec_run). */
 int dg__exec_xcom_pull(void *er, const char *task_id, char **ret, dg_error *err);
-int dg__exec_render(exec_try *t, const json_t *vars, const char *field, const char *src, char **ret,
-                    dg_error *err);
+
+/* Render a try's job spec (spec.c): templates, env precedence, labels, policy. */
+typedef struct exec_spec {
+    dg_job_spec s;
+    char **command, **entrypoint, **env, **binds, **volumes;
+    char *image, *working_dir;
+    json_t *labels;
+} exec_spec;
+int dg__exec_build_spec(exec_try *t, exec_spec *ret, dg_error *err);
+void dg__exec_spec_free(exec_spec *s);

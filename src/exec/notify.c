@@ -1,12 +1,12 @@
 /* exec/notify — notifications (email over SMTP, webhooks) for notify tasks and for
  * on_failure / on_success / on_retry. Delivery is a blocking libcurl transfer, so it
  * runs on libuv's thread pool; the result comes back on the loop. SMTP settings come
- * from the environment (DAGD_SMTP_URL, DAGD_SMTP_FROM, optional DAGD_SMTP_USER and
- * DAGD_SMTP_PASSWORD), as every server config key does (SPEC §9). */
+ * with the executor's options (the configuration's smtp keys). */
 #include <curl/curl.h>
 #include <errno.h>
 #include <string.h>
 
+#include "dagd/log.h"
 #include "dagd/tmpl.h"
 #include "exec_internal.h"
 
@@ -111,7 +111,7 @@ static void delivered(uv_work_t *w, int status) {
         if (j->error) dg__exec_try_fail(j->t, j->error);
         else dg__exec_try_succeed(j->t);
     } else if (j->error) {
-        fprintf(stderr, "dagd: %s\n", j->error);
+        dg_log(DG_LOG_ERR, NULL, "%s", j->error);
     }
     job_free(j);
 }
@@ -150,15 +150,14 @@ static int prepare_job(notify_job *j, const dg_notification *n, exec_run *er, co
         return 0;
     }
     j->email = true;
-    const char *url = getenv("DAGD_SMTP_URL");
-    if (!url || !*url)
+    dg_exec *x = j->x;
+    if (!x->smtp_url || !*x->smtp_url)
         return dg_error_set(err, -ENOENT, "notification '%s': email needs an SMTP server (smtp.url / DAGD_SMTP_URL)",
                             n->name);
-    j->url = xstrdup(url);
-    const char *from = getenv("DAGD_SMTP_FROM");
-    j->from = xstrdup(from && *from ? from : "dagd@localhost");
-    j->user = xstrdup(getenv("DAGD_SMTP_USER"));
-    j->password = xstrdup(getenv("DAGD_SMTP_PASSWORD"));
+    j->url = xstrdup(x->smtp_url);
+    j->from = xstrdup(x->smtp_from && *x->smtp_from ? x->smtp_from : "dagd@localhost");
+    j->user = xstrdup(x->smtp_user);
+    j->password = xstrdup(x->smtp_password);
     j->to = dg_strv_copy(n->email_to);
     const char *subj = n->email_subject ? n->email_subject : "dagd: {{ dag_id }} {{ ds }} {{ state }}";
     const char *body = n->email_body ? n->email_body
@@ -176,7 +175,7 @@ static void queue(dg_exec *x, const dg_notification *n, exec_run *er, exec_try *
     dg_error err = {0};
     if (prepare_job(j, n, er, vars, &err) < 0) {
         if (t) dg__exec_try_fail(t, err.msg);
-        else fprintf(stderr, "dagd: %s\n", err.msg);
+        else dg_log(DG_LOG_ERR, NULL, "%s", err.msg);
         dg_error_clear(&err);
         job_free(j);
         return;
@@ -220,9 +219,7 @@ void dg__exec_notify_event(dg_exec *x, dg_run *run, size_t task, dg_notify_event
     for (size_t i = 0; names && names[i]; i++) {
         const dg_notification *n = dg_dag_notification(dag, names[i]);
         if (!n) continue;
-        json_auto_t *vars = dg_tmpl_vars(dag->dag_id, run->run_id, task == SIZE_MAX ? "" : dag->tasks[task].id,
-                                         task == SIZE_MAX ? 0 : run->ti[task].try_number, er->logical_ms,
-                                         er->interval_start_ms, er->interval_end_ms, er->params, er->conf);
+        json_auto_t *vars = dg__exec_run_vars(er, task, task == SIZE_MAX ? 0 : run->ti[task].try_number);
         json_object_set_new(vars, "state", json_string(state));
         queue(x, n, er, NULL, vars);
     }

@@ -265,35 +265,14 @@ static upstream_count count_upstream(const dg_run *run, size_t i) {
     return c;
 }
 
-/* Airflow's "downstream" weight rule, computed here once per run rather than taken
- * from the dag module, so the scheduler stands on the model alone. */
+/* Airflow's "downstream" weight rule (the model's), computed once per run. */
 static void compute_weights(run_priv *r) {
     const dg_dag *dag = r->pub.dag;
     size_t n = dag->n_tasks;
     r->weight = xcalloc(n ? n : 1, sizeof(int64_t));
     r->topo_pos = xcalloc(n ? n : 1, sizeof(size_t));
-    _cleanup_free_ bool *seen = xcalloc(n ? n : 1, sizeof(bool));
-    _cleanup_free_ size_t *stack = xcalloc(n ? n : 1, sizeof(size_t));
-
     for (size_t k = 0; k < n; k++) r->topo_pos[topo_at(dag, k)] = k;
-    for (size_t t = 0; t < n; t++) {
-        memset(seen, 0, n * sizeof(bool));
-        int64_t w = dag->tasks[t].priority_weight;
-        size_t sp = 0;
-        stack[sp++] = t;
-        seen[t] = true;
-        while (sp) {
-            const dg_task *u = &dag->tasks[stack[--sp]];
-            for (size_t d = 0; d < u->n_downstream; d++) {
-                size_t j = u->downstream[d];
-                if (seen[j]) continue;
-                seen[j] = true;
-                w += dag->tasks[j].priority_weight;
-                stack[sp++] = j;
-            }
-        }
-        r->weight[t] = w;
-    }
+    for (size_t t = 0; t < n; t++) r->weight[t] = dg_task_effective_weight(dag, t);
 }
 
 void dg_sched_set_limits(dg_sched *s, int parallelism, const dg_pool_limit *pools, size_t n_pools) {

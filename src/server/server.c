@@ -111,8 +111,6 @@ static void load_last(dg_server *s, dag_entry *e) {
     }
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 /* Load every *.yml / *.yaml of the folder. A broken file becomes an import error and
  * never stops the others; runs in flight keep the version they started with. */
 static void scan_folder(dg_server *s) {
@@ -120,35 +118,18 @@ static void scan_folder(dg_server *s) {
     errors_clear(s);
     char **files = NULL;
     size_t n = 0;
-    DIR *dp = opendir(dir);
-    if (!dp) {
-        _cleanup_free_ char *m = xasprintf("cannot read the DAGs folder: %s", strerror(errno));
+    int sr = dg_dags_scan(dir, &files, &n);
+    if (sr < 0) {
+        _cleanup_free_ char *m = xasprintf("cannot read the DAGs folder: %s", strerror(-sr));
         add_error(s, dir, 0, 0, m);
         dg_log(DG_LOG_ERR, NULL, "%s: %s", dir, m);
-    } else {
-        struct dirent *de;
-        while ((de = readdir(dp))) {
-            size_t l = strlen(de->d_name);
-            if (de->d_name[0] == '.') continue;
-            if (!((l > 4 && !strcmp(de->d_name + l - 4, ".yml")) || (l > 5 && !strcmp(de->d_name + l - 5, ".yaml"))))
-                continue;
-            files = xrealloc(files, (n + 2) * sizeof *files);
-            files[n++] = xasprintf("%s/%s", dir, de->d_name);
-            files[n] = NULL;
-        }
-        closedir(dp);
-        if (n) qsort(files, n, sizeof *files, cmp_str);
     }
-    const char **pools = xcalloc(s->cfg.n_pools + 2, sizeof *pools);
-    for (size_t i = 0; i < s->cfg.n_pools; i++) pools[i] = s->cfg.pools[i].name;
-    pools[s->cfg.n_pools] = "default_pool";
-    dg_dag_opts opts = {.known_pools = s->cfg.n_pools ? pools : NULL};
 
     dag_entry *fresh = NULL, **tail = &fresh;
     for (size_t i = 0; i < n; i++) {
         dg_diags d = {0};
         dg_dag *dag = NULL;
-        if (dg_dag_load(files[i], &opts, &dag, &d) < 0) {
+        if (dg_dags_load(&s->cfg, files[i], &dag, &d) < 0) {
             for (size_t k = 0; k < d.n; k++) add_error(s, d.v[k].file, d.v[k].line, d.v[k].col, d.v[k].msg);
             if (!d.n) add_error(s, files[i], 0, 0, "cannot load the file");
             dg_log(DG_LOG_WARNING, NULL, "%s: not loaded (%zu error%s)", files[i], d.n, d.n == 1 ? "" : "s");
@@ -191,7 +172,6 @@ static void scan_folder(dg_server *s) {
         tail = &e->next_entry;
         s->n_dags++;
     }
-    free(pools);
     dg_strv_free(files);
     /* swap the bag: old entries' DAG versions retire */
     dag_entry *old = s->dags;
@@ -363,90 +343,8 @@ static void watchdog_cb(uv_timer_t *h) { dg_notify_watchdog(); }
 
 /* ---- crash recovery ---- */
 
-typedef struct recover_ctx {
-    dg_server *s;
-    char *dag_id, *run_id;
-} recover_ctx;
-
-static void recovery_step_done(dg_server *s);
-
-static void removed_cb(void *ud, const dg_error *err) {
-    if (err && err->code != -ECANCELED) dg_log(DG_LOG_WARNING, NULL, "removing a stale container: %s", err->msg);
-}
-
-static void fail_try(dg_server *s, dg_run *run, size_t task, int try_number, const char *msg) {
-    dg_result res = {.type = DG_RES_ERROR, .message = msg};
-    dg_sched_on_finished(s->sched, run, task, try_number, &res, dg_now_ms());
-}
-
-/* The containers of one run, by label: adopt the tries in flight, fail those whose
- * container is gone, remove containers that were created but never started. */
-static void containers_cb(void *ud, int status, json_t *body, const dg_error *err) {
-    recover_ctx *c = ud;
-    dg_server *s = c->s;
-    dg_run *run = s->stopping ? NULL : dg__server_find_run(s, c->dag_id, c->run_id);
-    if (run && err) {
-        dg_log_ctx lc = run_ctx(run);
-        dg_log(DG_LOG_ERR, &lc, "cannot list the run's containers: %s", err->msg);
-    }
-    if (run && !err) {
-        const dg_dag *dag = run->dag;
-        /* containers created ahead of their start (or for a try that never started)
-         * by the previous process: nobody will start them now */
-        size_t k0;
-        json_t *c0;
-        json_array_foreach(body, k0, c0) {
-            const char *st = json_string_value(json_object_get(c0, "State"));
-            const char *id = json_string_value(json_object_get(c0, "Id"));
-            json_t *labels = json_object_get(c0, "Labels");
-            const char *task = json_string_value(json_object_get(labels, "io.dagd.task"));
-            const char *tr = json_string_value(json_object_get(labels, "io.dagd.try"));
-            ssize_t ti_idx = task ? dg_dag_task_index(dag, task) : -1;
-            bool current = ti_idx >= 0 && tr && atoi(tr) == run->ti[ti_idx].try_number &&
-                           (run->ti[ti_idx].state == DG_TI_QUEUED || run->ti[ti_idx].state == DG_TI_RUNNING);
-            if (id && st && !strcmp(st, "created") && !current)
-                dg_docker_container_remove(s->docker, id, removed_cb, NULL);
-        }
-        for (size_t i = 0; i < dag->n_tasks; i++) {
-            dg_ti *ti = &run->ti[i];
-            if (ti->state != DG_TI_QUEUED && ti->state != DG_TI_RUNNING) continue;
-            const char *found_id = NULL, *found_name = NULL, *found_state = NULL;
-            size_t k;
-            json_t *ct;
-            json_array_foreach(body, k, ct) {
-                json_t *labels = json_object_get(ct, "Labels");
-                const char *task = json_string_value(json_object_get(labels, "io.dagd.task"));
-                const char *tr = json_string_value(json_object_get(labels, "io.dagd.try"));
-                if (!task || !tr || strcmp(task, dag->tasks[i].id) || atoi(tr) != ti->try_number) continue;
-                found_id = json_string_value(json_object_get(ct, "Id"));
-                found_state = json_string_value(json_object_get(ct, "State"));
-                json_t *names = json_object_get(ct, "Names");
-                found_name = json_string_value(json_array_get(names, 0));
-                if (found_name && found_name[0] == '/') found_name++;
-            }
-            dg_log_ctx lc = {.dag = dag->dag_id, .run = run->run_id, .task = dag->tasks[i].id,
-                             .try_number = ti->try_number};
-            if (found_id && found_state && strcmp(found_state, "created") != 0) {
-                dg_log(DG_LOG_NOTICE, &lc, "re-adopting container %s (%s)", found_name ? found_name : found_id,
-                       found_state);
-                if (ti->state == DG_TI_QUEUED) dg_sched_on_started(s->sched, run, i, ti->try_number, dg_now_ms());
-                dg_exec_adopt(s->exec, run, i, ti->try_number, found_id, found_name ? found_name : found_id);
-            } else {
-                if (found_id) dg_docker_container_remove(s->docker, found_id, removed_cb, NULL);
-                dg_log(DG_LOG_WARNING, &lc, "the try's container is gone; the try counts as failed");
-                fail_try(s, run, i, ti->try_number,
-                         found_id ? "dagd stopped before the container started"
-                                  : "the container vanished while dagd was down");
-            }
-        }
-    }
-    free(c->dag_id);
-    free(c->run_id);
-    free(c);
-    recovery_step_done(s);
-}
-
-static void recovery_step_done(dg_server *s) {
+static void recovery_step_done(void *ud) {
+    dg_server *s = ud;
     if (--s->pending_recovery > 0) return;
     s->recovering = false;
     dg_log(DG_LOG_INFO, NULL, "recovery done; scheduling");
@@ -458,12 +356,17 @@ static void recovery_step_done(dg_server *s) {
     }
 }
 
+/* Every run the store has as queued or running comes back with its task states; the
+ * executor then settles each try in flight with the backend before anything new starts. */
 static void recover(dg_server *s) {
     dg_run_rec **runs = NULL;
     size_t n = 0;
     s->recovering = true;
     s->pending_recovery = 1; /* this function's own step */
-    if (dg_store_unfinished_runs(s->store, &runs, &n) < 0) n = 0;
+    if (dg_store_unfinished_runs(s->store, &runs, &n) < 0) {
+        dg_log(DG_LOG_ERR, NULL, "cannot read unfinished runs: %s", dg_store_errmsg(s->store));
+        n = 0;
+    }
     for (size_t k = 0; k < n; k++) {
         dg_run_rec *rr = runs[k];
         dag_entry *e = dg__server_find(s, rr->dag_id);
@@ -471,29 +374,25 @@ static void recover(dg_server *s) {
             /* nothing left to run it with: it ends failed, and says why */
             rr->state = "failed";
             rr->end_ms = dg_now_ms();
-            dg_store_put_run(s->store, rr);
-            rr->state = NULL;
             dg_log_ctx lc = {.dag = rr->dag_id, .run = rr->run_id};
+            if (dg_store_put_run(s->store, rr) < 0)
+                dg_log(DG_LOG_ERR, &lc, "saving the run failed: %s", dg_store_errmsg(s->store));
+            rr->state = NULL;
             dg_log(DG_LOG_WARNING, &lc, "run failed at start: its DAG is no longer in the DAGs folder");
             continue;
         }
         dg_ti_rec **tis = NULL;
         size_t nt = 0;
-        dg_store_list_tis(s->store, rr->dag_id, rr->run_id, &tis, &nt);
+        if (dg_store_list_tis(s->store, rr->dag_id, rr->run_id, &tis, &nt) < 0) {
+            dg_log_ctx lc = {.dag = rr->dag_id, .run = rr->run_id};
+            dg_log(DG_LOG_ERR, &lc, "cannot read the run's tasks: %s", dg_store_errmsg(s->store));
+        }
         dg_run *run = restore_run(s, e, rr, tis, nt);
         dg_ti_recs_free(tis, nt);
         dg_log_ctx lc = run_ctx(run);
         dg_log(DG_LOG_NOTICE, &lc, "recovering run (%s)", dg_run_state_name(run->state));
-        recover_ctx *c = xcalloc(1, sizeof *c);
-        c->s = s;
-        c->dag_id = xstrdup(rr->dag_id);
-        c->run_id = xstrdup(rr->run_id);
-        _cleanup_free_ char *l_inst = xasprintf("io.dagd.instance=%s", s->instance);
-        _cleanup_free_ char *l_dag = xasprintf("io.dagd.dag=%s", rr->dag_id);
-        _cleanup_free_ char *l_run = xasprintf("io.dagd.run=%s", rr->run_id);
-        const char *labels[] = {l_inst, l_dag, l_run, NULL};
         s->pending_recovery++;
-        dg_docker_containers_labelled(s->docker, labels, containers_cb, c);
+        dg_exec_recover_run(s->exec, run, recovery_step_done, s);
     }
     dg_run_recs_free(runs, n);
     recovery_step_done(s);
@@ -505,7 +404,7 @@ static void connected_cb(void *ud, const dg_error *err) {
         dg_log(DG_LOG_ERR, NULL, "%s", err->msg ? err->msg : "cannot reach the Docker engine");
         return;
     }
-    dg_log(DG_LOG_INFO, NULL, "connected to the Docker engine (API %s)", dg_docker_api_version(s->docker));
+    dg_log(DG_LOG_INFO, NULL, "connected to the %s", dg_backend_describe(s->rt->backend));
     recover(s);
 }
 
@@ -532,135 +431,34 @@ static void on_run_changed(void *ud, dg_run *run) {
 
 /* ---- lifecycle ---- */
 
-/* A value kept in a state-dir file: read back when there, else made random and written
- * with `mode` (the token must survive restarts so clients keep working; so must the
- * instance label, which is how recovery finds this server's containers). */
-static int state_value(const char *path, size_t nbytes, unsigned mode, char **ret, dg_error *err) {
-    _cleanup_free_ char *text = NULL;
-    if (dg_read_file(path, &text, NULL) == 0) {
-        text[strcspn(text, "\r\n")] = 0;
-        if (strlen(text) >= 8) {
-            chmod(path, mode);
-            *ret = TAKE_PTR(text);
-            return 0;
-        }
-    }
-    _cleanup_free_ char *hex = NULL;
-    int r = dg_random_hex(nbytes, &hex);
-    if (r < 0) return dg_error_set(err, r, "cannot get random bytes for %s: %s", path, strerror(-r));
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    size_t len = strlen(hex);
-    if (fd < 0 || write(fd, hex, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fchmod(fd, mode) < 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        return dg_error_set(err, -e, "%s: %s", path, strerror(e));
-    }
-    close(fd);
-    *ret = TAKE_PTR(hex);
-    return 1;
-}
-
-static int resolve_token(dg_server *s, dg_error *err) {
-    const char *env = getenv("DAGD_TOKEN");
-    if (s->cfg.token_file) {
-        _cleanup_free_ char *text = NULL;
-        int r = dg_read_file(s->cfg.token_file, &text, NULL);
-        if (r < 0) return dg_error_set(err, r, "token_file %s: %s", s->cfg.token_file, strerror(-r));
-        text[strcspn(text, "\r\n")] = 0;
-        if (!*text) return dg_error_set(err, -EINVAL, "token_file %s is empty", s->cfg.token_file);
-        s->token = xstrdup(text);
-        return 0;
-    }
-    if (env && *env) {
-        s->token = xstrdup(env);
-        return 0;
-    }
-    _cleanup_free_ char *path = xasprintf("%s/token", s->cfg.state_dir);
-    int r = state_value(path, 24, 0600, &s->token, err);
-    if (r > 0) dg_log(DG_LOG_NOTICE, NULL, "API token written to %s", path);
-    return r < 0 ? r : 0;
-}
-
-static int resolve_instance(dg_server *s, dg_error *err) {
-    _cleanup_free_ char *path = xasprintf("%s/instance", s->cfg.state_dir);
-    int r = state_value(path, 8, 0644, &s->instance, err);
-    return r < 0 ? r : 0;
-}
-
-/* connections_file (SPEC §5): a YAML mapping `id: uri`, readable by its owner only. Its
- * entries join the environment as DAGD_CONN_<ID>, where templates and `connections:`
- * look, unless the environment already sets them. */
-static int load_connections(const char *path, dg_error *err) {
-    struct stat st;
-    if (stat(path, &st) < 0) return dg_error_set(err, -errno, "connections_file %s: %s", path, strerror(errno));
-    if (st.st_mode & 077)
-        return dg_error_set(err, -EPERM, "connections_file %s is readable by others (mode %03o); chmod 600 it", path,
-                            (unsigned)(st.st_mode & 0777));
-    _cleanup_free_ char *text = NULL;
-    size_t len;
-    int r = dg_read_file(path, &text, &len);
-    if (r < 0) return dg_error_set(err, r, "connections_file %s: %s", path, strerror(-r));
-    dg_diags d = {0};
-    dg__ynode *root = len ? dg__yaml_parse(path, text, len, &d) : NULL;
-    if (!root || d.n || root->type != DG_YMAP) {
-        r = dg_error_set(err, -EINVAL, "connections_file %s: expected a mapping of connection id to URI%s%s", path,
-                         d.n ? ": " : "", d.n ? d.v[0].msg : "");
-        dg_diags_free(&d);
-        dg__ynode_free(root);
-        return r;
-    }
-    for (size_t i = 0; i + 1 < root->n; i += 2) {
-        const dg__ynode *k = root->kids[i], *v = root->kids[i + 1];
-        if (v->type != DG_YSCALAR || !v->str) {
-            r = dg_error_set(err, -EINVAL, "%s:%d:%d: error: connection '%s' must be a URI", path, v->line, v->col,
-                             k->str ? k->str : "?");
-            break;
-        }
-        _cleanup_free_ char *name = dg_conn_env_name(k->str);
-        setenv(name, v->str, 0);
-    }
-    dg_diags_free(&d);
-    dg__ynode_free(root);
-    return r < 0 ? r : 0;
-}
-
 int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_server **ret, dg_error *err) {
-    if (strcmp(cfg->backend ? cfg->backend : "local", "local") != 0)
-        return dg_error_set(err, -EINVAL, "backend '%s' is not available in this version; use backend: local",
-                            cfg->backend);
-    if (cfg->connections_file) {
-        int r = load_connections(cfg->connections_file, err);
-        if (r < 0) return r;
-    }
-    if (cfg->smtp_url) setenv("DAGD_SMTP_URL", cfg->smtp_url, 0);
-    if (cfg->smtp_from) setenv("DAGD_SMTP_FROM", cfg->smtp_from, 0);
     dg_server *s = xcalloc(1, sizeof *s);
     s->loop = loop;
     dg_config_copy(&s->cfg, cfg);
-    int r = dg_store_open(s->cfg.state_dir, &s->store, err);
-    if (r < 0) goto fail;
-    if ((r = resolve_token(s, err)) < 0 || (r = resolve_instance(s, err)) < 0) goto fail;
-    if ((r = dg_docker_new(loop, s->cfg.docker_host, &s->docker, err)) < 0) goto fail;
-    dg_sched_opts so = {.parallelism = s->cfg.parallelism, .pools = s->cfg.pools, .n_pools = s->cfg.n_pools};
-    s->sched = dg_sched_new(&so);
-    dg_exec_opts xo = {
-        .loop = loop,
-        .docker = s->docker,
-        .sched = s->sched,
-        .store = s->store,
-        .state_dir = s->cfg.state_dir,
-        .allow_privileged = s->cfg.allow_privileged,
-        .allow_docker_socket = s->cfg.allow_docker_socket,
-        .allowed_volume_prefixes = s->cfg.allowed_volume_prefixes,
+    /* the instance label is how recovery finds this server's containers: it must survive
+     * restarts */
+    _cleanup_free_ char *path = xasprintf("%s/instance", s->cfg.state_dir);
+    int r = dg_mkdir_p(s->cfg.state_dir, 0700);
+    if (r < 0) {
+        r = dg_error_set(err, r, "state_dir %s: %s", s->cfg.state_dir, strerror(-r));
+        goto fail;
+    }
+    if ((r = dg_state_value(path, 8, 0644, &s->instance, err)) < 0) goto fail;
+    dg_runtime_opts ro = {
+        .keep_state = true,
         .instance = s->instance,
         .hooks = {.ti_changed = on_ti_changed, .run_changed = on_run_changed, .ud = s},
     };
-    if ((r = dg_exec_new(&xo, &s->exec, err)) < 0) goto fail;
+    if ((r = dg_runtime_new(loop, &s->cfg, &ro, &s->rt, err)) < 0) goto fail;
+    s->store = s->rt->store;
+    s->sched = s->rt->sched;
+    s->exec = s->rt->exec;
     uv_timer_init(loop, &s->debounce);
     uv_timer_init(loop, &s->clock);
     uv_timer_init(loop, &s->sweep);
     uv_timer_init(loop, &s->watchdog);
     s->debounce.data = s->clock.data = s->sweep.data = s->watchdog.data = s;
+    s->handles_open = true;
     *ret = s;
     return 0;
 fail:
@@ -671,9 +469,6 @@ fail:
 int dg_server_start(dg_server *s, dg_error *err) {
     scan_folder(s);
     watch_folder(s);
-    int r = dg_api_start(s->loop, s, s->cfg.listen, s->token, &s->api, err);
-    if (r < 0) return r;
-    dg_log(DG_LOG_INFO, NULL, "API listening on %s (port %d)", s->cfg.listen, dg_api_port(s->api));
     uv_timer_start(&s->sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
     int64_t wd = dg_notify_watchdog_interval_ms();
     if (wd > 0) uv_timer_start(&s->watchdog, watchdog_cb, (uint64_t)wd, (uint64_t)wd);
@@ -710,7 +505,7 @@ void dg_server_reload(dg_server *s, const dg_config *cfg) {
         s->cfg.dags_folder = xstrdup(cfg->dags_folder);
         s->cfg.parallelism = cfg->parallelism;
         dg_config_set_pools(&s->cfg, cfg->pools, cfg->n_pools);
-        dg_sched_set_limits(s->sched, s->cfg.parallelism, s->cfg.pools, s->cfg.n_pools);
+        dg_runtime_set_limits(s->rt, cfg);
         if (cfg->log && dg_log_setup(cfg->log) == 0) {
             free(s->cfg.log);
             s->cfg.log = xstrdup(cfg->log);
@@ -731,28 +526,25 @@ void dg_server_stop(dg_server *s) {
     s->stopping = true;
     dg_notify_stopping();
     dg_log(DG_LOG_NOTICE, NULL, "stopping: running containers keep running and are re-adopted at next start");
-    if (s->api) dg_api_stop(s->api);
-    s->api = NULL;
     if (s->watching) uv_close((uv_handle_t *)&s->watch, NULL);
     s->watching = false;
-    uv_close((uv_handle_t *)&s->debounce, NULL);
-    uv_close((uv_handle_t *)&s->clock, NULL);
-    uv_close((uv_handle_t *)&s->sweep, NULL);
-    uv_close((uv_handle_t *)&s->watchdog, NULL);
-    dg_exec_free(s->exec);
+    if (s->handles_open) {
+        uv_close((uv_handle_t *)&s->debounce, NULL);
+        uv_close((uv_handle_t *)&s->clock, NULL);
+        uv_close((uv_handle_t *)&s->sweep, NULL);
+        uv_close((uv_handle_t *)&s->watchdog, NULL);
+        s->handles_open = false;
+    }
+    dg_runtime_close(s->rt);
     s->exec = NULL;
-    dg_docker_free(s->docker);
-    s->docker = NULL;
 }
 
 /* After dg_server_stop and the loop has run dry. */
 void dg_server_free(dg_server *s) {
     if (!s) return;
-    if (!s->stopping) {
-        dg_exec_free(s->exec);
-        dg_docker_free(s->docker);
-    }
-    dg_sched_free(s->sched); /* its runs point into the DAGs below */
+    /* the scheduler's runs point into the DAGs below: the runtime goes first */
+    dg_runtime_free(s->rt);
+    s->rt = NULL;
     s->sched = NULL;
     while (s->dags) {
         dag_entry *n = s->dags->next_entry;
@@ -766,11 +558,7 @@ void dg_server_free(dg_server *s) {
     for (size_t i = 0; i < s->n_retired; i++) dg_dag_free(s->retired[i]);
     free(s->retired);
     errors_clear(s);
-    dg_store_close(s->store);
-    free(s->token);
     free(s->instance);
     dg_config_free(&s->cfg);
     free(s);
 }
-
-const dg_config *dg_server_config(const dg_server *s) { return &s->cfg; }

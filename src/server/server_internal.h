@@ -1,10 +1,9 @@
 /* server internals shared by the files of src/server. */
 #pragma once
-#include "dagd/api.h"
 #include "dagd/cron.h"
 #include "dagd/dag.h"
-#include "dagd/docker.h"
 #include "dagd/exec.h"
+#include "dagd/runtime.h"
 #include "dagd/sched.h"
 #include "dagd/server.h"
 #include "dagd/store.h"
@@ -33,12 +32,10 @@ typedef struct import_error {
 struct dg_server {
     uv_loop_t *loop;
     dg_config cfg; /* a copy owned by the server */
-    dg_store *store;
-    dg_docker *docker;
+    dg_runtime *rt;
+    dg_store *store; /* the runtime's, borrowed */
     dg_sched *sched;
     dg_exec *exec;
-    dg_api *api;
-    char *token;
     char *instance;
     dag_entry *dags;
     size_t n_dags;

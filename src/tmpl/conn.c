@@ -8,7 +8,6 @@
 
 #include "dagd/tmpl.h"
 
-extern char **environ;
 
 static int hexval(char c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -193,19 +192,21 @@ json_t *dg_conn_parse_uri(const char *uri, dg_error *err) {
     return json_incref(c);
 }
 
-json_t *dg_conn_from_env(void) {
+json_t *dg_conn_parse_all(const json_t *uris) {
     json_t *conns = json_object();
-    static const char prefix[] = "DAGD_CONN_";
-    for (char **e = environ; e && *e; e++) {
-        if (!dg_str_has_prefix(*e, prefix)) continue;
-        const char *id = *e + sizeof prefix - 1, *eq = strchr(id, '=');
-        if (!eq || eq == id) continue;
-        _cleanup_free_ char *name = xstrndup(id, (size_t)(eq - id));
-        for (char *x = name; *x; x++) *x = (char)tolower((unsigned char)*x);
-        json_t *c = dg_conn_parse_uri(eq + 1, NULL);
-        if (c) json_object_set_new(conns, name, c);
+    const char *id;
+    json_t *u;
+    json_object_foreach((json_t *)uris, id, u) {
+        json_t *c = json_is_string(u) ? dg_conn_parse_uri(json_string_value(u), NULL) : NULL;
+        if (c) json_object_set_new(conns, id, c);
     }
     return conns;
+}
+
+char *dg_conn_id(const char *id) {
+    char *r = xstrdup(id);
+    for (char *p = r; *p; p++) *p = isalnum((unsigned char)*p) ? (char)tolower((unsigned char)*p) : '_';
+    return r;
 }
 
 char *dg_conn_env_name(const char *id) {

@@ -24,7 +24,7 @@ static void set_owned_str(json_t *o, const char *k, char *v) {
 
 json_t *dg_tmpl_vars(const char *dag_id, const char *run_id, const char *task_id, int try_number,
                      int64_t logical_ms, int64_t interval_start_ms, int64_t interval_end_ms,
-                     const json_t *params, const json_t *conf) {
+                     const json_t *params, const json_t *conf, const json_t *conns) {
     json_t *v = json_object();
     _cleanup_free_ char *t = dg_format_time(logical_ms, false); /* YYYY-MM-DDTHH:MM:SSZ */
     size_t tl = strlen(t);
@@ -66,6 +66,6 @@ json_t *dg_tmpl_vars(const char *dag_id, const char *run_id, const char *task_id
     set_owned_str(dr, "logical_date", dg_format_time(logical_ms, true));
     json_object_set_new(v, "dag_run", dr);
 
-    json_object_set_new(v, "conn", dg_conn_from_env());
+    json_object_set_new(v, "conn", conns ? json_incref((json_t *)conns) : json_object());
     return v;
 }

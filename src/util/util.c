@@ -1,9 +1,11 @@
 /* util — allocation, errors, buffers, vectors. Allocation failure aborts. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "dagd/util.h"
 
@@ -199,4 +201,62 @@ int dg_random_hex(size_t nbytes, char **ret) {
     for (size_t i = 0; i < nbytes; i++) snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
     *ret = hex;
     return 0;
+}
+
+void dg_diags_add(dg_diags *d, const char *file, int line, int col, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0) abort();
+    va_end(ap);
+    d->v = xrealloc(d->v, (d->n + 1) * sizeof(dg_diag));
+    d->v[d->n++] = (dg_diag){.file = xstrdup(file ? file : "<input>"), .line = line, .col = col,
+                             .msg = msg};
+}
+
+void dg_diags_print(const dg_diags *d, FILE *f) {
+    if (!d) return;
+    for (size_t i = 0; i < d->n; i++) {
+        const dg_diag *g = &d->v[i];
+        if (g->line > 0)
+            fprintf(f, "%s:%d:%d: error: %s\n", g->file, g->line, g->col, g->msg);
+        else /* not tied to a place in the file, e.g. it could not be read */
+            fprintf(f, "%s: error: %s\n", g->file, g->msg);
+    }
+}
+
+void dg_diags_free(dg_diags *d) {
+    if (!d) return;
+    for (size_t i = 0; i < d->n; i++) {
+        free(d->v[i].file);
+        free(d->v[i].msg);
+    }
+    free(d->v);
+    d->v = NULL;
+    d->n = 0;
+}
+
+int dg_state_value(const char *path, size_t nbytes, unsigned mode, char **ret, dg_error *err) {
+    _cleanup_free_ char *text = NULL;
+    if (dg_read_file(path, &text, NULL) == 0) {
+        text[strcspn(text, "\r\n")] = 0;
+        if (strlen(text) >= 8) {
+            chmod(path, mode);
+            *ret = TAKE_PTR(text);
+            return 0;
+        }
+    }
+    _cleanup_free_ char *hex = NULL;
+    int r = dg_random_hex(nbytes, &hex);
+    if (r < 0) return dg_error_set(err, r, "cannot get random bytes for %s: %s", path, strerror(-r));
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    size_t len = strlen(hex);
+    if (fd < 0 || write(fd, hex, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fchmod(fd, mode) < 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return dg_error_set(err, -e, "%s: %s", path, strerror(e));
+    }
+    if (close(fd) < 0) return dg_error_set(err, -errno, "%s: %s", path, strerror(errno));
+    *ret = TAKE_PTR(hex);
+    return 1;
 }

@@ -171,17 +171,44 @@ def test_volumes_absolute_and_relative(dg):
 
 
 def run_with_volume(dg, volume, command, **env):
-    """`dagd run` of one task binding volume; returns (result, the task instance)."""
+    """`dagd run` of one task binding volume; returns (result, the task instance). The
+    volume comes through a template, so the policy judges it when the try renders it (a
+    literal one is judged by validation already: test_volume_policy_in_validation)."""
+    f = dg.write("""\
+        dag: @DAG@
+        params: {volume: "%s"}
+        tasks:
+          mount:
+            image: @IMAGE@
+            volumes: ["{{ params.volume }}"]
+            command: [sh, -c, "%s"]
+        """ % (volume, command))
+    res = dg.run(f, timeout=40, env=env_with(**env))
+    return res, dg.tis(run_id=dg.runs()[-1]["run_id"])["mount"]
+
+
+@pytest.mark.parametrize("source", ["/var/run/docker.sock", "/run", "/"])
+def test_volume_policy_in_validation(dg, source):
+    """A literal bind the policy refuses is refused before anything runs, with the same
+    message by `validate` and `run` (and an import error under serve)."""
     f = dg.write("""\
         dag: @DAG@
         tasks:
           mount:
             image: @IMAGE@
-            volumes: ["%s"]
-            command: [sh, -c, "%s"]
-        """ % (volume, command))
-    res = dg.run(f, timeout=40, env=env_with(**env))
-    return res, dg.tis(run_id=dg.runs()[-1]["run_id"])["mount"]
+            volumes: ["%s:/host:ro"]
+            command: ["true"]
+        """ % source)
+    env = env_with(DAGD_POLICY_ALLOW_DOCKER_SOCKET=None)
+    res = dg.run(f, timeout=40, env=env)
+    assert res.rc == 2, res
+    msg = "task 'mount': volumes: %s gives the container the Docker engine's socket" % source
+    assert msg in res.err, res
+    val = dg.exec("validate", str(f), env=env)
+    assert val.rc == 1 and msg in val.err, val
+    assert [l for l in val.err.splitlines() if "error:" in l] == \
+        [l for l in res.err.splitlines() if "error:" in l], (val, res)
+    assert dg.containers() == []
 
 
 @pytest.mark.parametrize("source", ["/var/run/docker.sock", "/run", "/"])

@@ -148,7 +148,7 @@ Test(config, copy_is_independent) {
     cr_assert_str_eq(d.pools[0].name, "spark");
     cr_assert_eq(d.pools[1].slots, 4);
     cr_assert_str_eq(d.allowed_volume_prefixes[0], "/data");
-    dg_pool_limit one[] = {{.name = "gpu", .slots = 1}};
+    dg_config_pool one[] = {{.name = (char *)"gpu", .slots = 1}};
     dg_config_set_pools(&d, one, 1);
     cr_assert_eq(d.n_pools, 1);
     cr_assert_str_eq(d.pools[0].name, "gpu");

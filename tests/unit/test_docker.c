@@ -8,7 +8,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dagd/dag.h"
 #include "dagd/docker.h"
 
 #define IMAGE "dagd-test/busybox:1"
@@ -445,19 +444,19 @@ Test(docker, image_ensure_policies) {
     env e;
     env_open(&e);
     res r = {0};
-    dg_docker_image_ensure(e.d, IMAGE, DG_PULL_NEVER, done_cb, &r);
+    dg_docker_image_ensure(e.d, IMAGE, DG_DOCKER_PULL_NEVER, done_cb, &r);
     wait_for(&e.loop, &r.done, 20000);
     cr_assert_null(r.err.msg, "%s", r.err.msg);
     res_clear(&r);
 
-    dg_docker_image_ensure(e.d, "dagd-test/absent:never", DG_PULL_NEVER, done_cb, &r);
+    dg_docker_image_ensure(e.d, "dagd-test/absent:never", DG_DOCKER_PULL_NEVER, done_cb, &r);
     wait_for(&e.loop, &r.done, 20000);
     cr_assert_eq(r.err.code, -ENOENT);
     cr_assert_str_eq(r.err.msg, "image dagd-test/absent:never not present and pull: never");
     res_clear(&r);
 
     /* No registry is reachable: the engine's own reason must come back, in bounded time. */
-    dg_docker_image_ensure(e.d, "dagd-test/absent:missing", DG_PULL_MISSING, done_cb, &r);
+    dg_docker_image_ensure(e.d, "dagd-test/absent:missing", DG_DOCKER_PULL_MISSING, done_cb, &r);
     wait_for(&e.loop, &r.done, 120000);
     cr_assert_lt(r.err.code, 0);
     cr_assert_not_null(r.err.msg);
@@ -466,13 +465,13 @@ Test(docker, image_ensure_policies) {
     res_clear(&r);
 
     /* always: pulls even though the image is here, so here it fails the same way. */
-    dg_docker_image_ensure(e.d, IMAGE, DG_PULL_ALWAYS, done_cb, &r);
+    dg_docker_image_ensure(e.d, IMAGE, DG_DOCKER_PULL_ALWAYS, done_cb, &r);
     wait_for(&e.loop, &r.done, 120000);
     cr_assert_lt(r.err.code, 0);
     cr_assert_not_null(r.err.msg);
     res_clear(&r);
 
-    dg_docker_image_ensure(e.d, "bad image name", DG_PULL_MISSING, done_cb, &r);
+    dg_docker_image_ensure(e.d, "bad image name", DG_DOCKER_PULL_MISSING, done_cb, &r);
     wait_for(&e.loop, &r.done, 20000);
     cr_assert_eq(r.err.code, -EINVAL);
     res_clear(&r);

@@ -423,7 +423,7 @@ Test(tmpl_vars, standard_names) {
     json_auto_t *params = json_pack("{s:s, s:i, s:{s:i}}", "region", "eu", "n", 1, "deep", "a", 1);
     json_auto_t *conf = json_pack("{s:s, s:s}", "region", "us", "extra", "yes");
     json_auto_t *v = dg_tmpl_vars("etl", "manual__2025", "load", 3, logical, logical,
-                                  logical + 86400000, params, conf);
+                                  logical + 86400000, params, conf, NULL);
     cr_assert_not_null(v);
     dg_tmpl_ctx ctx = {v, NULL, NULL};
     char *out = NULL;
@@ -449,7 +449,7 @@ Test(tmpl_vars, standard_names) {
 Test(tmpl_vars, odd_times_and_no_conf) {
     /* 2024-02-29T13:45:07.250Z */
     int64_t t = 1709214307250;
-    json_auto_t *v = dg_tmpl_vars("d", "r", NULL, 1, t, t - 3600000, t, NULL, NULL);
+    json_auto_t *v = dg_tmpl_vars("d", "r", NULL, 1, t, t - 3600000, t, NULL, NULL, NULL);
     cr_assert_str_eq(json_string_value(json_object_get(v, "ds")), "2024-02-29");
     cr_assert_str_eq(json_string_value(json_object_get(v, "ds_nodash")), "20240229");
     cr_assert_str_eq(json_string_value(json_object_get(v, "ts")), "2024-02-29T13:45:07.250+00:00");
@@ -470,11 +470,12 @@ Test(tmpl_vars, odd_times_and_no_conf) {
     dg_error_clear(&err);
 }
 
-Test(tmpl_vars, connections_from_environment) {
-    setenv("DAGD_CONN_MART", "postgres://etl:p%40ss@db.example:5432/warehouse?sslmode=disable", 1);
-    setenv("DAGD_CONN_BAD", "not a uri", 1);
-    setenv("DAGD_CONN_", "postgres://x", 1);
-    json_auto_t *v = dg_tmpl_vars("d", "r", "t", 1, 0, 0, 0, NULL, NULL);
+Test(tmpl_vars, configured_connections) {
+    json_auto_t *uris = json_pack("{s:s, s:s}", "mart",
+                                  "postgres://etl:p%40ss@db.example:5432/warehouse?sslmode=disable", "bad",
+                                  "not a uri");
+    json_auto_t *conns = dg_conn_parse_all(uris);
+    json_auto_t *v = dg_tmpl_vars("d", "r", "t", 1, 0, 0, 0, NULL, NULL, conns);
     dg_tmpl_ctx ctx = {v, NULL, NULL};
     char *out = NULL;
     dg_error err = {0};

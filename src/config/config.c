@@ -1,14 +1,18 @@
-/* server/config — dagd.yml, then DAGD_* environment overrides (SPEC §9). The YAML is read
- * with the DAG loader's node tree so errors carry file:line:col. */
+/* config — dagd.yml, then DAGD_* environment overrides (see include/dagd/config.h). The
+ * YAML is read as a marked tree so errors carry file:line:col. */
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "dagd/config.h"
-#include "dagd/dag.h"
+#include "dagd/tmpl.h"
+#include "dagd/yaml.h"
+
+extern char **environ;
 
 static const char *const top_keys[] = {"dags_folder", "state_dir", "listen", "token_file", "parallelism", "pools",
                                        "backend", "docker_host", "smtp", "connections_file", "policy", "log"};
-static const char *const smtp_keys[] = {"url", "from", "connection"};
+static const char *const smtp_keys[] = {"url", "from", "user", "password"};
 static const char *const policy_keys[] = {"allow_privileged", "allowed_volume_prefixes", "allow_docker_socket"};
 
 char *dg_config_default_state_dir(void) {
@@ -84,7 +88,8 @@ static int apply(dg_config *c, const char *key, const char *v, const char *where
     } else if (!strcmp(key, "docker_host")) set_str(&c->docker_host, v);
     else if (!strcmp(key, "smtp_url")) set_str(&c->smtp_url, v);
     else if (!strcmp(key, "smtp_from")) set_str(&c->smtp_from, v);
-    else if (!strcmp(key, "smtp_connection")) set_str(&c->smtp_connection, v);
+    else if (!strcmp(key, "smtp_user")) set_str(&c->smtp_user, v);
+    else if (!strcmp(key, "smtp_password")) set_str(&c->smtp_password, v);
     else if (!strcmp(key, "connections_file")) set_str(&c->connections_file, v);
     else if (!strcmp(key, "policy_allow_privileged")) r = set_bool(v, &c->allow_privileged);
     else if (!strcmp(key, "policy_allow_docker_socket")) r = set_bool(v, &c->allow_docker_socket);
@@ -110,12 +115,12 @@ static int load_file(dg_config *c, const char *file, dg_error *err) {
     int r = dg_read_file(file, &text, &len);
     if (r < 0) return dg_error_set(err, r, "%s: %s", file, strerror(-r));
     dg_diags d = {0};
-    dg__ynode *root = dg__yaml_parse(file, text, len, &d);
+    dg_ynode *root = dg_yaml_parse(file, text, len, &d);
     if (!root || d.n) {
         if (d.n) dg_error_set(err, -EINVAL, "%s:%d:%d: error: %s", d.v[0].file, d.v[0].line, d.v[0].col, d.v[0].msg);
         else if (!root) dg_error_set(err, -EINVAL, "%s: error: the file is empty", file);
         dg_diags_free(&d);
-        dg__ynode_free(root);
+        dg_ynode_free(root);
         return -EINVAL;
     }
     r = 0;
@@ -124,7 +129,7 @@ static int load_file(dg_config *c, const char *file, dg_error *err) {
         goto out;
     }
     for (size_t i = 0; i + 1 < root->n && r >= 0; i += 2) {
-        const dg__ynode *k = root->kids[i], *v = root->kids[i + 1];
+        const dg_ynode *k = root->kids[i], *v = root->kids[i + 1];
         const char *key = k->str;
         bool nested = !strcmp(key, "smtp") || !strcmp(key, "policy");
         bool known = false;
@@ -144,7 +149,7 @@ static int load_file(dg_config *c, const char *file, dg_error *err) {
             const char *const *sub = !strcmp(key, "smtp") ? smtp_keys : policy_keys;
             size_t nsub = !strcmp(key, "smtp") ? ARRAY_SIZE(smtp_keys) : ARRAY_SIZE(policy_keys);
             for (size_t j = 0; j + 1 < v->n && r >= 0; j += 2) {
-                const dg__ynode *sk = v->kids[j], *sv = v->kids[j + 1];
+                const dg_ynode *sk = v->kids[j], *sv = v->kids[j + 1];
                 bool ok = false;
                 for (size_t t = 0; t < nsub; t++) ok |= !strcmp(sk->str, sub[t]);
                 _cleanup_free_ char *w2 = xasprintf("%s:%d:%d", file, sk->line, sk->col);
@@ -169,7 +174,7 @@ static int load_file(dg_config *c, const char *file, dg_error *err) {
         } else if (!strcmp(key, "pools") && v->type == DG_YMAP) {
             for (size_t j = 0; j + 1 < v->n && r >= 0; j += 2) {
                 int slots;
-                const dg__ynode *pk = v->kids[j], *pv = v->kids[j + 1];
+                const dg_ynode *pk = v->kids[j], *pv = v->kids[j + 1];
                 if (!pv->str || set_int(pv->str, &slots) < 0)
                     r = dg_error_set(err, -EINVAL, "%s:%d:%d: error: pool '%s' needs a number of slots", file,
                                      pv->line, pv->col, pk->str);
@@ -185,14 +190,61 @@ static int load_file(dg_config *c, const char *file, dg_error *err) {
     }
 out:
     dg_diags_free(&d);
-    dg__ynode_free(root);
+    dg_ynode_free(root);
     return r;
+}
+
+/* connections_file: a YAML mapping `id: uri`, readable by its owner only. */
+static int load_connections(dg_config *c, const char *path, dg_error *err) {
+    struct stat st;
+    if (stat(path, &st) < 0) return dg_error_set(err, -errno, "connections_file %s: %s", path, strerror(errno));
+    if (st.st_mode & 077)
+        return dg_error_set(err, -EPERM, "connections_file %s is readable by others (mode %03o); chmod 600 it", path,
+                            (unsigned)(st.st_mode & 0777));
+    _cleanup_free_ char *text = NULL;
+    size_t len;
+    int r = dg_read_file(path, &text, &len);
+    if (r < 0) return dg_error_set(err, r, "connections_file %s: %s", path, strerror(-r));
+    _cleanup_(dg_diags_free) dg_diags d = {0};
+    dg_ynode *root = len ? dg_yaml_parse(path, text, len, &d) : NULL;
+    if (!root || d.n || root->type != DG_YMAP) {
+        r = dg_error_set(err, -EINVAL, "connections_file %s: expected a mapping of connection id to URI%s%s", path,
+                         d.n ? ": " : "", d.n ? d.v[0].msg : "");
+        dg_ynode_free(root);
+        return r;
+    }
+    r = 0;
+    for (size_t i = 0; i + 1 < root->n; i += 2) {
+        const dg_ynode *k = root->kids[i], *v = root->kids[i + 1];
+        if (v->type != DG_YSCALAR || !v->str) {
+            r = dg_error_set(err, -EINVAL, "%s:%d:%d: error: connection '%s' must be a URI", path, v->line, v->col,
+                             k->str ? k->str : "?");
+            break;
+        }
+        _cleanup_free_ char *id = dg_conn_id(k->str);
+        json_object_set_new(c->connections, id, json_string(v->str));
+    }
+    dg_ynode_free(root);
+    return r;
+}
+
+/* DAGD_CONN_<ID>=<uri> variables; they win over the file. */
+static void env_connections(dg_config *c) {
+    static const char prefix[] = "DAGD_CONN_";
+    for (char **e = environ; e && *e; e++) {
+        if (!dg_str_has_prefix(*e, prefix)) continue;
+        const char *id = *e + sizeof prefix - 1, *eq = strchr(id, '=');
+        if (!eq || eq == id) continue;
+        _cleanup_free_ char *raw = xstrndup(id, (size_t)(eq - id));
+        _cleanup_free_ char *key = dg_conn_id(raw);
+        json_object_set_new(c->connections, key, json_string(eq + 1));
+    }
 }
 
 static const char *const env_keys[] = {
     "dags_folder",      "state_dir",   "listen",    "token_file",  "parallelism",
     "pools",            "backend",     "docker_host", "smtp_url",  "smtp_from",
-    "smtp_connection",  "connections_file", "policy_allow_privileged", "policy_allow_docker_socket",
+    "smtp_user", "smtp_password", "connections_file", "policy_allow_privileged", "policy_allow_docker_socket",
     "policy_allowed_volume_prefixes", "log"};
 
 int dg_config_load(const char *file, dg_config *ret, dg_error *err) {
@@ -207,6 +259,11 @@ int dg_config_load(const char *file, dg_config *ret, dg_error *err) {
         if (!v || !*v) continue;
         if ((r = apply(&c, env_keys[i], v, name, err)) < 0) goto fail;
     }
+    const char *tok = getenv("DAGD_TOKEN");
+    if (tok && *tok) c.token = xstrdup(tok);
+    c.connections = json_object();
+    if (c.connections_file && (r = load_connections(&c, c.connections_file, err)) < 0) goto fail;
+    env_connections(&c);
     if (!c.dags_folder) c.dags_folder = xstrdup("dags");
     if (!c.state_dir) c.state_dir = dg_config_default_state_dir();
     if (!c.listen) c.listen = xstrdup("127.0.0.1:8080");
@@ -219,8 +276,8 @@ fail:
     return r;
 }
 
-void dg_config_set_pools(dg_config *c, const dg_pool_limit *pools, size_t n) {
-    for (size_t i = 0; i < c->n_pools; i++) free((char *)c->pools[i].name);
+void dg_config_set_pools(dg_config *c, const dg_config_pool *pools, size_t n) {
+    for (size_t i = 0; i < c->n_pools; i++) free(c->pools[i].name);
     free(c->pools);
     c->pools = xcalloc(n + 1, sizeof *c->pools);
     for (size_t i = 0; i < n; i++) {
@@ -244,7 +301,9 @@ void dg_config_copy(dg_config *dst, const dg_config *src) {
     dst->docker_host = xstrdup(src->docker_host);
     dst->smtp_url = xstrdup(src->smtp_url);
     dst->smtp_from = xstrdup(src->smtp_from);
-    dst->smtp_connection = xstrdup(src->smtp_connection);
+    dst->smtp_user = xstrdup(src->smtp_user);
+    dst->smtp_password = xstrdup(src->smtp_password);
+    dst->connections = src->connections ? json_deep_copy(src->connections) : NULL;
     dst->connections_file = xstrdup(src->connections_file);
     dst->allowed_volume_prefixes = dg_strv_copy(src->allowed_volume_prefixes);
     dst->log = xstrdup(src->log);
@@ -257,13 +316,15 @@ void dg_config_free(dg_config *c) {
     free(c->listen);
     free(c->token_file);
     free(c->token);
-    for (size_t i = 0; i < c->n_pools; i++) free((char *)c->pools[i].name);
+    for (size_t i = 0; i < c->n_pools; i++) free(c->pools[i].name);
     free(c->pools);
     free(c->backend);
     free(c->docker_host);
     free(c->smtp_url);
     free(c->smtp_from);
-    free(c->smtp_connection);
+    free(c->smtp_user);
+    free(c->smtp_password);
+    json_decref(c->connections);
     free(c->connections_file);
     dg_strv_free(c->allowed_volume_prefixes);
     free(c->log);

@@ -1,34 +1,32 @@
-/* dag/yaml — turns YAML text into a small tree of marked nodes (scalars, sequences, mappings)
- * with libyaml's event parser, so every later error can point at line:col. Aliases are
- * resolved by copying the anchored node (with a node budget against "billion laughs"),
- * duplicate mapping keys are reported here, and sizes and depth are bounded so no input can
- * crash the loader. The tree owns all its strings; dg__ynode_free releases it. */
+/* yaml — YAML text to a marked node tree with libyaml's event parser (see include/dagd/yaml.h).
+ * Aliases are copied under a node budget against "billion laughs"; sizes and depth are
+ * bounded so that no input can crash a reader. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
 
-#include "dagd/dag.h"
+#include "dagd/yaml.h"
 
 #define MAX_NODES 1000000
 #define MAX_DEPTH 100
 
 typedef struct anchor {
     char *name;
-    dg__ynode *node;
+    dg_ynode *node;
 } anchor;
 
 typedef struct builder {
     const char *file;
     dg_diags *diags;
     const char *text;
-    dg__ynode **stack;
+    dg_ynode **stack;
     size_t depth;
     anchor *anchors;
     size_t n_anchors;
     size_t n_nodes;
-    dg__ynode *root;
+    dg_ynode *root;
     bool failed;
 } builder;
 
@@ -44,35 +42,35 @@ static void fail(builder *b, int line, int col, const char *fmt, ...) {
     b->failed = true;
 }
 
-void dg__ynode_free(dg__ynode *n) {
+void dg_ynode_free(dg_ynode *n) {
     if (!n) return;
-    for (size_t i = 0; i < n->n; i++) dg__ynode_free(n->kids[i]);
+    for (size_t i = 0; i < n->n; i++) dg_ynode_free(n->kids[i]);
     free(n->kids);
     free(n->str);
     free(n->anchor);
     free(n);
 }
 
-static dg__ynode *node_new(builder *b, dg__ytype type, yaml_mark_t m) {
+static dg_ynode *node_new(builder *b, dg_ytype type, yaml_mark_t m) {
     if (++b->n_nodes > MAX_NODES) {
         fail(b, (int)m.line + 1, (int)m.column + 1,
              "document too large (more than %d YAML nodes)", MAX_NODES);
         return NULL;
     }
-    dg__ynode *n = xcalloc(1, sizeof *n);
+    dg_ynode *n = xcalloc(1, sizeof *n);
     n->type = type;
     n->line = (int)m.line + 1;
     n->col = (int)m.column + 1;
     return n;
 }
 
-static void add_kid(dg__ynode *parent, dg__ynode *kid) {
+static void add_kid(dg_ynode *parent, dg_ynode *kid) {
     if ((parent->n & (parent->n - 1)) == 0) /* grow at powers of two */
         parent->kids = xrealloc(parent->kids, (parent->n ? parent->n * 2 : 1) * sizeof(kid));
     parent->kids[parent->n++] = kid;
 }
 
-static void attach(builder *b, dg__ynode *n) {
+static void attach(builder *b, dg_ynode *n) {
     if (b->depth == 0) {
         b->root = n;
         return;
@@ -80,13 +78,13 @@ static void attach(builder *b, dg__ynode *n) {
     add_kid(b->stack[b->depth - 1], n);
 }
 
-static void add_anchor(builder *b, const char *name, dg__ynode *n) {
+static void add_anchor(builder *b, const char *name, dg_ynode *n) {
     b->anchors = xrealloc(b->anchors, (b->n_anchors + 1) * sizeof(anchor));
     b->anchors[b->n_anchors++] = (anchor){xstrdup(name), n};
 }
 
 /* An alias becomes its own copy so the tree stays a tree; marks point at the alias. */
-static dg__ynode *copy_node(builder *b, const dg__ynode *src, int line, int col, size_t level) {
+static dg_ynode *copy_node(builder *b, const dg_ynode *src, int line, int col, size_t level) {
     if (level > MAX_DEPTH) {
         fail(b, line, col, "nesting too deep (more than %d levels)", MAX_DEPTH);
         return NULL;
@@ -96,14 +94,14 @@ static dg__ynode *copy_node(builder *b, const dg__ynode *src, int line, int col,
              MAX_NODES);
         return NULL;
     }
-    dg__ynode *n = xcalloc(1, sizeof *n);
+    dg_ynode *n = xcalloc(1, sizeof *n);
     n->type = src->type;
     n->line = line;
     n->col = col;
     n->quoted = src->quoted;
     n->str = xstrdup(src->str);
     if (src->n) {
-        n->kids = xcalloc(src->n, sizeof(dg__ynode *));
+        n->kids = xcalloc(src->n, sizeof(dg_ynode *));
         for (size_t i = 0; i < src->n; i++) {
             n->kids[i] = copy_node(b, src->kids[i], line, col, level + 1);
             if (!n->kids[i]) break;
@@ -111,25 +109,25 @@ static dg__ynode *copy_node(builder *b, const dg__ynode *src, int line, int col,
         }
     }
     if (b->failed) {
-        dg__ynode_free(n);
+        dg_ynode_free(n);
         return NULL;
     }
     return n;
 }
 
 static int cmp_key(const void *a, const void *b) {
-    const dg__ynode *x = *(dg__ynode *const *)a, *y = *(dg__ynode *const *)b;
+    const dg_ynode *x = *(dg_ynode *const *)a, *y = *(dg_ynode *const *)b;
     int r = strcmp(x->str, y->str);
     if (r) return r;
     return x->line != y->line ? (x->line < y->line ? -1 : 1) : (x->col < y->col ? -1 : x->col > y->col);
 }
 
 /* Called when a mapping closes; tasks_map says it is the value of the top-level `tasks`. */
-static void check_keys(builder *b, dg__ynode *map, bool tasks_map) {
+static void check_keys(builder *b, dg_ynode *map, bool tasks_map) {
     size_t n = map->n / 2, k = 0;
-    _cleanup_free_ dg__ynode **keys = xcalloc(n ? n : 1, sizeof(dg__ynode *));
+    _cleanup_free_ dg_ynode **keys = xcalloc(n ? n : 1, sizeof(dg_ynode *));
     for (size_t i = 0; i + 1 < map->n; i += 2) {
-        dg__ynode *key = map->kids[i];
+        dg_ynode *key = map->kids[i];
         if (key->type != DG_YSCALAR) {
             dg_diags_add(b->diags, b->file, key->line, key->col,
                          "mapping keys must be strings, not %s",
@@ -138,7 +136,7 @@ static void check_keys(builder *b, dg__ynode *map, bool tasks_map) {
         }
         keys[k++] = key;
     }
-    qsort(keys, k, sizeof(dg__ynode *), cmp_key);
+    qsort(keys, k, sizeof(dg_ynode *), cmp_key);
     for (size_t i = 1; i < k; i++) {
         if (strcmp(keys[i]->str, keys[i - 1]->str) != 0) continue;
         size_t first = i - 1;
@@ -180,7 +178,7 @@ static void parser_error(builder *b, yaml_parser_t *p) {
 }
 
 static void on_scalar(builder *b, yaml_event_t *ev) {
-    dg__ynode *n = node_new(b, DG_YSCALAR, ev->start_mark);
+    dg_ynode *n = node_new(b, DG_YSCALAR, ev->start_mark);
     if (!n) return;
     const char *v = (const char *)ev->data.scalar.value;
     size_t len = ev->data.scalar.length;
@@ -194,28 +192,28 @@ static void on_scalar(builder *b, yaml_event_t *ev) {
     attach(b, n);
 }
 
-static void on_start(builder *b, yaml_event_t *ev, dg__ytype type, const yaml_char_t *anc) {
+static void on_start(builder *b, yaml_event_t *ev, dg_ytype type, const yaml_char_t *anc) {
     if (b->depth >= MAX_DEPTH) {
         fail(b, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
              "nesting too deep (more than %d levels)", MAX_DEPTH);
         return;
     }
-    dg__ynode *n = node_new(b, type, ev->start_mark);
+    dg_ynode *n = node_new(b, type, ev->start_mark);
     if (!n) return;
     n->anchor = anc ? xstrdup((const char *)anc) : NULL;
     if ((b->depth & (b->depth - 1)) == 0)
-        b->stack = xrealloc(b->stack, (b->depth ? b->depth * 2 : 1) * sizeof(dg__ynode *));
+        b->stack = xrealloc(b->stack, (b->depth ? b->depth * 2 : 1) * sizeof(dg_ynode *));
     b->stack[b->depth++] = n;
 }
 
 static void on_end(builder *b) {
     if (b->depth == 0) return;
-    dg__ynode *n = b->stack[b->depth - 1];
+    dg_ynode *n = b->stack[b->depth - 1];
     if (n->type == DG_YMAP) {
         bool tasks_map = false;
         if (b->depth == 2) {
-            const dg__ynode *root = b->stack[0];
-            const dg__ynode *key = root->n % 2 == 1 ? root->kids[root->n - 1] : NULL;
+            const dg_ynode *root = b->stack[0];
+            const dg_ynode *key = root->n % 2 == 1 ? root->kids[root->n - 1] : NULL;
             tasks_map = key && key->type == DG_YSCALAR && strcmp(key->str, "tasks") == 0;
         }
         check_keys(b, n, tasks_map);
@@ -234,7 +232,7 @@ static void on_alias(builder *b, yaml_event_t *ev) {
     int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1;
     for (size_t i = b->n_anchors; i > 0; i--) {
         if (strcmp(b->anchors[i - 1].name, name) != 0) continue;
-        dg__ynode *n = copy_node(b, b->anchors[i - 1].node, line, col, b->depth);
+        dg_ynode *n = copy_node(b, b->anchors[i - 1].node, line, col, b->depth);
         if (n) attach(b, n);
         return;
     }
@@ -246,7 +244,7 @@ static void on_alias(builder *b, yaml_event_t *ev) {
     fail(b, line, col, "unknown alias '*%.100s'", name);
 }
 
-dg__ynode *dg__yaml_parse(const char *file, const char *text, size_t len, dg_diags *diags) {
+dg_ynode *dg_yaml_parse(const char *file, const char *text, size_t len, dg_diags *diags) {
     builder b = {.file = file, .diags = diags, .text = text};
     yaml_parser_t p;
     if (!yaml_parser_initialize(&p)) abort();
@@ -290,7 +288,7 @@ dg__ynode *dg__yaml_parse(const char *file, const char *text, size_t len, dg_dia
         yaml_event_delete(&ev);
     }
     yaml_parser_delete(&p);
-    for (size_t i = 0; i < b.depth; i++) dg__ynode_free(b.stack[i]);
+    for (size_t i = 0; i < b.depth; i++) dg_ynode_free(b.stack[i]);
     free(b.stack);
     for (size_t i = 0; i < b.n_anchors; i++) free(b.anchors[i].name);
     free(b.anchors);
@@ -299,7 +297,7 @@ dg__ynode *dg__yaml_parse(const char *file, const char *text, size_t len, dg_dia
                                    strcmp(b.root->str, "null") == 0))))
         fail(&b, 1, 1, "file is empty (expected a mapping with 'dag' and 'tasks')");
     if (b.failed) {
-        dg__ynode_free(b.root);
+        dg_ynode_free(b.root);
         return NULL;
     }
     return b.root;

@@ -1,0 +1,124 @@
+/* runtime/dags — the one DAG-folder scan, the one complete validation and the one DAG id /
+ * file resolver (see include/dagd/runtime.h). */
+#include <dirent.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "dagd/docker.h"
+#include "dagd/runtime.h"
+#include "dagd/tmpl.h"
+
+static bool is_yaml_name(const char *n) {
+    size_t l = strlen(n);
+    return n[0] != '.' && ((l > 4 && strcmp(n + l - 4, ".yml") == 0) || (l > 5 && strcmp(n + l - 5, ".yaml") == 0));
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void closedirp(DIR **d) {
+    if (*d) closedir(*d);
+}
+
+int dg_dags_scan(const char *dir, char ***ret, size_t *ret_n) {
+    _cleanup_(closedirp) DIR *dp = opendir(dir);
+    if (!dp) return -errno;
+    char **v = NULL;
+    size_t n = 0, dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/') dl--;
+    struct dirent *e;
+    while ((e = readdir(dp))) {
+        if (!is_yaml_name(e->d_name)) continue;
+        v = xrealloc(v, (n + 2) * sizeof(char *));
+        v[n++] = xasprintf("%.*s/%s", (int)dl, dir, e->d_name);
+        v[n] = NULL;
+    }
+    if (n) qsort(v, n, sizeof(char *), cmp_str);
+    *ret = v;
+    *ret_n = n;
+    return 0;
+}
+
+/* The container policy, on what a file says before any template is rendered: a task the
+ * server would refuse at run time is refused here already. */
+static void check_policy(void *ud, const dg_dag *dag, const dg_task *t, dg_diags *d) {
+    const dg_exec_policy *p = ud;
+    dg_error err = {0};
+    if (dg_exec_check_task(p, t, &err) < 0) {
+        dg_diags_add(d, dag->file, t->line, t->col, "task '%s': %s", t->id, err.msg);
+        dg_error_clear(&err);
+    }
+    for (size_t i = 0; t->volumes && t->volumes[i]; i++) {
+        if (strstr(t->volumes[i], "{{")) continue; /* judged once rendered */
+        _cleanup_free_ char *src = dg_exec_bind_source(dag->file, t->volumes[i]);
+        if (src && dg_exec_check_bind(p, src, &err) < 0) {
+            dg_diags_add(d, dag->file, t->line, t->col, "task '%s': %s", t->id, err.msg);
+            dg_error_clear(&err);
+        }
+    }
+}
+
+int dg_dags_load(const dg_config *cfg, const char *path, dg_dag **ret, dg_diags *diags) {
+    /* pools and connections are checked when the configuration names some */
+    const char **pools = xcalloc(cfg->n_pools + 2, sizeof *pools);
+    for (size_t i = 0; i < cfg->n_pools; i++) pools[i] = cfg->pools[i].name;
+    pools[cfg->n_pools] = "default_pool";
+    size_t nc = json_object_size(cfg->connections), k = 0;
+    const char **conns = xcalloc(nc + 1, sizeof *conns);
+    const char *id;
+    json_t *v;
+    json_object_foreach(cfg->connections, id, v) conns[k++] = id;
+    char **prot = dg_docker_socket_paths(cfg->docker_host);
+    dg_exec_policy pol = {
+        .allow_privileged = cfg->allow_privileged,
+        .allow_docker_socket = cfg->allow_docker_socket,
+        .allowed_volume_prefixes = cfg->allowed_volume_prefixes,
+        .protected_paths = (const char *const *)prot,
+    };
+    dg_dag_opts opts = {
+        .known_pools = cfg->n_pools ? pools : NULL,
+        .known_connections = conns,
+        .check_connections = nc > 0,
+        .check_task = check_policy,
+        .check_ud = &pol,
+    };
+    int r = dg_dag_load(path, &opts, ret, diags);
+    dg_strv_free(prot);
+    free(conns);
+    free(pools);
+    return r;
+}
+
+int dg_dags_resolve(const dg_config *cfg, const char *what, const char *dags_folder, dg_dag **ret,
+                    dg_diags *diags, dg_error *err) {
+    struct stat st;
+    bool is_file = strchr(what, '/') || is_yaml_name(what) || (stat(what, &st) == 0 && S_ISREG(st.st_mode));
+    if (is_file) {
+        if (stat(what, &st) < 0) return dg_error_set(err, -errno, "%s: %s", what, strerror(errno));
+        return dg_dags_load(cfg, what, ret, diags);
+    }
+    const char *dir = dags_folder ? dags_folder : cfg->dags_folder;
+    char **files = NULL;
+    size_t n = 0;
+    int r = dg_dags_scan(dir, &files, &n);
+    if (r < 0)
+        return dg_error_set(err, r, "no file %s, and the DAGs folder %s cannot be read: %s", what, dir, strerror(-r));
+    size_t broken = 0;
+    r = -ENOENT;
+    for (size_t i = 0; i < n && r == -ENOENT; i++) {
+        dg_diags d = {0};
+        dg_dag *dag = NULL;
+        if (dg_dags_load(cfg, files[i], &dag, &d) < 0) broken++;
+        else if (strcmp(dag->dag_id, what) == 0) {
+            *ret = dag;
+            r = 0;
+        } else
+            dg_dag_free(dag);
+        dg_diags_free(&d);
+    }
+    dg_strv_free(files);
+    if (r == -ENOENT)
+        dg_error_set(err, -ENOENT, "no DAG '%s' in %s (and no such file)%s", what, dir,
+                     broken ? "; some files there have errors: dagd validate shows them" : "");
+    return r;
+}
