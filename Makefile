@@ -11,8 +11,9 @@ SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 
 SRCS     := $(shell find src -name '*.c' ! -name main.c | sort)
 OBJS     := $(SRCS:%.c=$(BUILD)/%.o)
-UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
-UNIT_BINS:= $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+# Unit tests, by module (tests/unit/<module>/ for src/<module>/). One Criterion binary per file.
+UNIT_SRCS  := $(sort $(wildcard tests/unit/*/test_*.c))
+UNIT_BINS  := $(UNIT_SRCS:%.c=$(BUILD)/%)
 
 DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev libyaml-dev \
             libsqlite3-dev libarchive-dev libcriterion-dev busybox-static python3 python3-pytest socat openssl \
@@ -46,7 +47,7 @@ $(BUILD)/%.o: %.c
 $(BUILD)/dagd: $(BUILD)/src/main.o $(BUILD)/libdagd.a
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdagd.a
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libdagd.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libdagd.a $(PKG_LIBS) -lcriterion $(LDFLAGS)
 
