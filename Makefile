@@ -1,4 +1,4 @@
-# dagd — plain Makefile (see docs/operations.md). Targets: deps all test check bench run install clean
+# dagd — plain Makefile (see docs/operations.md). Targets: deps all test unit engine integration check valgrind bench run install clean
 CC      ?= cc
 PKGS    := libuv libcurl jansson yaml-0.1 sqlite3 libarchive libmicrohttpd libsystemd
 CFLAGS  ?= -O2 -g
@@ -11,15 +11,19 @@ SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 
 SRCS     := $(shell find src -name '*.c' ! -name main.c | sort)
 OBJS     := $(SRCS:%.c=$(BUILD)/%.o)
-UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
-UNIT_BINS:= $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+# Unit tests, by module (tests/unit/<module>/ for src/<module>/), need no Docker engine;
+# the engine tests (tests/engine/) talk to the real one. One Criterion binary per file.
+UNIT_SRCS  := $(sort $(wildcard tests/unit/*/test_*.c))
+UNIT_BINS  := $(UNIT_SRCS:%.c=$(BUILD)/%)
+ENGINE_SRCS:= $(sort $(wildcard tests/engine/*/test_*.c))
+ENGINE_BINS:= $(ENGINE_SRCS:%.c=$(BUILD)/%)
 
 DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev libyaml-dev \
             libsqlite3-dev libarchive-dev libcriterion-dev busybox-static python3 python3-pytest socat openssl \
             libmicrohttpd-dev libsystemd-dev systemd python3-venv \
             valgrind docker.io
 
-.PHONY: all deps test unit integration check bench run install clean images valgrind pydeps
+.PHONY: all deps test unit engine integration check bench run install clean images valgrind pydeps
 
 all: $(BUILD)/dagd
 
@@ -46,12 +50,15 @@ $(BUILD)/%.o: %.c
 $(BUILD)/dagd: $(BUILD)/src/main.o $(BUILD)/libdagd.a
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdagd.a
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libdagd.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libdagd.a $(PKG_LIBS) -lcriterion $(LDFLAGS)
+	$(CC) $(CFLAGS) -Itests $(PKG_CFLAGS) -o $@ $< $(BUILD)/libdagd.a $(PKG_LIBS) -lcriterion $(LDFLAGS)
 
 unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do $$t --jobs 2 || rc=1; done; exit $$rc
+
+engine: $(ENGINE_BINS)
+	@rc=0; for t in $(ENGINE_BINS); do $$t --jobs 2 || rc=1; done; exit $$rc
 
 # Python tools the tests use that Debian does not package (schemathesis), from PyPI.
 VENV := build/venv
@@ -65,16 +72,17 @@ integration: $(BUILD)/dagd pydeps
 	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) -m pytest -q tests/integration
 
 test: deps
-	$(MAKE) all $(UNIT_BINS)
+	$(MAKE) all $(UNIT_BINS) $(ENGINE_BINS)
 	$(MAKE) unit
+	$(MAKE) engine
 	$(MAKE) integration
 
 # ASan + UBSan build of everything, then the same tests against it.
 check: deps
-	$(MAKE) BUILD=build-san CFLAGS="-O1 -g $(SANFLAGS)" LDFLAGS="$(SANFLAGS)" unit integration
+	$(MAKE) BUILD=build-san CFLAGS="-O1 -g $(SANFLAGS)" LDFLAGS="$(SANFLAGS)" unit engine integration
 
-valgrind: all $(UNIT_BINS)
-	@rc=0; for t in $(UNIT_BINS); do valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite --trace-children=yes --trace-children-skip="*/sh,*/docker,*/xargs,*/cp,*/rm" $$t --jobs 1 || rc=1; done; \
+valgrind: all $(UNIT_BINS) $(ENGINE_BINS)
+	@rc=0; for t in $(UNIT_BINS) $(ENGINE_BINS); do valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite --trace-children=yes --trace-children-skip="*/sh,*/docker,*/xargs,*/cp,*/rm" $$t --jobs 1 || rc=1; done; \
 	DAGD_VALGRIND=1 DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) -m pytest -q tests/integration -k "$(VALGRIND_K)" || rc=1; exit $$rc
 
 bench: deps all
