@@ -35,10 +35,13 @@ int dg_schedule_init(dg_schedule *s, const char *expr, const char *tz, dg_error 
 void dg_schedule_done(dg_schedule *s);
 
 /* The first cron fire time strictly after `after_ms` (UTC ms), evaluating the cron fields
- * in the schedule's local time. DST: a local time that does not exist (spring forward)
- * fires at the first instant after the gap; a local time that happens twice (fall back)
- * fires once, at its first occurrence. For DG_SCHED_EVERY: start + k*every. Returns -1
- * when there is none (e.g. @once after its single run, or an impossible date like Feb 30). */
+ * in the schedule's local time. DST (docs/daemon.md, "Schedules across daylight-saving
+ * changes"): when the hour field covers every hour the schedule follows real time, firing
+ * at every instant whose local time it names (none in the spring-forward gap, both passes
+ * of the repeated hour). Otherwise each named wall time fires once, made real as
+ * dg_tz_local_to_utc does: a gap time moves forward by the gap, a repeated time fires at
+ * its second occurrence. For DG_SCHED_EVERY: start + k*every, real time. Returns -1 when
+ * there is none (e.g. @once after its single run, or an impossible date like Feb 30). */
 int64_t dg_schedule_next_fire(const dg_schedule *s, int64_t start_ms, int64_t after_ms);
 
 /* Data intervals: the run for [start, end) is created at `end`; its logical date is
@@ -59,8 +62,10 @@ int dg_schedule_interval_after(const dg_schedule *s, int64_t start_date_ms, int6
                                int64_t t_ms, dg_interval *ret);
 
 /* Timezone conversions through the same cached tz database zones (NULL = UTC). Local times
- * are milliseconds counted as if the wall clock were UTC. A local time that happens twice
- * maps to its first occurrence; one that does not exist maps to the end of the gap.
+ * are milliseconds counted as if the wall clock were UTC. As in Airflow 2 (pendulum), a
+ * local time that happens twice maps to its second occurrence (after the clocks went back),
+ * and one that does not exist is read with the offset before the gap, which moves it
+ * forward by the gap's length (Berlin 02:30 on the spring-forward day is 03:30 CEST).
  * -EINVAL for an unknown zone. */
 int dg_tz_utc_to_local(const char *tz, int64_t utc_ms, int64_t *ret_local_ms);
 int dg_tz_local_to_utc(const char *tz, int64_t local_ms, int64_t *ret_utc_ms);

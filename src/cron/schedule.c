@@ -6,13 +6,18 @@
  * by name in a small list guarded by a mutex and kept until the process exits; a dg_schedule
  * only holds the name.
  *
- * DST rules, in one place: a cron local time that does not exist (spring forward) fires at
- * the first instant after the gap; a local time that happens twice (fall back) fires once, at
- * its first occurrence. So `0 * * * *` fires at the start of every local hour that exists,
- * once: across spring forward the missing hour is not made up (01:00, then 03:00 local), and
- * across fall back the repeated hour fires only in its first pass (02:00 summer time, then
- * 03:00 winter time — two real hours apart). Several cron times inside one gap collapse onto
- * the single instant the gap ends. */
+ * DST rules, in one place (docs/daemon.md, "Schedules across daylight-saving changes"):
+ * - An expression whose hour field covers every hour (`30 * * * *`, `@hourly`, `0 * * * 1-5`)
+ *   follows real time: it fires at every instant whose local time it names. Across spring
+ *   forward the missing local times never happen; across fall back the repeated hour fires
+ *   in both passes.
+ * - Any other expression is read on the local wall clock, and each local time it names
+ *   becomes one instant: a time in the spring-forward gap moves forward by the length of the
+ *   gap (02:30 becomes 03:30), and a time that happens twice fires once, at its second
+ *   occurrence (after the clocks went back). A gap time that lands on a time the expression
+ *   also names fires once. This is how Airflow 2 makes wall times real (pendulum's rule),
+ *   without its shortcut of adding a naive time difference to the current instant, which
+ *   misfires when that difference spans a DST change. */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -145,31 +150,53 @@ static int32_t offset_at(const zone *z, int64_t t) {
     return z->types[z->idx[lo]].off;
 }
 
-/* The UTC instant of local wall time `l` (seconds, as if UTC): the first occurrence when
- * the time happens twice, the end of the gap when it does not happen at all. Assumes no
- * two transitions within about a day of each other, which holds for every real zone. */
+/* The first instant after `t` at which the offset may change (INT64_MAX: never), so that
+ * offset_at is constant on [t, the result). Year boundaries of the footer rule count too:
+ * rule_offset picks its year there. */
+static int64_t next_change(const zone *z, int64_t t) {
+    if (z->n_trans && t < z->trans[z->n_trans - 1]) {
+        size_t lo = 0, hi = z->n_trans - 1; /* the first transition > t is in [lo, hi] */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (z->trans[mid] > t)
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        return z->trans[lo];
+    }
+    if (!z->has_rule || !z->rule_dst) return INT64_MAX;
+    int64_t y;
+    int m, d;
+    civil_from_days(floor_div(t + z->std_off, DAY_S), &y, &m, &d);
+    int64_t best = INT64_MAX;
+    for (int64_t yy = y - 1; yy <= y + 1; yy++) {
+        int64_t c[3] = {rule_local_secs(&z->start, yy) - z->std_off,
+                        rule_local_secs(&z->end, yy) - z->dst_off,
+                        days_from_civil(yy + 1, 1, 1) * DAY_S - z->std_off};
+        for (int i = 0; i < 3; i++)
+            if (c[i] > t && c[i] < best) best = c[i];
+    }
+    return best;
+}
+
+/* The UTC instant of local wall time `l` (seconds, as if UTC), as pendulum makes a wall time
+ * real: a time that happens twice is its second occurrence, and a time in a gap is read
+ * with the offset in force before the gap, which moves it forward by the gap's length. In
+ * both cases that is the later of the two readings. Assumes no two transitions within
+ * about a day of each other, which holds for every real zone. */
 static int64_t local_to_utc(const zone *z, int64_t l) {
     int32_t cand[3] = {offset_at(z, l - 93600), offset_at(z, l), offset_at(z, l + 93600)};
-    int64_t best = INT64_MAX;
-    int32_t lo_off = cand[0], hi_off = cand[0];
+    int64_t best = INT64_MIN;
+    int32_t hi_off = cand[0];
     for (int i = 0; i < 3; i++) {
         int64_t t = l - cand[i];
-        if (offset_at(z, t) == cand[i] && t < best) best = t;
-        if (cand[i] < lo_off) lo_off = cand[i];
+        if (offset_at(z, t) == cand[i] && t > best) best = t;
         if (cand[i] > hi_off) hi_off = cand[i];
     }
-    if (best != INT64_MAX) return best;
-    /* In a gap: the offset changes somewhere in (l - hi_off, l - lo_off]; find where. */
-    int64_t lo = l - hi_off, hi = l - lo_off;
-    int32_t first = offset_at(z, lo);
-    while (hi - lo > 1) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (offset_at(z, mid) == first)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return hi;
+    if (best != INT64_MIN) return best;
+    /* In a gap, which began after l - hi_off: read l with the offset before it. */
+    return l - offset_at(z, l - hi_off);
 }
 
 /* ---- the POSIX TZ footer ---- */
@@ -452,14 +479,10 @@ static bool day_matches(const dg_cron *c, int64_t day, int m, int d) {
     return !c->mday_star && !c->wday_star ? md || wd : md && wd;
 }
 
-/* Local wall times of the cron map to UTC monotonically (gap times onto the gap's end,
- * repeated times onto their first pass), so walking local times in order and taking the
- * first whose instant is after `after` gives the next fire. Local times up to the local
- * time of `after` itself cannot qualify and are skipped. */
-static int64_t cron_next(const dg_cron *c, const zone *z, int64_t after_ms) {
-    int64_t after_s = floor_div(after_ms, 1000);
-    int64_t la = after_s + offset_at(z, after_s);
-    int64_t day0 = floor_div(la, DAY_S);
+/* The first local time >= `from` (seconds, as if UTC) on a whole minute that the cron
+ * names, looking no further than SEARCH_DAYS. */
+static bool local_next(const dg_cron *c, int64_t from, int64_t *ret) {
+    int64_t day0 = floor_div(from, DAY_S);
     for (int64_t day = day0; day <= day0 + SEARCH_DAYS; day++) {
         int64_t y;
         int m, d;
@@ -469,18 +492,66 @@ static int64_t cron_next(const dg_cron *c, const zone *z, int64_t after_ms) {
             continue;
         }
         if (!day_matches(c, day, m, d)) continue;
-        for (int h = 0; h < 24; h++) {
+        int64_t first = day == day0 ? from - day * DAY_S : 0; /* seconds into the day */
+        for (int h = (int)(first / 3600); h < 24; h++) {
             if (!(c->hours & (1u << h))) continue;
             for (int mi = 0; mi < 60; mi++) {
                 if (!(c->minutes & ((uint64_t)1 << mi))) continue;
                 int64_t l = day * DAY_S + h * 3600 + mi * 60;
-                if (l <= la) continue;
-                int64_t t = local_to_utc(z, l);
-                if (t * 1000 > after_ms) return t * 1000;
+                if (l < from) continue;
+                *ret = l;
+                return true;
             }
         }
     }
-    return -1;
+    return false;
+}
+
+static bool every_hour(const dg_cron *c) { return c->hours == 0xffffff; }
+
+/* Both walks below return INT64_MAX when the cron never fires (Feb 30). */
+
+/* Real time: walk the stretches of constant offset; in each, the first instant whose local
+ * time the cron names is the first named local time from the stretch's start, if it comes
+ * before the stretch ends. */
+static int64_t real_next(const dg_cron *c, const zone *z, int64_t after_s) {
+    for (int64_t t = after_s + 1; t <= after_s + (int64_t)SEARCH_DAYS * DAY_S;) {
+        int32_t off = offset_at(z, t);
+        int64_t end = next_change(z, t), l;
+        if (!local_next(c, t + off, &l)) break;
+        if (l - off < end) return l - off;
+        t = end;
+    }
+    return INT64_MAX;
+}
+
+/* Wall clock: each named local time l fires at local_to_utc(l). That map is monotonic
+ * except that gap times jump forward by the gap, so the fire is the earliest instant over
+ * the named times, and the walk may stop once l passes the local time of the best instant
+ * found (a later l never fires before it). The walk starts where a named time could still
+ * fire after `after`: the smallest offset around it covers a repeated hour's second pass
+ * and a gap time pushed past `after`. */
+static int64_t wall_next(const dg_cron *c, const zone *z, int64_t after_s) {
+    int32_t lo_off = offset_at(z, after_s);
+    int32_t around[2] = {offset_at(z, after_s - 93600), offset_at(z, after_s + 93600)};
+    for (int i = 0; i < 2; i++)
+        if (around[i] < lo_off) lo_off = around[i];
+    int64_t best = INT64_MAX, best_local = INT64_MAX, l;
+    for (int64_t from = after_s + lo_off + 1; local_next(c, from, &l); from = l + 1) {
+        if (l > best_local) break;
+        int64_t t = local_to_utc(z, l);
+        if (t > after_s && t < best) {
+            best = t;
+            best_local = t + offset_at(z, t);
+        }
+    }
+    return best;
+}
+
+static int64_t cron_next(const dg_cron *c, const zone *z, int64_t after_ms) {
+    int64_t after_s = floor_div(after_ms, 1000); /* fires are whole seconds */
+    int64_t t = every_hour(c) ? real_next(c, z, after_s) : wall_next(c, z, after_s);
+    return t == INT64_MAX ? -1 : t * 1000;
 }
 
 int64_t dg_schedule_next_fire(const dg_schedule *s, int64_t start_ms, int64_t after_ms) {

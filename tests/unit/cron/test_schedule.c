@@ -97,60 +97,142 @@ Test(schedule, day_of_month_or_day_of_week) {
           "2025-01-13T00:00:00Z", "2025-01-16T00:00:00Z", "2025-01-20T00:00:00Z");
 }
 
+/* The DST rule (docs/daemon.md, "Schedules across daylight-saving changes"), checked by hand
+ * against the zone rules: Europe/Berlin changes 2025-03-30 at 01:00Z (02:00 CET -> 03:00
+ * CEST) and 2025-10-26 at 01:00Z (03:00 CEST -> 02:00 CET); America/New_York changes
+ * 2025-03-09 at 07:00Z (02:00 EST -> 03:00 EDT) and 2025-11-02 at 06:00Z (02:00 EDT ->
+ * 01:00 EST). */
+
+/* A fixed hour is read on the wall clock: a time in the gap moves forward by the gap, a
+ * time that happens twice fires once, at its second occurrence. */
 Test(schedule, berlin_daily_across_dst) {
-    /* 2025-03-30: 02:00 CET -> 03:00 CEST, 02:30 does not exist: fires at 03:00 CEST */
+    /* 02:30 CET, then 02:30 (no such time) -> 03:30 CEST, then 02:30 CEST */
     FIRES("30 2 * * *", "Europe/Berlin", "2025-03-28T12:00:00Z", "2025-03-29T01:30:00Z",
-          "2025-03-30T01:00:00Z", "2025-03-31T00:30:00Z");
-    /* 2025-10-26: 03:00 CEST -> 02:00 CET, 02:30 happens twice: once, the first time */
+          "2025-03-30T01:30:00Z", "2025-03-31T00:30:00Z");
+    /* asked from just after the gap: the moved 02:30 (03:30 CEST) is still ahead */
+    FIRES("30 2 * * *", "Europe/Berlin", "2025-03-30T01:10:00Z", "2025-03-30T01:30:00Z",
+          "2025-03-31T00:30:00Z");
+    /* 02:30 CEST, then 02:30 twice: once, at 02:30 CET, then 02:30 CET */
     FIRES("30 2 * * *", "Europe/Berlin", "2025-10-24T12:00:00Z", "2025-10-25T00:30:00Z",
-          "2025-10-26T00:30:00Z", "2025-10-27T01:30:00Z");
-    /* asked from inside the second 02:30 hour: the first pass is behind us, no second fire */
-    FIRES("30 2 * * *", "Europe/Berlin", "2025-10-26T01:15:00Z", "2025-10-27T01:30:00Z");
+          "2025-10-26T01:30:00Z", "2025-10-27T01:30:00Z");
+    /* asked from the first pass (02:15 CEST): the fire is the second pass, an hour on */
+    FIRES("30 2 * * *", "Europe/Berlin", "2025-10-26T00:15:00Z", "2025-10-26T01:30:00Z",
+          "2025-10-27T01:30:00Z");
+    /* asked from the second pass after 02:30 CET: done for the day */
+    FIRES("30 2 * * *", "Europe/Berlin", "2025-10-26T01:45:00Z", "2025-10-27T01:30:00Z");
     FIRES("0 3 * * *", "Europe/Berlin", "2025-03-29T12:00:00Z", "2025-03-30T01:00:00Z",
           "2025-03-31T01:00:00Z");
+    /* every gap time moves by the gap and each still fires: 02:05..02:10 -> 03:05..03:10
+     * CEST, six runs; the day after, 02:05 CEST */
+    FIRES("5-10 2 * * *", "Europe/Berlin", "2025-03-29T12:00:00Z", "2025-03-30T01:05:00Z",
+          "2025-03-30T01:06:00Z", "2025-03-30T01:07:00Z", "2025-03-30T01:08:00Z",
+          "2025-03-30T01:09:00Z", "2025-03-30T01:10:00Z", "2025-03-31T00:05:00Z");
+    FIRES("5-10 2 * * *", "Europe/Berlin", "2025-03-30T01:07:00Z", "2025-03-30T01:08:00Z",
+          "2025-03-30T01:09:00Z", "2025-03-30T01:10:00Z", "2025-03-31T00:05:00Z");
+    /* a moved gap time that lands on a named time fires once: 02:30 -> 03:30 CEST */
+    FIRES("30 2,3 * * *", "Europe/Berlin", "2025-03-29T12:00:00Z", "2025-03-30T01:30:00Z",
+          "2025-03-31T00:30:00Z", "2025-03-31T01:30:00Z");
+    /* both passes of 02:xx name the same wall times: each fires once, in the second pass;
+     * 01:45 CEST, then nothing in the first pass, then 02:00 and 02:45 CET, then 03:00 CET */
+    FIRES("0,45 1-3 * * *", "Europe/Berlin", "2025-10-25T23:30:00Z", "2025-10-25T23:45:00Z",
+          "2025-10-26T01:00:00Z", "2025-10-26T01:45:00Z", "2025-10-26T02:00:00Z");
 }
 
-/* `0 * * * *` across DST: every local hour that exists fires once. Spring forward: 01:00
- * CET then 03:00 CEST (one real hour apart, the missing 02:00 is not made up). Fall back:
- * 02:00 CEST fires, the repeated 02:00 CET does not, then 03:00 CET (two real hours). */
-Test(schedule, berlin_hourly_across_dst) {
+/* An hour field that covers every hour follows real time: it fires at every instant whose
+ * local time it names, so nothing in the gap and both passes of the repeated hour. */
+Test(schedule, berlin_every_hour_across_dst) {
+    /* spring: 00:30 CET, 01:30 CET, 03:30 CEST, 04:30 CEST — one real hour apart */
+    FIRES("30 * * * *", "Europe/Berlin", "2025-03-29T22:45:00Z", "2025-03-29T23:30:00Z",
+          "2025-03-30T00:30:00Z", "2025-03-30T01:30:00Z", "2025-03-30T02:30:00Z");
+    /* autumn: 01:30 CEST, 02:30 CEST, 02:30 CET, 03:30 CET — one real hour apart */
+    FIRES("30 * * * *", "Europe/Berlin", "2025-10-25T22:45:00Z", "2025-10-25T23:30:00Z",
+          "2025-10-26T00:30:00Z", "2025-10-26T01:30:00Z", "2025-10-26T02:30:00Z");
+    /* spring: 00:00 CET, 01:00 CET, 03:00 CEST, 04:00 CEST */
     FIRES("0 * * * *", "Europe/Berlin", "2025-03-29T22:30:00Z", "2025-03-29T23:00:00Z",
           "2025-03-30T00:00:00Z", "2025-03-30T01:00:00Z", "2025-03-30T02:00:00Z");
+    /* autumn: 00:00 CEST, 01:00 CEST, 02:00 CEST, 02:00 CET, 03:00 CET */
     FIRES("0 * * * *", "Europe/Berlin", "2025-10-25T21:30:00Z", "2025-10-25T22:00:00Z",
-          "2025-10-25T23:00:00Z", "2025-10-26T00:00:00Z", "2025-10-26T02:00:00Z",
-          "2025-10-26T03:00:00Z");
-    /* every 30 minutes, spring: 01:30 CET, then the gap's 02:00 and 02:30 collapse to 03:00 */
+          "2025-10-25T23:00:00Z", "2025-10-26T00:00:00Z", "2025-10-26T01:00:00Z",
+          "2025-10-26T02:00:00Z");
+    /* every 30 minutes of real time: 01:30 CET, 03:00 CEST, 03:30 CEST */
     FIRES("*/30 * * * *", "Europe/Berlin", "2025-03-30T00:00:00Z", "2025-03-30T00:30:00Z",
           "2025-03-30T01:00:00Z", "2025-03-30T01:30:00Z");
+    /* every minute of January's weekdays; asked in October (CEST), the first is Thursday
+     * 2026-01-01 00:00 CET */
+    FIRES("* * * jan 1-5", "Europe/Berlin", "2025-10-15T10:00:00Z", "2025-12-31T23:00:00Z",
+          "2025-12-31T23:01:00Z");
+    /* the weekend: Friday 01-02 23:59 CET, then Monday 01-05 00:00 CET */
+    FIRES("* * * jan 1-5", "Europe/Berlin", "2026-01-02T22:58:00Z", "2026-01-02T22:59:00Z",
+          "2026-01-04T23:00:00Z");
+    /* the last one is Friday 2026-01-30 23:59 CET, then Friday 2027-01-01 00:00 CET */
+    FIRES("* * * jan 1-5", "Europe/Berlin", "2026-01-30T22:58:00Z", "2026-01-30T22:59:00Z",
+          "2026-12-31T23:00:00Z");
 }
 
 Test(schedule, berlin_beyond_transition_table) {
-    /* 2040 is past most tables: the POSIX rule in the file's footer decides */
+    /* 2040 is past most tables: the POSIX rule in the file's footer decides; it changes
+     * 2040-03-25 and 2040-10-28, both at 01:00Z */
     FIRES("30 2 * * *", "Europe/Berlin", "2040-03-23T12:00:00Z", "2040-03-24T01:30:00Z",
-          "2040-03-25T01:00:00Z", "2040-03-26T00:30:00Z");
-    FIRES("30 2 * * *", "Europe/Berlin", "2040-10-27T12:00:00Z", "2040-10-28T00:30:00Z",
+          "2040-03-25T01:30:00Z", "2040-03-26T00:30:00Z");
+    FIRES("30 2 * * *", "Europe/Berlin", "2040-10-27T12:00:00Z", "2040-10-28T01:30:00Z",
           "2040-10-29T01:30:00Z");
+    FIRES("30 * * * *", "Europe/Berlin", "2040-03-24T23:45:00Z", "2040-03-25T00:30:00Z",
+          "2040-03-25T01:30:00Z", "2040-03-25T02:30:00Z");
+    FIRES("30 * * * *", "Europe/Berlin", "2040-10-27T23:45:00Z", "2040-10-28T00:30:00Z",
+          "2040-10-28T01:30:00Z", "2040-10-28T02:30:00Z");
+    /* Tuesday 2041-01-01 00:00 CET */
+    FIRES("* * * jan 1-5", "Europe/Berlin", "2040-10-15T10:00:00Z", "2040-12-31T23:00:00Z");
 }
 
 Test(schedule, new_york_across_dst) {
-    /* 2025-03-09 02:00 EST -> 03:00 EDT; 2025-11-02 02:00 EDT -> 01:00 EST */
+    /* 02:30 EST, then 02:30 (no such time) -> 03:30 EDT, then 02:30 EDT */
     FIRES("30 2 * * *", "America/New_York", "2025-03-07T12:00:00Z", "2025-03-08T07:30:00Z",
-          "2025-03-09T07:00:00Z", "2025-03-10T06:30:00Z");
+          "2025-03-09T07:30:00Z", "2025-03-10T06:30:00Z");
+    /* 01:30 EDT, then 01:30 twice: once, at 01:30 EST, then 01:30 EST */
     FIRES("30 1 * * *", "America/New_York", "2025-10-31T12:00:00Z", "2025-11-01T05:30:00Z",
-          "2025-11-02T05:30:00Z", "2025-11-03T06:30:00Z");
+          "2025-11-02T06:30:00Z", "2025-11-03T06:30:00Z");
+    /* 02:30 happens once on the autumn day (01:00-01:59 repeats): 02:30 EST */
+    FIRES("30 2 * * *", "America/New_York", "2025-11-01T12:00:00Z", "2025-11-02T07:30:00Z");
+    /* 02:05..02:10 -> 03:05..03:10 EDT */
+    FIRES("5-10 2 * * *", "America/New_York", "2025-03-08T12:00:00Z", "2025-03-09T07:05:00Z",
+          "2025-03-09T07:06:00Z", "2025-03-09T07:07:00Z", "2025-03-09T07:08:00Z",
+          "2025-03-09T07:09:00Z", "2025-03-09T07:10:00Z", "2025-03-10T06:05:00Z");
+    /* every hour, real time: 01:00 EST, 03:00 EDT, 04:00 EDT */
     FIRES("0 * * * *", "America/New_York", "2025-03-09T05:30:00Z", "2025-03-09T06:00:00Z",
           "2025-03-09T07:00:00Z", "2025-03-09T08:00:00Z");
+    /* 00:00 EDT, 01:00 EDT, 01:00 EST, 02:00 EST, 03:00 EST */
     FIRES("0 * * * *", "America/New_York", "2025-11-02T03:30:00Z", "2025-11-02T04:00:00Z",
-          "2025-11-02T05:00:00Z", "2025-11-02T07:00:00Z", "2025-11-02T08:00:00Z");
+          "2025-11-02T05:00:00Z", "2025-11-02T06:00:00Z", "2025-11-02T07:00:00Z",
+          "2025-11-02T08:00:00Z");
+    /* 01:30 EST, 03:30 EDT, 04:30 EDT */
+    FIRES("30 * * * *", "America/New_York", "2025-03-09T05:45:00Z", "2025-03-09T06:30:00Z",
+          "2025-03-09T07:30:00Z", "2025-03-09T08:30:00Z");
+    /* 01:30 EDT, 01:30 EST, 02:30 EST */
+    FIRES("30 * * * *", "America/New_York", "2025-11-02T04:45:00Z", "2025-11-02T05:30:00Z",
+          "2025-11-02T06:30:00Z", "2025-11-02T07:30:00Z");
+    /* every 15 minutes of real time through both passes of 01:xx: 01:00..01:45 EDT, then
+     * 01:00..01:45 EST, then 02:00 EST */
+    FIRES("*/15 * * * *", "America/New_York", "2025-11-02T04:50:00Z", "2025-11-02T05:00:00Z",
+          "2025-11-02T05:15:00Z", "2025-11-02T05:30:00Z", "2025-11-02T05:45:00Z",
+          "2025-11-02T06:00:00Z", "2025-11-02T06:15:00Z", "2025-11-02T06:30:00Z",
+          "2025-11-02T06:45:00Z", "2025-11-02T07:00:00Z");
+    /* spring: 01:45 EST, then 03:00 EDT, 15 real minutes later */
+    FIRES("*/15 * * * *", "America/New_York", "2025-03-09T06:40:00Z", "2025-03-09T06:45:00Z",
+          "2025-03-09T07:00:00Z", "2025-03-09T07:15:00Z");
 }
 
 Test(schedule, southern_hemisphere_rule) {
     /* Sydney 2045 (footer rule AEST-10AEDT,M10.1.0,M4.1.0/3): DST ends 2045-04-02 03:00
-     * AEDT, starts 2045-10-01 02:00 AEST */
-    FIRES("30 2 * * *", "Australia/Sydney", "2045-04-01T12:00:00Z", "2045-04-01T15:30:00Z",
+     * AEDT (16:00Z), starts 2045-10-01 02:00 AEST (16:00Z) */
+    /* 02:30 twice: once, at 02:30 AEST; then 02:30 AEST */
+    FIRES("30 2 * * *", "Australia/Sydney", "2045-04-01T12:00:00Z", "2045-04-01T16:30:00Z",
           "2045-04-02T16:30:00Z");
-    FIRES("30 2 * * *", "Australia/Sydney", "2045-09-30T12:00:00Z", "2045-09-30T16:00:00Z",
+    /* 02:30 (no such time) -> 03:30 AEDT; then 02:30 AEDT */
+    FIRES("30 2 * * *", "Australia/Sydney", "2045-09-30T12:00:00Z", "2045-09-30T16:30:00Z",
           "2045-10-01T15:30:00Z");
+    /* real time: 02:30 AEDT, 02:30 AEST, 03:30 AEST */
+    FIRES("30 * * * *", "Australia/Sydney", "2045-04-01T15:15:00Z", "2045-04-01T15:30:00Z",
+          "2045-04-01T16:30:00Z", "2045-04-01T17:30:00Z");
     FIRES("0 12 15 1,7 *", "Australia/Sydney", "2045-01-01T00:00:00Z", "2045-01-15T01:00:00Z",
           "2045-07-15T02:00:00Z");
 }
@@ -176,7 +258,7 @@ Test(schedule, leap_day_and_impossible_dates) {
     cr_assert_eq(iv.end_ms, T("2028-02-29T00:00:00Z"));
     dg_schedule_done(&s);
 
-    const char *never[] = {"0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6,9,11 *"};
+    const char *never[] = {"0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6,9,11 *", "* * 30 2 *"};
     for (size_t i = 0; i < ARRAY_SIZE(never); i++) {
         sched(&s, never[i], "Europe/Berlin");
         cr_assert_eq(dg_schedule_next_fire(&s, 0, T("2025-01-01")), -1, "%s", never[i]);
@@ -220,6 +302,45 @@ Test(schedule, daily_intervals_in_berlin_across_dst) {
                                             &iv), 0);
     cr_assert_eq(iv.start_ms, T("2025-10-25T22:00:00Z"));
     cr_assert_eq(iv.end_ms, T("2025-10-26T23:00:00Z"));
+    dg_schedule_done(&s);
+}
+
+/* Intervals are built on the fire times, so they follow the same DST rule. */
+Test(schedule, intervals_across_dst) {
+    dg_schedule s;
+    dg_interval iv, prev;
+    /* 02:30 daily: [03-29 02:30 CET, 03-30 03:30 CEST) is 24 h of real time,
+     * [10-25 02:30 CEST, 10-26 02:30 CET) 25 h */
+    sched(&s, "30 2 * * *", "Europe/Berlin");
+    cr_assert_eq(dg_schedule_interval_after(&s, T("2025-01-01"), 0, T("2025-03-30T01:20:00Z"),
+                                            &iv), 0);
+    cr_assert_eq(iv.start_ms, T("2025-03-29T01:30:00Z"));
+    cr_assert_eq(iv.end_ms, T("2025-03-30T01:30:00Z"));
+    cr_assert_eq(dg_schedule_next_interval(&s, T("2025-01-01"), 0, &iv, &prev), 0);
+    cr_assert_eq(prev.start_ms, T("2025-03-30T01:30:00Z"));
+    cr_assert_eq(prev.end_ms, T("2025-03-31T00:30:00Z"));
+    cr_assert_eq(dg_schedule_interval_after(&s, T("2025-01-01"), 0, T("2025-10-26T00:45:00Z"),
+                                            &iv), 0);
+    cr_assert_eq(iv.start_ms, T("2025-10-25T00:30:00Z"));
+    cr_assert_eq(iv.end_ms, T("2025-10-26T01:30:00Z"));
+    dg_schedule_done(&s);
+
+    /* hourly through the autumn night: six one-hour intervals of real time, back to back,
+     * two of them starting at 02:00 (CEST, then CET) */
+    sched(&s, "@hourly", "Europe/Berlin");
+    int64_t sd = T("2025-10-25T22:00:00Z");
+    size_t n = 0;
+    for (int r = dg_schedule_next_interval(&s, sd, 0, NULL, &iv); r == 0 && n < 6;
+         r = dg_schedule_next_interval(&s, sd, 0, &prev, &iv)) {
+        cr_assert_eq(iv.start_ms, sd + (int64_t)n * 3600000, "interval %zu", n);
+        cr_assert_eq(iv.end_ms - iv.start_ms, 3600000, "interval %zu", n);
+        prev = iv;
+        n++;
+    }
+    cr_assert_eq(n, 6);
+    cr_assert_eq(dg_schedule_interval_after(&s, sd, 0, T("2025-10-26T01:15:00Z"), &iv), 0);
+    cr_assert_eq(iv.start_ms, T("2025-10-26T01:00:00Z"));
+    cr_assert_eq(iv.end_ms, T("2025-10-26T02:00:00Z"));
     dg_schedule_done(&s);
 }
 
@@ -329,9 +450,15 @@ Test(schedule, tz_conversions) {
     cr_assert_eq(dg_tz_local_to_utc("Asia/Seoul", T("2025-01-01T09:00:00Z"), &v), 0);
     cr_assert_eq(v, T("2025-01-01T00:00:00Z"));
     cr_assert_eq(dg_tz_local_to_utc("Europe/Berlin", T("2025-10-26T02:30:00Z"), &v), 0);
-    cr_assert_eq(v, T("2025-10-26T00:30:00Z"), "first occurrence");
+    cr_assert_eq(v, T("2025-10-26T01:30:00Z"), "second occurrence, 02:30 CET");
     cr_assert_eq(dg_tz_local_to_utc("Europe/Berlin", T("2025-03-30T02:30:00Z"), &v), 0);
-    cr_assert_eq(v, T("2025-03-30T01:00:00Z"), "end of the gap");
+    cr_assert_eq(v, T("2025-03-30T01:30:00Z"), "moved forward by the gap, 03:30 CEST");
+    cr_assert_eq(dg_tz_local_to_utc("America/New_York", T("2025-03-09T02:30:00.250Z"), &v), 0);
+    cr_assert_eq(v, T("2025-03-09T07:30:00.250Z"), "03:30:00.250 EDT");
+    cr_assert_eq(dg_tz_local_to_utc("America/New_York", T("2025-11-02T01:59:59Z"), &v), 0);
+    cr_assert_eq(v, T("2025-11-02T06:59:59Z"), "01:59:59 EST");
+    cr_assert_eq(dg_tz_local_to_utc("America/New_York", T("2025-11-02T02:00:00Z"), &v), 0);
+    cr_assert_eq(v, T("2025-11-02T07:00:00Z"), "02:00 EST, just after the repeated hour");
     cr_assert_eq(dg_tz_local_to_utc(NULL, 5, &v), 0);
     cr_assert_eq(v, 5);
     cr_assert_eq(dg_tz_utc_to_local("Nowhere/Special", 0, &v), -EINVAL);
