@@ -1,4 +1,4 @@
-# dagd — plain Makefile (see docs/operations.md). Targets: deps all test check bench run install clean
+# dagd — plain Makefile (see docs/operations.md). Targets: deps all test check layers bench run install clean
 CC      ?= cc
 PKGS    := libuv libcurl jansson yaml-0.1 sqlite3 libarchive libmicrohttpd libsystemd
 CFLAGS  ?= -O2 -g
@@ -19,7 +19,7 @@ DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansso
             libmicrohttpd-dev libsystemd-dev systemd python3-venv \
             valgrind docker.io
 
-.PHONY: all deps test unit integration check bench run install clean images valgrind pydeps
+.PHONY: all deps test unit integration check layers bench run install clean images valgrind pydeps
 
 all: $(BUILD)/dagd
 
@@ -69,8 +69,13 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) integration
 
-# ASan + UBSan build of everything, then the same tests against it.
+# The include-layer check (docs/architecture.md): every #include against the module table.
+layers:
+	$(PYTHON) tests/layers/check_layers.py .
+
+# The layer check, then an ASan + UBSan build of everything and the same tests against it.
 check: deps
+	$(MAKE) layers
 	$(MAKE) BUILD=build-san CFLAGS="-O1 -g $(SANFLAGS)" LDFLAGS="$(SANFLAGS)" unit integration
 
 valgrind: all $(UNIT_BINS)
