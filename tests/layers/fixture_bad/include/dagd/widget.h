@@ -1,0 +1,2 @@
+/* wrong: no module "widget" in the table */
+#pragma once

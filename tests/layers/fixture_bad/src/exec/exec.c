@@ -1,0 +1,3 @@
+#include "exec_internal.h"
+/* wrong: no such header in src/exec/ */
+#include "missing.h"

@@ -1,0 +1,2 @@
+#pragma once
+#include "dagd/exec.h"

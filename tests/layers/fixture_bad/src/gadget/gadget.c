@@ -1,0 +1,2 @@
+/* wrong: src/gadget/ is not a module of the table */
+#include "dagd/util.h"

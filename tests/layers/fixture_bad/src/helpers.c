@@ -1,0 +1,2 @@
+/* wrong: only main.c lives directly in src/ */
+#include "dagd/util.h"

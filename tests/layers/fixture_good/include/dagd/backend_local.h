@@ -1,0 +1,5 @@
+#pragma once
+#include <uv.h>
+
+#include "dagd/backend.h"
+#include "dagd/docker.h"

@@ -1,0 +1,3 @@
+#pragma once
+#include "dagd/util.h"
+#include "dagd/yaml.h"

@@ -1,0 +1,6 @@
+#pragma once
+#include <uv.h>
+
+#include "dagd/backend.h"
+#include "dagd/sched.h"
+#include "dagd/store.h"

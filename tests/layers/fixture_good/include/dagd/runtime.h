@@ -1,0 +1,3 @@
+#pragma once
+#include "dagd/config.h"
+#include "dagd/exec.h"

@@ -1,0 +1,3 @@
+#include <microhttpd.h>
+
+#include "dagd/api.h"

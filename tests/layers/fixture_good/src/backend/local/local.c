@@ -1,0 +1,2 @@
+#include "dagd/log.h"
+#include "local_internal.h"

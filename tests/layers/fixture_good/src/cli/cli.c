@@ -1,0 +1,3 @@
+#include <dagd/api.h>
+
+#include "dagd/cli.h"

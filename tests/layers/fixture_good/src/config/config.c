@@ -1,0 +1,2 @@
+#include "dagd/config.h"
+#include "dagd/yaml.h"

@@ -1,0 +1,3 @@
+#include "dagd/dag.h"
+#include "dagd/tmpl.h"
+#include "dagd/yaml.h"

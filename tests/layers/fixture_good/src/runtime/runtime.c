@@ -1,0 +1,2 @@
+#include "dagd/backend_local.h"
+#include "dagd/runtime.h"

@@ -1,0 +1,1 @@
+#include "dagd/sched.h"

@@ -1,0 +1,4 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "dagd/util.h"

@@ -1,0 +1,3 @@
+#include <yaml.h>
+
+#include "dagd/yaml.h"
