@@ -1,8 +1,4 @@
-<<<<<<< HEAD
-# dagd — plain Makefile (see docs/operations.md). Targets: deps all test unit engine integration check valgrind bench run install clean
-=======
-# dagd — plain Makefile (see docs/operations.md). Targets: deps all test check layers bench run install clean
->>>>>>> layers
+# dagd — plain Makefile (see docs/operations.md). Targets: deps all test unit engine integration check layers valgrind bench run install clean
 CC      ?= cc
 PKGS    := libuv libcurl jansson yaml-0.1 sqlite3 libarchive libmicrohttpd libsystemd
 CFLAGS  ?= -O2 -g
@@ -27,11 +23,7 @@ DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansso
             libmicrohttpd-dev libsystemd-dev systemd python3-venv \
             valgrind docker.io
 
-<<<<<<< HEAD
-.PHONY: all deps test unit engine integration check bench run install clean images valgrind pydeps
-=======
-.PHONY: all deps test unit integration check layers bench run install clean images valgrind pydeps
->>>>>>> layers
+.PHONY: all deps test unit engine integration check layers bench run install clean images valgrind pydeps
 
 all: $(BUILD)/dagd
 
@@ -91,12 +83,8 @@ layers:
 
 # The layer check, then an ASan + UBSan build of everything and the same tests against it.
 check: deps
-<<<<<<< HEAD
-	$(MAKE) BUILD=build-san CFLAGS="-O1 -g $(SANFLAGS)" LDFLAGS="$(SANFLAGS)" unit engine integration
-=======
 	$(MAKE) layers
-	$(MAKE) BUILD=build-san CFLAGS="-O1 -g $(SANFLAGS)" LDFLAGS="$(SANFLAGS)" unit integration
->>>>>>> layers
+	$(MAKE) BUILD=build-san CFLAGS="-O1 -g $(SANFLAGS)" LDFLAGS="$(SANFLAGS)" unit engine integration
 
 valgrind: all $(UNIT_BINS) $(ENGINE_BINS)
 	@rc=0; for t in $(UNIT_BINS) $(ENGINE_BINS); do valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite --trace-children=yes --trace-children-skip="*/sh,*/docker,*/xargs,*/cp,*/rm" $$t --jobs 1 || rc=1; done; \
