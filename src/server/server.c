@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include "dagd/log.h"
-#include "dagd/tmpl.h"
 #include "server_internal.h"
 
 #define SWEEP_MS 5000
