@@ -7,7 +7,8 @@
  *   -ENOENT  unknown dag/run/task/try        → 404
  *   -EINVAL  malformed request (types, JSON)  → 400
  *   -EDOM    well-formed but not acceptable   → 422 (unknown state, bad date range)
- *   -EEXIST / -EBUSY  conflicts (run exists, run still running) → 409 */
+ *   -EEXIST / -EBUSY  conflicts (run exists, run still running) → 409
+ *   -EAGAIN  the state could not be saved (the store's reason in err) → 503 */
 #pragma once
 #include <jansson.h>
 #include <stdbool.h>

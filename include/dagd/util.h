@@ -42,6 +42,15 @@ typedef struct dg_error {
 int dg_error_set(dg_error *err, int code, const char *fmt, ...) _printf_(3, 4);
 void dg_error_clear(dg_error *err); /* frees msg, resets */
 
+/* Typed cleanup for what a function holds: `_cleanup_error_ dg_error err = {0};`,
+ * `_cleanup_close_ int fd = -1;`, `_cleanup_closedir_ DIR *d = NULL;`,
+ * `_cleanup_diags_ dg_diags d = {0};` (declared below). */
+#define _cleanup_error_ _cleanup_(dg_error_clear)
+void dg_closep(int *fd);       /* closes fd >= 0 */
+#define _cleanup_close_ _cleanup_(dg_closep)
+void dg_closedirp(void *dirp); /* DIR ** */
+#define _cleanup_closedir_ _cleanup_(dg_closedirp)
+
 /* Growable byte buffer, always NUL-terminated. */
 typedef struct dg_buf {
     char *data;
@@ -109,3 +118,4 @@ void dg_diags_add(dg_diags *d, const char *file, int line, int col, const char *
     _printf_(5, 6);
 void dg_diags_print(const dg_diags *d, FILE *f); /* one "file:line:col: error: msg" per line */
 void dg_diags_free(dg_diags *d);
+#define _cleanup_diags_ _cleanup_(dg_diags_free)

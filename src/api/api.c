@@ -88,6 +88,7 @@ enum MHD_Result dg__api_reply_errno(struct MHD_Connection *c, int rc, const dg_e
     case -EDOM: status = 422; break;
     case -EEXIST:
     case -EBUSY: status = 409; break;
+    case -EAGAIN: status = 503; break;
     default: status = 500; break;
     }
     const char *msg = err && err->msg ? err->msg : strerror(rc < 0 ? -rc : rc);

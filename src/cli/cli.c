@@ -97,10 +97,9 @@ static int parse_args(int argc, char **argv, args *a) {
 /* ---- loading ---- */
 
 int dg__cli_config(const char *file, const char *dags, const char *state, dg_config *ret) {
-    dg_error err = {0};
+    _cleanup_error_ dg_error err = {0};
     if (dg_config_load(file, ret, &err) < 0) {
         fprintf(stderr, "dagd: %s\n", err.msg);
-        dg_error_clear(&err);
         return -EINVAL;
     }
     if (dags) free(ret->dags_folder), ret->dags_folder = xstrdup(dags);
@@ -109,16 +108,14 @@ int dg__cli_config(const char *file, const char *dags, const char *state, dg_con
 }
 
 static int load_with(const dg_config *cfg, const char *what, const char *dags, dg_dag **ret) {
-    dg_diags d = {0};
-    dg_error err = {0};
+    _cleanup_diags_ dg_diags d = {0};
+    _cleanup_error_ dg_error err = {0};
     int r = dg_dags_resolve(cfg, what, dags, ret, &d, &err);
     if (r < 0) {
         dg_diags_print(&d, stderr);
         if (err.msg) fprintf(stderr, "dagd: %s\n", err.msg);
         else if (!d.n) fprintf(stderr, "%s: error: %s\n", what, strerror(-r));
     }
-    dg_diags_free(&d);
-    dg_error_clear(&err);
     return r;
 }
 
@@ -399,14 +396,12 @@ static int cmd_test(args *a) {
 
 static int validate_file(const dg_config *cfg, const char *path) {
     dg_dag *dag = NULL;
-    dg_diags d = {0};
+    _cleanup_diags_ dg_diags d = {0};
     if (dg_dags_load(cfg, path, &dag, &d) < 0) {
         dg_diags_print(&d, stderr);
         if (!d.n) fprintf(stderr, "%s: error: cannot load the file\n", path);
-        dg_diags_free(&d);
         return 1;
     }
-    dg_diags_free(&d);
     printf("ok %s (%s, %zu task%s)\n", path, dag->dag_id, dag->n_tasks, dag->n_tasks == 1 ? "" : "s");
     dg_dag_free(dag);
     return 0;

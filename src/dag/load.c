@@ -1232,17 +1232,15 @@ int dg_dag_load_string(const char *name, const char *text, size_t len, const dg_
 int dg_dag_load(const char *path, const dg_dag_opts *opts, dg_dag **ret, dg_diags *diags) {
     dg_diags local = {0};
     if (!diags) diags = &local;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {
         int r = -errno;
-        if (fd >= 0) close(fd);
         dg_diags_add(diags, path, 0, 0, "cannot read: %s", strerror(-r));
         dg_diags_free(&local);
         return r;
     }
     if (!S_ISREG(st.st_mode) || st.st_size > MAX_FILE_SIZE) {
-        close(fd);
         if (S_ISREG(st.st_mode))
             dg_diags_add(diags, path, 0, 0, "file is too large (%lld bytes; the limit is %d MiB)",
                          (long long)st.st_size, MAX_FILE_SIZE / (1024 * 1024));
@@ -1258,7 +1256,6 @@ int dg_dag_load(const char *path, const dg_dag_opts *opts, dg_dag **ret, dg_diag
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             int r = -errno;
-            close(fd);
             dg_buf_free(&b);
             dg_diags_add(diags, path, 0, 0, "cannot read: %s", strerror(-r));
             dg_diags_free(&local);
@@ -1268,7 +1265,6 @@ int dg_dag_load(const char *path, const dg_dag_opts *opts, dg_dag **ret, dg_diag
         dg_buf_append(&b, chunk, (size_t)n);
         if (b.len > MAX_FILE_SIZE) break;
     }
-    close(fd);
     dg_buf_append(&b, "", 0);
     int r = dg_dag_load_string(path, b.data, b.len, opts, ret, diags);
     dg_buf_free(&b);

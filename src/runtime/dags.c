@@ -16,12 +16,8 @@ static bool is_yaml_name(const char *n) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static void closedirp(DIR **d) {
-    if (*d) closedir(*d);
-}
-
 int dg_dags_scan(const char *dir, char ***ret, size_t *ret_n) {
-    _cleanup_(closedirp) DIR *dp = opendir(dir);
+    _cleanup_closedir_ DIR *dp = opendir(dir);
     if (!dp) return -errno;
     char **v = NULL;
     size_t n = 0, dl = strlen(dir);
@@ -43,7 +39,7 @@ int dg_dags_scan(const char *dir, char ***ret, size_t *ret_n) {
  * server would refuse at run time is refused here already. */
 static void check_policy(void *ud, const dg_dag *dag, const dg_task *t, dg_diags *d) {
     const dg_exec_policy *p = ud;
-    dg_error err = {0};
+    _cleanup_error_ dg_error err = {0};
     if (dg_exec_check_task(p, t, &err) < 0) {
         dg_diags_add(d, dag->file, t->line, t->col, "task '%s': %s", t->id, err.msg);
         dg_error_clear(&err);
@@ -106,7 +102,7 @@ int dg_dags_resolve(const dg_config *cfg, const char *what, const char *dags_fol
     size_t broken = 0;
     r = -ENOENT;
     for (size_t i = 0; i < n && r == -ENOENT; i++) {
-        dg_diags d = {0};
+        _cleanup_diags_ dg_diags d = {0};
         dg_dag *dag = NULL;
         if (dg_dags_load(cfg, files[i], &dag, &d) < 0) broken++;
         else if (strcmp(dag->dag_id, what) == 0) {
@@ -114,7 +110,6 @@ int dg_dags_resolve(const dg_config *cfg, const char *what, const char *dags_fol
             r = 0;
         } else
             dg_dag_free(dag);
-        dg_diags_free(&d);
     }
     dg_strv_free(files);
     if (r == -ENOENT)

@@ -163,7 +163,10 @@ static void scan_folder(dg_server *s) {
         if (dg_store_get_dag(s->store, e->dag_id, &paused) == 0) e->paused = paused;
         else {
             e->paused = dag->paused; /* `paused:` is the state when first seen */
-            dg_store_put_dag(s->store, e->dag_id, e->paused, e->file, dg_now_ms());
+            if (dg_store_put_dag(s->store, e->dag_id, e->paused, e->file, dg_now_ms()) < 0) {
+                dg_log_ctx lc = {.dag = e->dag_id};
+                dg_log(DG_LOG_ERR, &lc, "saving the DAG's paused state failed: %s", dg_store_errmsg(s->store));
+            }
         }
         load_last(s, e);
         compute_next(s, e);

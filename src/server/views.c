@@ -95,8 +95,9 @@ int dg_server_patch_dag(dg_server *s, const char *dag, const json_t *body, json_
     }
     json_t *p = json_object_get(body, "is_paused");
     if (!json_is_boolean(p)) return dg_error_set(err, -EINVAL, "is_paused must be true or false");
+    if (dg_store_put_dag(s->store, e->dag_id, json_is_true(p), e->file, dg_now_ms()) < 0)
+        return dg_error_set(err, -EAGAIN, "the paused state could not be saved: %s", dg_store_errmsg(s->store));
     e->paused = json_is_true(p);
-    dg_store_put_dag(s->store, e->dag_id, e->paused, e->file, dg_now_ms());
     dg_log_ctx c = {.dag = e->dag_id};
     dg_log(DG_LOG_INFO, &c, "%s", e->paused ? "paused" : "unpaused");
     if (!e->paused) dg__server_kick(s);

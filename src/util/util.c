@@ -1,4 +1,5 @@
 /* util — allocation, errors, buffers, vectors. Allocation failure aborts. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -259,4 +260,15 @@ int dg_state_value(const char *path, size_t nbytes, unsigned mode, char **ret, d
     if (close(fd) < 0) return dg_error_set(err, -errno, "%s: %s", path, strerror(errno));
     *ret = TAKE_PTR(hex);
     return 1;
+}
+
+void dg_closep(int *fd) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+}
+
+void dg_closedirp(void *dirp) {
+    DIR **d = dirp;
+    if (*d) closedir(*d);
+    *d = NULL;
 }

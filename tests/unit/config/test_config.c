@@ -1,7 +1,9 @@
 /* config: dagd.yml, DAGD_* overrides, defaults, errors with file:line:col. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dagd/config.h"
@@ -153,5 +155,39 @@ Test(config, copy_is_independent) {
     cr_assert_eq(d.n_pools, 1);
     cr_assert_str_eq(d.pools[0].name, "gpu");
     cr_assert_neq(d.pools[0].name, one[0].name);
+    dg_config_free(&d);
+}
+
+/* Connections reach the executor through the configuration: the file's, then
+ * DAGD_CONN_<ID> (which wins), under the normalised id templates use. */
+Test(config, connections_file_then_environment) {
+    _cleanup_free_ char *conns = xasprintf("%s/conns.yml", dir);
+    FILE *f = fopen(conns, "w");
+    cr_assert_not_null(f);
+    fputs("Mart-DB: postgres://u:p@file/db\nother: sqlite:///x\n", f);
+    fclose(f);
+    cr_assert_eq(chmod(conns, 0644), 0);
+    _cleanup_free_ char *cfgtext = xasprintf("connections_file: %s\nsmtp: {url: smtp://m:25, user: u, password: pw}\n",
+                                             conns);
+    _cleanup_free_ char *path = write_file(cfgtext);
+    dg_config c = {0};
+    dg_error err = {0};
+    cr_assert_eq(dg_config_load(path, &c, &err), -EPERM);
+    cr_assert(strstr(err.msg, "readable by others") && strstr(err.msg, "chmod 600"), "%s", err.msg);
+    dg_error_clear(&err);
+    cr_assert_eq(chmod(conns, 0600), 0);
+    setenv("DAGD_CONN_MART_DB", "postgres://u:p@env/db", 1);
+    cr_assert_eq(dg_config_load(path, &c, &err), 0, "%s", err.msg);
+    unsetenv("DAGD_CONN_MART_DB");
+    cr_assert_str_eq(json_string_value(json_object_get(c.connections, "mart_db")), "postgres://u:p@env/db");
+    cr_assert_str_eq(json_string_value(json_object_get(c.connections, "other")), "sqlite:///x");
+    cr_assert_eq(json_object_size(c.connections), 2);
+    cr_assert_str_eq(c.smtp_user, "u");
+    cr_assert_str_eq(c.smtp_password, "pw");
+    dg_config d;
+    dg_config_copy(&d, &c);
+    dg_config_free(&c);
+    cr_assert_str_eq(json_string_value(json_object_get(d.connections, "other")), "sqlite:///x");
+    cr_assert_str_eq(d.smtp_url, "smtp://m:25");
     dg_config_free(&d);
 }

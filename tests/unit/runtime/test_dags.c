@@ -1,0 +1,143 @@
+/* runtime/dags: the one complete validation that validate, run and serve share, and the
+ * folder scan and id resolver; on real files in a temporary folder, no engine needed. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dagd/runtime.h"
+
+static char dir[64];
+
+static void setup(void) {
+    strcpy(dir, "/tmp/dagd-dags-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    unsetenv("DAGD_POOLS");
+    unsetenv("DAGD_POLICY_ALLOW_PRIVILEGED");
+    unsetenv("DAGD_POLICY_ALLOWED_VOLUME_PREFIXES");
+    unsetenv("DAGD_CONN_MART");
+}
+
+static void teardown(void) {
+    _cleanup_free_ char *cmd = xasprintf("rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static char *put(const char *name, const char *text) {
+    char *path = xasprintf("%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void config(dg_config *c) {
+    dg_error err = {0};
+    cr_assert_eq(dg_config_load(NULL, c, &err), 0, "%s", err.msg);
+}
+
+/* Every message of path's validation, as "line:col: message", joined by '\n'. */
+static char *verdict(const dg_config *c, const char *path) {
+    dg_dag *dag = NULL;
+    _cleanup_diags_ dg_diags d = {0};
+    if (dg_dags_load(c, path, &dag, &d) == 0) {
+        cr_assert_eq(d.n, 0);
+        dg_dag_free(dag);
+        return xstrdup("ok");
+    }
+    dg_buf b = {0};
+    for (size_t i = 0; i < d.n; i++) {
+        cr_assert_str_eq(d.v[i].file, path);
+        dg_buf_printf(&b, "%s%d:%d: %s", i ? "\n" : "", d.v[i].line, d.v[i].col, d.v[i].msg);
+    }
+    return dg_buf_steal(&b);
+}
+
+TestSuite(dags, .init = setup, .fini = teardown);
+
+Test(dags, templates_are_part_of_validation) {
+    _cleanup_free_ char *p = put("t.yml", "dag: t\n"
+                                          "tasks:\n"
+                                          "  a:\n"
+                                          "    image: busybox\n"
+                                          "    command: [sh, -c, \"echo {{ ds \"]\n");
+    _cleanup_(dg_config_free) dg_config c = {0};
+    config(&c);
+    _cleanup_free_ char *v = verdict(&c, p);
+    cr_assert_str_eq(v, "3:3: task 'a' command: unterminated '{{' at offset 5 in template '{{ ds '");
+}
+
+Test(dags, policy_is_part_of_validation) {
+    _cleanup_free_ char *p = put("p.yml", "dag: p\n"
+                                          "tasks:\n"
+                                          "  a:\n"
+                                          "    image: busybox\n"
+                                          "    privileged: true\n"
+                                          "    volumes: [\"/run:/host\", \"{{ params.x }}:/y\", \"named:/z\"]\n");
+    _cleanup_(dg_config_free) dg_config c = {0};
+    config(&c);
+    _cleanup_free_ char *v = verdict(&c, p);
+    cr_assert_str_eq(v, "3:3: task 'a': privileged: true is refused by policy (policy.allow_privileged)\n"
+                        "3:3: task 'a': volumes: /run gives the container the Docker engine's socket; refused "
+                        "by policy (policy.allow_docker_socket)");
+    setenv("DAGD_POLICY_ALLOW_PRIVILEGED", "true", 1);
+    setenv("DAGD_POLICY_ALLOW_DOCKER_SOCKET", "true", 1);
+    setenv("DAGD_POLICY_ALLOWED_VOLUME_PREFIXES", "/srv", 1);
+    _cleanup_(dg_config_free) dg_config c2 = {0};
+    config(&c2);
+    _cleanup_free_ char *v2 = verdict(&c2, p);
+    unsetenv("DAGD_POLICY_ALLOW_DOCKER_SOCKET");
+    cr_assert_str_eq(v2, "3:3: task 'a': volumes: host path /run is outside policy.allowed_volume_prefixes");
+}
+
+Test(dags, names_the_configuration_knows) {
+    _cleanup_free_ char *p = put("n.yml", "dag: n\n"
+                                          "tasks:\n"
+                                          "  a:\n"
+                                          "    image: busybox\n"
+                                          "    pool: gpu\n"
+                                          "    connections: [mart, wherehouse]\n");
+    /* nothing configured: nothing to check against */
+    _cleanup_(dg_config_free) dg_config c = {0};
+    config(&c);
+    _cleanup_free_ char *v = verdict(&c, p);
+    cr_assert_str_eq(v, "ok");
+    setenv("DAGD_POOLS", "spark=2", 1);
+    setenv("DAGD_CONN_MART", "postgres://u:p@h/db", 1);
+    _cleanup_(dg_config_free) dg_config c2 = {0};
+    config(&c2);
+    _cleanup_free_ char *v2 = verdict(&c2, p);
+    cr_assert(strstr(v2, "unknown pool 'gpu'"), "%s", v2);
+    cr_assert(strstr(v2, "unknown connection 'wherehouse'"), "%s", v2);
+    cr_assert_null(strstr(v2, "'mart'"), "%s", v2);
+}
+
+Test(dags, scan_and_resolve) {
+    free(put("b.yml", "dag: second\ntasks: {a: {image: busybox}}\n"));
+    free(put("a.yaml", "dag: first\ntasks: {a: {image: busybox}}\n"));
+    free(put(".hidden.yml", "dag: hidden\ntasks: {a: {image: busybox}}\n"));
+    free(put("notes.txt", "not a DAG\n"));
+    free(put("c.yml", "dag: broken\ntasks: {a: {image: busybox, command: \"{{\"}}\n"));
+    char **files = NULL;
+    size_t n = 0;
+    cr_assert_eq(dg_dags_scan(dir, &files, &n), 0);
+    cr_assert_eq(n, 3);
+    _cleanup_free_ char *a = xasprintf("%s/a.yaml", dir);
+    cr_assert_str_eq(files[0], a);
+    dg_strv_free(files);
+
+    _cleanup_(dg_config_free) dg_config c = {0};
+    config(&c);
+    dg_dag *dag = NULL;
+    _cleanup_diags_ dg_diags d = {0};
+    _cleanup_error_ dg_error err = {0};
+    cr_assert_eq(dg_dags_resolve(&c, "second", dir, &dag, &d, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(dag->dag_id, "second");
+    dg_dag_free(dag);
+    cr_assert_eq(dg_dags_resolve(&c, "broken", dir, &dag, &d, &err), -ENOENT);
+    cr_assert(strstr(err.msg, "no DAG 'broken' in") && strstr(err.msg, "some files there have errors"), "%s",
+              err.msg);
+}
