@@ -774,6 +774,11 @@ static void recover_try(dg_exec *x, dg_run *run, size_t i, const dg_job_info *fo
     exec_run *er = run->userdata;
     dg_ti *ti = &run->ti[i];
     const dg_task *tk = &run->dag->tasks[i];
+    if (tk->kind == DG_KIND_SENSOR) {
+        /* a sensor keeps no job and a poke changes nothing: it pokes again, same try */
+        handle_start(x, run, i, ti->try_number);
+        return;
+    }
     exec_try *t = try_new(er, i, ti->try_number);
     er->cur[i] = t;
     t->start_requested = true;
@@ -801,13 +806,10 @@ static void recover_try(dg_exec *x, dg_run *run, size_t i, const dg_job_info *fo
         dg_log(DG_LOG_NOTICE, &lc, "creating the try's container, which dagd had not made before it stopped");
         t->start_cmd_ms = now_ms();
         create_job(t);
-    } else if (tk->kind != DG_KIND_CONTAINER) {
-        /* sensors and notifications keep no job: run them again from the start */
-        try_release(t);
-        er->cur[i] = NULL;
-        dg_result res = {.type = DG_RES_ERROR, .message = "dagd stopped while the task ran"};
-        (void)res;
-        handle_start(x, run, i, ti->try_number);
+    } else if (tk->kind == DG_KIND_NOTIFY) {
+        /* whether it was delivered is unknown: it is not sent twice unasked */
+        dg_log(DG_LOG_WARNING, &lc, "dagd stopped while the notification was being sent");
+        dg__exec_try_fail(t, "dagd stopped while the notification was being sent");
     } else {
         dg_log(DG_LOG_WARNING, &lc, "the try's container is gone; the try counts as failed");
         dg__exec_try_fail(t, "the container vanished while dagd was down");
