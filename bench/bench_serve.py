@@ -2,7 +2,8 @@
 """Server benchmark: what `dagd serve` costs at rest and how fast it moves along a DAG.
 
 Three measurements, each against a `dagd serve` started by this script on a free
-loopback port with a fresh state directory:
+loopback port (`--listen 127.0.0.1:0`, the port read from <state>/api.port) with a fresh
+state directory:
 
   memory    resident memory (VmRSS, and the peak VmHWM) of a server holding 200 DAGs
             of 10 container tasks each, read from /proc once the server says it is
@@ -132,12 +133,6 @@ def write_dags(folder, docs):
 
 # ---- the server under test ----
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class NotifyListener:
     """The NOTIFY_SOCKET end: records when the first READY=1 datagram arrives."""
 
@@ -177,8 +172,13 @@ class Server:
     """One `dagd serve` process; stop() is safe to call twice."""
 
     def __init__(self, dagd, dags, state, workdir, tag, notify_path=None):
-        self.port = free_port()
+        self.port = None  # from <state>/api.port, which dagd writes once its API listens on :0
         self.state = state
+        self.port_file = os.path.join(state, "api.port")
+        try:
+            os.unlink(self.port_file)  # left by an earlier server on this state dir
+        except FileNotFoundError:
+            pass
         self.log_path = os.path.join(workdir, f"serve-{tag}.log")
         env = dict(os.environ)
         for k in list(env):
@@ -190,7 +190,7 @@ class Server:
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(
             [dagd, "serve", "--dags", dags, "--state", state,
-             "--listen", f"127.0.0.1:{self.port}", "--log", "stderr"],
+             "--listen", "127.0.0.1:0", "--log", "stderr"],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.token = None
 
@@ -205,8 +205,27 @@ class Server:
         if self.proc.poll() is not None:
             raise BenchError(f"dagd serve exited with {self.proc.returncode}; last lines:\n{self.tail()}")
 
+    def wait_port(self):
+        """The API's port, read from the port file (polled every 10 ms)."""
+        deadline = self.t0 + READY_TIMEOUT
+        while self.port is None:
+            self.check_alive()
+            try:
+                with open(self.port_file) as f:
+                    text = f.read()
+            except FileNotFoundError:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"dagd serve wrote no {self.port_file} within {READY_TIMEOUT:.0f} s;"
+                                     f" last lines:\n{self.tail()}")
+                time.sleep(0.01)
+                continue
+            if not (text.endswith("\n") and text[:-1].isdigit()):
+                raise BenchError(f"{self.port_file} holds {text!r}, not a port and a newline")
+            self.port = int(text)
+        return self.port
+
     def request(self, method, path, body=None, auth=True, timeout=10):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", self.wait_port(), timeout=timeout)
         headers = {}
         if auth:
             if self.token is None:

@@ -355,8 +355,9 @@ def dg(request, docker_engine, test_image, dagd_bin, tmp_path):
 
 
 # --------------------------------------------------------------------------- local servers
-# Helpers for the transport, sensor and notification tests: a socat proxy in front of the
-# engine's socket, TLS material made with the openssl CLI, and small HTTP and SMTP sinks
+# Helpers for the transport, recovery, sensor and notification tests: proxies in front of
+# the engine's socket (socat, which relays bytes, and EngineProxy, which sees each request
+# and can hold one), TLS material made with the openssl CLI, and small HTTP and SMTP sinks
 # that record what dagd sends them.
 
 import http.server
@@ -464,6 +465,237 @@ def socat_procs():
             os.unlink(p.log.name)
         except OSError:
             pass
+
+
+class HeldRequest:
+    """A request that an EngineProxy did not forward: the test drops it, lets it through on
+    its connection, or sends it to the engine on a connection of its own (the response
+    then never reaches the client)."""
+
+    def __init__(self, conn, method, path, raw):
+        self.conn, self.method, self.path, self.raw = conn, method, path, raw
+        self.decided = threading.Event()
+        self.decision = None
+
+    def _decide(self, what):
+        assert self.decision is None, "already %s" % self.decision
+        self.decision = what
+        self.decided.set()
+
+    def drop(self):
+        """Never forward it: its connection is closed (the engine never sees the request)."""
+        self._decide("drop")
+        self.conn.close()
+
+    def release(self):
+        """Forward it on its connection, as if it had never been held."""
+        self._decide("release")
+
+    def send_detached(self, timeout=60):
+        """Send it to the engine on a connection of its own and return the engine's HTTP
+        status; the client's connection stays open, unanswered, until the client goes."""
+        self._decide("detached")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(ENGINE_SOCKET)
+            s.sendall(self.raw)
+            head = b""
+            while b"\r\n" not in head:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+        line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        assert line.startswith("HTTP/"), "the engine answered %r" % head[:200]
+        return int(line.split()[1])
+
+
+class _ProxyConn:
+    def __init__(self, client, engine):
+        self.client, self.engine = client, engine
+
+    def close(self):
+        for sk in (self.client, self.engine):
+            try:
+                sk.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sk.close()
+
+
+class EngineProxy:
+    """A plain-HTTP proxy on 127.0.0.1 in front of the engine's socket (point DOCKER_HOST at
+    `docker_host`). Unlike Socat, which relays bytes, it reads the requests it relays: each
+    one's method and path goes to `seen`, and a request that `hold_if(method, path)` picks
+    is held, not forwarded, and put in `held` until the test decides (see HeldRequest).
+    Responses and streams (events, logs) are relayed as they come."""
+
+    def __init__(self):
+        self.hold_if = None
+        self.seen = Recorder()
+        self.held = Recorder()
+        self._conns = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._lsock.bind(("127.0.0.1", 0))
+        self._lsock.listen(64)
+        self.port = self._lsock.getsockname()[1]
+        self.docker_host = "tcp://127.0.0.1:%d" % self.port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold_start(self, dag_id, task_id):
+        """Hold the first `POST /containers/{id}/start` of a container labelled with dag_id
+        and task_id (the labels are read from the engine); let every other request pass."""
+        def pick(method, path):
+            m = re.match(r"(?:/v[0-9.]+)?/containers/([^/?]+)/start(?:\?|$)", path)
+            if method != "POST" or not m:
+                return False
+            labels = inspect(m.group(1))["Config"]["Labels"] or {}
+            if labels.get("io.dagd.dag") == dag_id and labels.get("io.dagd.task") == task_id:
+                self.hold_if = None  # only the first one
+                return True
+            return False
+        self.hold_if = pick
+
+    def close(self):
+        self._closed = True
+        self._lsock.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            c.close()
+        for h in self.held.get():
+            if h.decision is None:
+                h.decision = "drop"
+                h.decided.set()
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                client, _ = self._lsock.accept()
+            except OSError:
+                return
+            engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                engine.connect(ENGINE_SOCKET)
+            except OSError:
+                client.close()
+                engine.close()
+                continue
+            conn = _ProxyConn(client, engine)
+            with self._lock:
+                self._conns.append(conn)
+            threading.Thread(target=self._responses, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._requests, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def _responses(self, conn):
+        self._pump(conn.engine, conn.client)
+        conn.close()
+
+    def _requests(self, conn):
+        buf = b""
+
+        def need(n):
+            nonlocal buf
+            while len(buf) < n:
+                data = conn.client.recv(65536)
+                if not data:
+                    raise EOFError
+                buf += data
+
+        def take_until(sep):
+            nonlocal buf
+            while sep not in buf:
+                data = conn.client.recv(65536)
+                if not data:
+                    raise EOFError
+                buf += data
+            i = buf.index(sep) + len(sep)
+            out, buf = buf[:i], buf[i:]
+            return out
+
+        def take(n):
+            nonlocal buf
+            need(n)
+            out, buf = buf[:n], buf[n:]
+            return out
+
+        try:
+            while True:
+                head = take_until(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path = lines[0].split(" ")[:2]
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                self.seen.add((method, path))
+                hold = self.hold_if
+                if hold and hold(method, path):
+                    # held requests are the body-less kind (start, stop, ...)
+                    h = HeldRequest(conn, method, path, head + take(int(headers.get("content-length") or 0)))
+                    self.held.add(h)
+                    h.decided.wait()
+                    if h.decision != "release":
+                        self._drain(conn)
+                        return
+                    conn.engine.sendall(h.raw)
+                    continue
+                conn.engine.sendall(head)
+                if "chunked" in headers.get("transfer-encoding", "").lower():
+                    while True:
+                        size_line = take_until(b"\r\n")
+                        size = int(size_line.split(b";")[0].strip(), 16)
+                        conn.engine.sendall(size_line + take(size + 2) if size else size_line)
+                        if size == 0:
+                            conn.engine.sendall(take_until(b"\r\n"))  # (no trailers)
+                            break
+                else:
+                    n = int(headers.get("content-length") or 0)
+                    while n > 0:
+                        part = take(min(n, 65536))
+                        conn.engine.sendall(part)
+                        n -= len(part)
+                if "upgrade" in headers.get("connection", "").lower():
+                    if buf:
+                        conn.engine.sendall(buf)
+                    self._pump(conn.client, conn.engine)
+                    break
+        except (EOFError, OSError, ValueError):
+            pass
+        conn.close()
+
+    @staticmethod
+    def _drain(conn):
+        """Wait for the client to go (read and discard), then close the connection."""
+        try:
+            while conn.client.recv(65536):
+                pass
+        except OSError:
+            pass
+        conn.close()
+
+
+@pytest.fixture
+def engine_proxy():
+    """An EngineProxy, closed after the test."""
+    proxy = EngineProxy()
+    yield proxy
+    proxy.close()
 
 
 def openssl(*args, cwd):

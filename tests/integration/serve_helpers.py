@@ -1,7 +1,8 @@
 """Helpers for integration tests of `dagd serve`: a Server that starts the daemon on a free
-port (`--listen 127.0.0.1:0`, the port read back from its log), talks to the REST API with
-the token the daemon wrote, and can stop it gracefully (SIGTERM) or brutally (kill -9) and
-start it again on the same state directory.
+port (`--listen 127.0.0.1:0`, the port read back from the file <state>/api.port that the
+daemon writes once its API listens), talks to the REST API with the token the daemon wrote,
+and can stop it gracefully (SIGTERM) or brutally (kill -9) and start it again on the same
+state directory.
 
 Every process is registered with the Harness, so the `dg` fixture stops it after the test.
 """
@@ -14,9 +15,24 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import TIME_SCALE, docker, wrap
+from conftest import IMAGE, TIME_SCALE, docker, wrap
 
-PORT_RE = re.compile(r"API listening on \S+ \(port (\d+)\)")
+# The port file's whole content: the bound port in decimal and a newline (written
+# atomically, so a reader never sees a part of it).
+PORT_FILE_RE = re.compile(r"(\d+)\n")
+
+
+def read_port_file(path):
+    """The port in the daemon's port file, or None while there is no such file; fails on a
+    file that holds anything but the port and a newline."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    m = PORT_FILE_RE.fullmatch(text)
+    assert m and 0 < int(m.group(1)) < 65536, \
+        "%s holds %r, not a port in decimal and a newline" % (path, text)
+    return int(m.group(1))
 
 
 class ApiError(AssertionError):
@@ -31,6 +47,17 @@ def clean_env(extra=None, **kw):
     env.update(extra or {})
     env.update(kw)
     return env
+
+
+def simple_task(name, cmd, extra=""):
+    """A DAG file's task `name` running `sh -c cmd` in the test image; extra: more keys,
+    indented by four spaces."""
+    return ("  %s:\n    image: %s\n    command: [\"sh\", \"-c\", %s]\n%s"
+            % (name, IMAGE, json.dumps(cmd), extra))
+
+
+def dag_text(dag_id, *tasks, head=""):
+    return "dag: %s\n%stasks:\n%s" % (dag_id, head, "".join(tasks))
 
 
 def wait_for(what, fn, timeout, interval=0.1):
@@ -66,6 +93,11 @@ class Server:
         self.err_path = self.dg.tmp / ("serve-%d.err" % self.starts)
         argv = [self.dg.bin, "serve", "--dags", str(self.dags), "--state", str(self.state),
                 "--listen", "127.0.0.1:0", *self.args]
+        # a port file left by an earlier daemon on this state dir names a port nobody listens on
+        try:
+            self.port_file.unlink()
+        except FileNotFoundError:
+            pass
         with open(self.err_path, "wb") as err, open(self.dg.tmp / ("serve-%d.out" % self.starts), "wb") as out:
             self.proc = subprocess.Popen(wrap(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                          env=self.env, cwd=self.dg.tmp)
@@ -73,13 +105,21 @@ class Server:
 
         def port():
             assert self.proc.poll() is None, "dagd serve exited %s:\n%s" % (self.proc.returncode, self.stderr())
-            m = PORT_RE.search(self.stderr())
-            return m and int(m.group(1))
+            return read_port_file(self.port_file)
 
-        self.port = wait_for("dagd serve to listen", port, timeout)
+        try:
+            self.port = wait_for("dagd serve to listen (to write %s)" % self.port_file, port, timeout)
+        except AssertionError as e:
+            if not str(e).startswith("timed out"):
+                raise
+            raise AssertionError("%s\n--- dagd stderr\n%s" % (e, self.stderr()[-4000:])) from None
         if wait_ready:
             wait_for("health ready", lambda: self.health().get("ready") is True, timeout)
         return self
+
+    @property
+    def port_file(self):
+        return self.state / "api.port"
 
     def stderr(self):
         if not self.err_path or not self.err_path.exists():

@@ -1,21 +1,29 @@
 """Crash recovery of `dagd serve` (SPEC §8, §10): kill -9 and SIGTERM while a task's
-container runs, containers that exit or vanish while dagd is down, and a restart of the
-Docker daemon under a running dagd. A command never runs twice, and no log line is doubled.
+container runs, containers that exit or vanish while dagd is down, kill -9 while a
+container's start is in flight and at random moments, and a restart of the Docker daemon
+under a running dagd. A command never runs twice, no log line is doubled, and a try whose
+container never started is not failed: only a container that started and then vanished
+is a lost try.
 """
+import collections
 import os
+import random
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
 
-from conftest import docker, inspect
-from serve_helpers import Server, running_task_containers, wait_for
+from conftest import TIME_SCALE, containers, docker, inspect
+from serve_helpers import (Server, clean_env, dag_text, running_task_containers, simple_task,
+                           wait_for)
 
 
-def marked_dag(dg, command, retries=0, downstream=True):
-    """A DAG whose task `work` runs command with the host dir <tmp>/marks on /marks."""
+def marked_dag(dg, command, retries=0, downstream=True, extra=""):
+    """A DAG whose task `work` runs command with the host dir <tmp>/marks on /marks; extra:
+    more keys of `work`, indented by four spaces."""
     marks = dg.tmp / "marks"
     marks.mkdir(exist_ok=True)
     os.chmod(marks, 0o777)
@@ -27,7 +35,7 @@ def marked_dag(dg, command, retries=0, downstream=True):
             "    command: [\"sh\", \"-c\", %s]\n"
             "    volumes: [\"%s:/marks\"]\n"
             "    retries: %d\n"
-            "    retry_delay: 1s\n" % (_yaml_str(command), marks, retries))
+            "    retry_delay: 1s\n%s" % (_yaml_str(command), marks, retries, extra))
     if downstream:
         body += ("  after:\n"
                  "    image: @IMAGE@\n"
@@ -212,6 +220,139 @@ def test_precreated_downstream_container_is_not_leaked(dg):
     r = srv.wait_run(dg.dag_id, run, timeout=40)
     assert r["state"] == "success", r
     no_containers_left(dg, stale_created_ok=False)
+
+
+# --- kill -9 between a try's queueing and its container's start
+
+def _task_containers(dg, task):
+    return containers(dg.dag_id, extra=["label=io.dagd.task=" + task])
+
+
+@pytest.mark.parametrize("held", ["dropped", "forwarded"])
+def test_kill9_while_the_start_is_in_flight(dg, engine_proxy, held):
+    """dagd talks to the engine through a proxy that holds the `start` of work's container
+    (created, not started), and is killed while it waits for it. dropped: the engine never
+    gets that start. forwarded: it gets it just before the kill, so the container starts
+    while dagd dies and dagd never hears of it. Either way work has not failed: dagd,
+    restarted straight on the engine, runs the try (its first and only one), the command
+    runs once, and one container of work is left (remove: never), the one that ran."""
+    dags, marks = marked_dag(dg, "echo X >> /marks/ran; sleep 1; echo end", extra="    remove: never\n")
+    engine_proxy.hold_start(dg.dag_id, "work")
+    srv = Server(dg, dags, env={"DOCKER_HOST": engine_proxy.docker_host}).start()
+    srv.wait_dag(dg.dag_id)
+    run = srv.trigger(dg.dag_id)["dag_run_id"]
+    held_reqs = engine_proxy.held.wait(1, timeout=30)
+    assert held_reqs, "dagd never started work's container; requests: %r" % engine_proxy.seen.get()[-20:]
+    start = held_reqs[0]
+    cid = inspect(start.path.split("/containers/")[1].split("/")[0])["Id"]
+    assert inspect(cid)["State"]["Status"] == "created"
+    if held == "forwarded":
+        answer = {}
+        sender = threading.Thread(target=lambda: answer.update(status=start.send_detached()))
+        sender.start()
+        srv.kill9()
+        sender.join(60)
+        assert answer.get("status") == 204, "the engine did not start the container: %r" % answer
+        assert inspect(cid)["State"]["Status"] in ("running", "exited")
+    else:
+        srv.kill9()
+        start.drop()
+        assert inspect(cid)["State"]["Status"] == "created"
+        assert not (marks / "ran").exists()
+    engine_proxy.close()
+
+    srv.env = clean_env()  # straight to the engine
+    srv.start()
+    r = srv.wait_run(dg.dag_id, run, timeout=40)
+    tis = srv.tis(dg.dag_id, run)
+    tries = dg.tries("work", run_id=run)
+    assert r["state"] == "success", "the run ended %s: work %s (%s); tries of work: %r\n--- dagd stderr\n%s" % (
+        r["state"], tis["work"]["state"], tis["work"]["message"],
+        [(t["try_number"], t["state"], t["message"]) for t in tries], srv.all_stderr()[-3000:])
+    assert tis["work"]["state"] == "success" and tis["work"]["try_number"] == 1, tis["work"]
+    assert [t["try_number"] for t in tries] == [1], tries
+    assert tis["after"]["state"] == "success", tis["after"]
+    assert (marks / "ran").read_text().splitlines() == ["X"], "the command did not run exactly once"
+    made = _task_containers(dg, "work")
+    assert made == [tis["work"]["container_id"]], \
+        "work's containers %s; the try ran in %s" % (made, tis["work"]["container_id"])
+    if held == "forwarded":
+        assert made == [cid], "the started container was not adopted: %s, not %s" % (made, cid)
+    state = inspect(made[0])["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 0, state
+    docker("rm", "-f", *made)
+    no_containers_left(dg, stale_created_ok=False)
+
+
+# A ten-task DAG (two chains of three, two single tasks, a fan-in and one after it); each
+# task's command appends "<run_id> <task_id>" to /out/ran.
+CHAOS_TASKS = {"a1": [], "a2": ["a1"], "a3": ["a2"], "b1": [], "b2": ["b1"], "b3": ["b2"],
+               "c1": [], "c2": [], "join": ["a3", "b3", "c1", "c2"], "final": ["join"]}
+
+
+def test_kill9_at_random_moments_never_fails_or_repeats_a_try(dg):
+    """`dagd serve` is killed (SIGKILL) at random moments while runs of a DAG with
+    retries: 0 go on, and restarted on the same state dir each time: every run still
+    succeeds, every task's command ran exactly once per run, every try is the first, and no
+    container is left. The moments come from a seeded RNG (DAGD_TEST_SEED replays one)."""
+    seed = int(os.environ.get("DAGD_TEST_SEED") or random.randrange(1 << 32))
+    rng = random.Random(seed)
+    out = dg.tmp / "out"
+    out.mkdir()
+    os.chmod(out, 0o777)
+    vol = '    volumes: ["%s:/out"]\n' % out
+    tasks = [simple_task(t, 'echo "{{ run_id }} {{ task_id }}" >> /out/ran; sleep 0.2',
+                         vol + ("    depends_on: [%s]\n" % ", ".join(up) if up else ""))
+             for t, up in CHAOS_TASKS.items()]
+    dags = dg.tmp / "dags"
+    dg.write(dag_text("@DAG@", *tasks, head="defaults: {retries: 0}\n"), name="dags/dag.yml", dedent=False)
+
+    srv = Server(dg, dags)
+    kills, runs = [], []
+    n_kills = 24 if TIME_SCALE == 1 else 8  # fewer under valgrind, where each moment lasts longer
+    n_runs = n_kills // 3
+    for i in range(n_kills):
+        srv.start(wait_ready=False)
+        if i % 3 == 0 and len(runs) < n_runs:
+            wait_for("health ready", lambda: srv.health().get("ready") is True, 20)
+            srv.wait_dag(dg.dag_id)
+            runs.append(srv.trigger(dg.dag_id)["dag_run_id"])
+        up, down = rng.uniform(0.0, 1.5) * TIME_SCALE, rng.uniform(0.0, 0.5)
+        time.sleep(up)
+        srv.kill9()
+        kills.append("%.2f+%.2f" % (up, down))
+        time.sleep(down)
+    srv.start()
+    how = "seed %d (DAGD_TEST_SEED=%d replays it); kills after (up+down) seconds: %s" % (
+        seed, seed, " ".join(kills))
+
+    ends = {}
+    for run in runs:
+        try:
+            ends[run] = srv.wait_run(dg.dag_id, run, timeout=90)
+        except AssertionError as e:
+            raise AssertionError("%s\n%s" % (e, how))
+    lines = (out / "ran").read_text().splitlines() if (out / "ran").exists() else []
+    ran = collections.Counter(tuple(l.split()) for l in lines)
+    problems = []
+    for run, r in ends.items():
+        tis = srv.tis(dg.dag_id, run)
+        if r["state"] != "success":
+            problems.append("run %s ended %s (%d tasks upstream_failed)" % (
+                run, r["state"], sum(ti["state"] == "upstream_failed" for ti in tis.values())))
+        for t in CHAOS_TASKS:
+            ti = tis[t]
+            if ti["state"] == "upstream_failed":
+                continue
+            if ti["state"] != "success" or ti["try_number"] != 1 or ran[(run, t)] != 1:
+                tries = [(x["try_number"], x["state"], x["message"]) for x in dg.tries(t, run_id=run)]
+                problems.append("%s %s: %s, try %s, its command ran %d times; tries: %s" % (
+                    run, t, ti["state"], ti["try_number"], ran[(run, t)], tries))
+    assert not problems, "after %d kills:\n%s\n%s" % (len(kills), "\n".join(problems), how)
+    try:
+        no_containers_left(dg, stale_created_ok=False)
+    except AssertionError as e:
+        raise AssertionError("%s\n%s" % (e, how))
 
 
 # --- the Docker daemon restarting under a running dagd

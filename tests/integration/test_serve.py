@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from conftest import IMAGE
-from serve_helpers import ApiError, Server, running_task_containers, wait_for
+from conftest import free_port
+from serve_helpers import (ApiError, Server, clean_env, dag_text, read_port_file, running_task_containers,
+                           simple_task, wait_for)
 
 
 def rfc(dt):
@@ -30,15 +31,6 @@ def minute_start(margin=12):
         time.sleep(60 - now.second - now.microsecond / 1e6 + 0.2)
         now = datetime.datetime.now(datetime.timezone.utc)
     return now.replace(second=0, microsecond=0)
-
-
-def simple_task(name, cmd, extra=""):
-    return ("  %s:\n    image: %s\n    command: [\"sh\", \"-c\", %s]\n%s"
-            % (name, IMAGE, json.dumps(cmd), extra))
-
-
-def dag_text(dag_id, *tasks, head=""):
-    return "dag: %s\n%stasks:\n%s" % (dag_id, head, "".join(tasks))
 
 
 def test_folder_import_errors_token_and_auth(dg):
@@ -76,6 +68,33 @@ def test_folder_import_errors_token_and_auth(dg):
     with pytest.raises(ApiError) as ei:
         srv.dag(dg.dag_id + "_bad")
     assert ei.value.status == 404
+
+
+def test_port_file_is_written_once_the_api_listens_before_recovery(dg):
+    """`--listen 127.0.0.1:0`: the bound port goes to <state>/api.port as digits and a
+    newline, as soon as the API listens, before recovery (which waits for an engine that
+    is not there yet) has finished; a stale file from an earlier daemon is replaced."""
+    dags = dg.tmp / "dags"
+    dags.mkdir()
+    dg.state.mkdir()
+    port_file = dg.state / "api.port"
+    nobody = free_port()
+    port_file.write_text("%d\n" % nobody)  # a stale file from an earlier daemon
+    p = dg.popen("serve", "--dags", dags, "--state", dg.state, "--listen", "127.0.0.1:0",
+                 env=clean_env(DOCKER_HOST="tcp://127.0.0.1:%d" % free_port()))
+
+    def written():
+        assert p.poll() is None, "dagd serve exited %s: %s" % (p.returncode, p.stderr.read1().decode())
+        port = read_port_file(port_file)
+        return port if port != nobody else None
+    port = wait_for("dagd serve to replace the stale %s" % port_file, written, 20)
+    assert port_file.read_text() == "%d\n" % port
+    srv = Server(dg, dags)
+    srv.port = port
+    h = srv.health()
+    assert h["status"] == "ok" and h["ready"] is False, "recovery cannot have finished: %r" % h
+    left = sorted(f.name for f in dg.state.iterdir() if "api.port" in f.name and f.name != "api.port")
+    assert not left, "a temporary file was left beside the port file: %s" % left
 
 
 def test_edit_is_picked_up_without_disturbing_a_run_in_flight(dg):

@@ -12,8 +12,13 @@ Readings of the contract taken here:
 """
 import os
 import re
+import shutil
+import signal
 
 import pytest
+
+from conftest import REPO, Harness, _stop, free_port
+from serve_helpers import Server, clean_env, wait_for
 
 GOOD = """\
 dag: {dag}
@@ -38,8 +43,12 @@ def err_re(path, line, col=None):
 
 @pytest.fixture
 def v(dagd_bin, tmp_path):
-    from conftest import Harness
-    return Harness(dagd_bin, tmp_path, "validate")
+    """A Harness without the Docker engine (nothing here runs a container); the dagd
+    processes it starts are stopped after the test."""
+    h = Harness(dagd_bin, tmp_path, "validate")
+    yield h
+    for proc in h.procs:
+        _stop(proc)
 
 
 def write(tmp_path, name, text):
@@ -211,3 +220,122 @@ def test_usage(v, tmp_path):
     res = v.exec("validate", missing)
     assert res.rc in (1, 2), res
     assert str(missing) in res.err, res
+
+
+# --------------------------------------------------------------------------- validate = serve
+
+DATA = REPO / "tests" / "data" / "dags"
+# broken/config/ holds the files that are invalid only under the configuration below.
+BROKEN = sorted((DATA / "broken").glob("*.yml")) + sorted((DATA / "broken" / "config").glob("*.yml"))
+VALID = sorted((DATA / "valid").glob("*.yml"))
+DIAG_RE = re.compile(r"^(.+?):(\d+):(\d+): error: (.*)$")
+
+
+def shared_config(tmp_path):
+    """The configuration that `dagd validate` and `dagd serve` both get, through the
+    environment: pools spark and etl, a connections file (warehouse, mart, slack), the
+    default policy said out loud (no privileged containers), and an engine that does not
+    answer: serve then loads and reloads its folder but never gets to schedule, so the
+    valid DAGs' runs create nothing on the engine."""
+    conns = tmp_path / "connections.yml"
+    conns.write_text("warehouse: postgres://etl:pw@db:5432/warehouse\n"
+                     "mart: postgres://etl:pw@mart:5432/mart\n"
+                     "slack: https://hooks.example.com/T000/B000\n")
+    os.chmod(conns, 0o600)
+    return clean_env(DAGD_POOLS="spark=2,etl=2", DAGD_CONNECTIONS_FILE=str(conns),
+                     DAGD_POLICY_ALLOW_PRIVILEGED="false",
+                     DOCKER_HOST="tcp://127.0.0.1:%d" % free_port())
+
+
+def expected_text(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), "%s has no expect line" % path
+    return first[len("# expect: "):]
+
+
+def validate_verdicts(v, folder, env):
+    """`dagd validate folder`: (the files it calls ok, its diagnostics as sorted
+    (file, line, col, message) tuples)."""
+    res = v.exec("validate", folder, env=env)
+    assert res.rc in (0, 1), res
+    ok, errors = set(), []
+    for line in res.out.splitlines():
+        m = re.match(r"^ok (.+) \([^()]*\)$", line)
+        assert m, "not an ok line: %r\n%r" % (line, res)
+        ok.add(os.path.realpath(m.group(1)))
+    for line in res.err.splitlines():
+        m = DIAG_RE.match(line)
+        assert m, "not a file:line:col: error: line: %r\n%r" % (line, res)
+        errors.append((os.path.realpath(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)))
+    return ok, sorted(errors)
+
+
+def serve_verdicts(srv):
+    """What the running daemon made of its folder: (the files of the DAGs it lists, its
+    import errors as sorted (file, line, col, message) tuples)."""
+    doc = srv.get("/import-errors?limit=1000")
+    assert doc["total_entries"] == len(doc["import_errors"]), doc["total_entries"]
+    errors = sorted((os.path.realpath(e["filename"]), e["line"], e["col"], e["message"])
+                    for e in doc["import_errors"])
+    loaded = {os.path.realpath(d["file"]) for d in srv.get("/dags?limit=1000")["dags"]}
+    return loaded, errors
+
+
+def copy_in(files, folder):
+    """Copy files into folder, each appearing whole (written beside it, then renamed)."""
+    for f in files:
+        part = folder / ("." + f.name + ".part")
+        shutil.copyfile(f, part)
+        os.replace(part, folder / f.name)
+
+
+@pytest.mark.parametrize("when", ["load", "reload"])
+def test_validate_and_serve_judge_every_file_alike(v, when):
+    """Every broken file (tests/data/dags/broken, and broken/config under the shared
+    configuration) and every valid one goes to `dagd validate` and into the DAGs folder of
+    one `dagd serve`, both with the same configuration from the environment. For each
+    file both give the same verdict, and a broken file's import errors are exactly
+    validate's diagnostics (file, line, col, message), among them its `# expect:` text.
+    load: the folder holds every file when serve starts. reload: serve starts on the
+    valid files, then the broken ones are copied in and it is sent SIGHUP."""
+    env = shared_config(v.tmp)
+    folder = v.tmp / "dags"
+    folder.mkdir()
+    copy_in(VALID, folder)
+    if when == "load":
+        copy_in(BROKEN, folder)
+    srv = Server(v, folder, env=env).start(wait_ready=False)
+    if when == "reload":
+        wait_for("the valid DAGs to load", lambda: len(serve_verdicts(srv)[0]) == len(VALID), 10)
+        copy_in(BROKEN, folder)
+        srv.proc.send_signal(signal.SIGHUP)
+    names = [f.name for f in VALID + BROKEN]
+    assert len(set(names)) == len(names), "two data files share a name"
+    files = [os.path.realpath(folder / n) for n in names]
+
+    def accounted():
+        loaded, errors = serve_verdicts(srv)
+        seen = loaded | {e[0] for e in errors}
+        return (loaded, errors) if all(f in seen for f in files) else None
+    serve_ok, serve_errors = wait_for("serve to judge every file", accounted, 10)
+    assert srv.alive(), srv.stderr()
+    val_ok, val_errors = validate_verdicts(v, folder, env)
+
+    problems = []
+    for src, f in zip(VALID + BROKEN, files):
+        name = os.path.relpath(src, DATA)
+        ve = [e[1:] for e in val_errors if e[0] == f]
+        se = [e[1:] for e in serve_errors if e[0] == f]
+        verdicts = ("valid" if f in val_ok and not ve else "invalid",
+                    "valid" if f in serve_ok and not se else "invalid")
+        want = "valid" if src in VALID else "invalid"
+        if verdicts != (want, want):
+            problems.append("%s: validate says %s, serve says %s (want %s); validate: %s; serve: %s"
+                            % (name, verdicts[0], verdicts[1], want, ve, se))
+        elif ve != se:
+            problems.append("%s: validate and serve differ:\n    validate: %s\n    serve:    %s" % (name, ve, se))
+        elif want == "invalid" and not any(expected_text(src) in e[2] for e in ve):
+            problems.append("%s: no message contains %r: %s" % (name, expected_text(src), ve))
+    log = [l for l in srv.stderr().splitlines() if ": not loaded (" not in l]
+    assert not problems, "%d of %d files are judged apart (%s):\n%s\n--- dagd serve stderr (less 'not loaded')\n%s" % (
+        len(problems), len(files), when, "\n".join(problems), "\n".join(log[-20:]))
