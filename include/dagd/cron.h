@@ -61,6 +61,13 @@ int dg_schedule_next_interval(const dg_schedule *s, int64_t start_date_ms, int64
 int dg_schedule_interval_after(const dg_schedule *s, int64_t start_date_ms, int64_t end_date_ms,
                                int64_t t_ms, dg_interval *ret);
 
+/* The data interval of a run made by hand (`dagd run`, trigger) for logical date
+ * logical_ms, as Airflow 2.10 infers it (docs/dags.md, "Schedules and data intervals"): for a
+ * cron expression or preset, the latest complete interval ending at or before the logical
+ * date; for `every D`, [logical - D, logical); for @once, or s NULL (no schedule), the
+ * empty interval [logical, logical]. */
+void dg_schedule_manual_interval(const dg_schedule *s, int64_t logical_ms, dg_interval *ret);
+
 /* Timezone conversions through the same cached tz database zones (NULL = UTC). Local times
  * are milliseconds counted as if the wall clock were UTC. As in Airflow 2 (pendulum), a
  * local time that happens twice maps to its second occurrence (after the clocks went back),

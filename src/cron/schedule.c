@@ -599,6 +599,23 @@ int dg_schedule_next_interval(const dg_schedule *s, int64_t start_date_ms, int64
                            ret);
 }
 
+/* The last cron fire in (floor_ms, t_ms], or -1 when there is none. There is no backwards
+ * search in cron time: look back in growing windows, then walk forward. */
+static int64_t cron_last_fire(const dg_schedule *s, int64_t floor_ms, int64_t t_ms) {
+    for (int64_t w = 3600 * 1000;; w *= 2) {
+        int64_t from = t_ms - w < floor_ms ? floor_ms : t_ms - w;
+        int64_t last = dg_schedule_next_fire(s, 0, from);
+        if (last >= 0 && last <= t_ms) {
+            for (;;) {
+                int64_t f = dg_schedule_next_fire(s, 0, last);
+                if (f < 0 || f > t_ms) return last;
+                last = f;
+            }
+        }
+        if (from == floor_ms) return -1;
+    }
+}
+
 int dg_schedule_interval_after(const dg_schedule *s, int64_t start_date_ms, int64_t end_date_ms,
                                int64_t t_ms, dg_interval *ret) {
     dg_interval first;
@@ -610,22 +627,29 @@ int dg_schedule_interval_after(const dg_schedule *s, int64_t start_date_ms, int6
     }
     if (s->cron.type == DG_SCHED_ONCE) return -ENOENT;
     int64_t last; /* the last fire <= t; first.end_ms is one, so it exists */
-    if (s->cron.type == DG_SCHED_EVERY) {
+    if (s->cron.type == DG_SCHED_EVERY)
         last = start_date_ms + (t_ms - start_date_ms) / s->cron.every_ms * s->cron.every_ms;
-    } else {
-        /* no backwards search in cron time: look back in growing windows, then walk forward */
-        int64_t w = 3600 * 1000;
-        for (;;) {
-            int64_t from = t_ms - w < first.end_ms - 1 ? first.end_ms - 1 : t_ms - w;
-            last = dg_schedule_next_fire(s, start_date_ms, from);
-            if (last >= 0 && last <= t_ms) break;
-            w *= 2;
-        }
-        for (;;) {
-            int64_t f = dg_schedule_next_fire(s, start_date_ms, last);
-            if (f < 0 || f > t_ms) break;
-            last = f;
-        }
-    }
+    else
+        last = cron_last_fire(s, first.end_ms - 1, t_ms);
     return finish_interval(last, dg_schedule_next_fire(s, start_date_ms, last), end_date_ms, ret);
+}
+
+/* Airflow 2's infer_manual_data_interval: a cron schedule's run_after is aligned down to a
+ * fire time (itself when it is one), and the interval is the one that ends there; a delta
+ * schedule ends at run_after itself; anything else is the instant alone. start_date plays
+ * no part, as in Airflow. */
+void dg_schedule_manual_interval(const dg_schedule *s, int64_t logical_ms, dg_interval *ret) {
+    *ret = (dg_interval){logical_ms, logical_ms};
+    if (!s) return;
+    if (s->cron.type == DG_SCHED_EVERY) {
+        if (s->cron.every_ms > 0) ret->start_ms = logical_ms - s->cron.every_ms;
+        return;
+    }
+    if (s->cron.type != DG_SCHED_CRON) return;
+    const int64_t reach = (int64_t)SEARCH_DAYS * DAY_S * 1000;
+    int64_t end = cron_last_fire(s, logical_ms - reach, logical_ms);
+    if (end < 0) return;
+    int64_t start = cron_last_fire(s, end - 1 - reach, end - 1);
+    if (start < 0) return;
+    *ret = (dg_interval){start, end};
 }
