@@ -75,6 +75,10 @@ int dg_store_put_dag(dg_store *st, const char *dag, bool paused, const char *fil
 int dg_store_unfinished_runs(dg_store *st, dg_run_rec ***ret, size_t *ret_n);
 /* The newest run of a DAG of one run_type ("scheduled"), -ENOENT when none. */
 int dg_store_last_run(dg_store *st, const char *dag, const char *run_type, dg_run_rec **ret);
+/* The run of a DAG at a logical date, -ENOENT when none: a DAG has at most one run per
+ * logical date (docs/daemon.md, "Schedules"); of a state written before that rule, the
+ * first by run id. */
+int dg_store_run_at(dg_store *st, const char *dag, int64_t logical_ms, dg_run_rec **ret);
 /* Instances per state (tasks) or runs per state; states NULL-terminated. */
 int dg_store_count_states(dg_store *st, bool tasks, char ***ret_states, int64_t **ret_counts, size_t *ret_n);
 

@@ -76,6 +76,9 @@ int64_t dg_now_ms(void);
 /* RFC 3339 UTC with seconds ("2025-01-01T00:00:00Z"); fractional digits added when ms != 0
  * only if frac is true. Caller frees. */
 char *dg_format_time(int64_t ms, bool frac);
+/* RFC 3339 UTC always with milliseconds ("2025-01-01T00:00:00.000Z"): how the API and the
+ * command line show times. Caller frees. */
+char *dg_format_time_ms(int64_t ms);
 /* Accepts "2025-01-01", "2025-01-01T02:00:00Z", "...+09:00", "...T02:00:00" (UTC),
  * and fractional seconds. */
 int dg_parse_time(const char *s, int64_t *ret_ms);

@@ -708,6 +708,28 @@ int dg_store_last_run(dg_store *st, const char *dag, const char *run_type, dg_ru
     return 0;
 }
 
+int dg_store_run_at(dg_store *st, const char *dag, int64_t logical_ms, dg_run_rec **ret) {
+    if (!st || !dag) return -EINVAL;
+    sqlite3_stmt *s;
+    int r = prepare(st,
+                    "SELECT " RUN_COLS " FROM dag_runs WHERE dag_id = ?1 AND logical_ms = ?2 "
+                    "ORDER BY run_id LIMIT 1",
+                    &s);
+    if (r < 0) return r;
+    sqlite3_bind_text(s, 1, dag, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, logical_ms);
+    dg_run_rec **v = NULL;
+    size_t n = 0;
+    if ((r = collect_runs(st, s, &v, &n)) < 0) return r;
+    if (n == 0) {
+        free(v);
+        return -ENOENT;
+    }
+    *ret = v[0];
+    free(v);
+    return 0;
+}
+
 int dg_store_count_states(dg_store *st, bool tasks, char ***ret_states, int64_t **ret_counts, size_t *ret_n) {
     sqlite3_stmt *s;
     int r = prepare(st,

@@ -97,6 +97,11 @@ char *dg_format_time(int64_t ms, bool frac) {
     return xstrdup(b);
 }
 
+char *dg_format_time_ms(int64_t ms) {
+    _cleanup_free_ char *s = dg_format_time(ms, false); /* the second ms falls in, then "Z" */
+    return xasprintf("%.*s.%03dZ", (int)strlen(s) - 1, s, (int)((ms % 1000 + 1000) % 1000));
+}
+
 static int digits(const char **p, int n, int *ret) {
     int v = 0;
     for (int i = 0; i < n; i++) {

@@ -570,6 +570,29 @@ Test(store, tasklog_flush_and_null) {
     cr_assert_lt(dg_tasklog_open(bad, &l), 0);
 }
 
+/* One run per logical date: the run at a date, whatever its type, or -ENOENT. */
+Test(store, run_at) {
+    dg_store *st = open_ok();
+    put_run(st, "d", "scheduled__a", 10);
+    put_run(st, "d", "b", 20);
+    put_run(st, "other", "z", 30);
+    dg_run_rec *r = NULL;
+    cr_assert_eq(dg_store_run_at(st, "d", 10, &r), 0);
+    cr_assert_str_eq(r->run_id, "scheduled__a");
+    cr_assert_str_eq(r->conf_json, "{\"k\":1}");
+    dg_run_rec_free(r);
+    r = NULL;
+    cr_assert_eq(dg_store_run_at(st, "d", 11, &r), -ENOENT);
+    cr_assert_eq(dg_store_run_at(st, "d", 30, &r), -ENOENT);
+    cr_assert_null(r);
+    /* two runs at one date (a state from before the rule): the first by run id */
+    put_run(st, "d", "backfill__a", 10);
+    cr_assert_eq(dg_store_run_at(st, "d", 10, &r), 0);
+    cr_assert_str_eq(r->run_id, "backfill__a");
+    dg_run_rec_free(r);
+    dg_store_close(st);
+}
+
 Test(store, daemon_queries) {
     dg_store *st = open_ok();
     bool paused = true;

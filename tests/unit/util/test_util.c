@@ -99,9 +99,23 @@ Test(util, times) {
     s = dg_format_time(ms, false);
     cr_assert_str_eq(s, "0377-08-31T22:01:42Z");
     free(s);
+    /* the API's form: milliseconds always, ".000" included */
+    s = dg_format_time_ms(1735689600000LL + 7200000);
+    cr_assert_str_eq(s, "2025-01-01T02:00:00.000Z");
+    free(s);
+    s = dg_format_time_ms(1735689600250LL);
+    cr_assert_str_eq(s, "2025-01-01T00:00:00.250Z");
+    free(s);
+    s = dg_format_time_ms(-1);
+    cr_assert_str_eq(s, "1969-12-31T23:59:59.999Z");
+    free(s);
     /* every formatted time parses back to itself */
     for (int64_t t = -86400000LL * 400; t < 86400000LL * 365 * 200; t += 86400000LL * 37 + 1234567) {
         s = dg_format_time(t, true);
+        cr_assert_eq(dg_parse_time(s, &ms), 0, "%s", s);
+        cr_assert_eq(ms, t, "%s", s);
+        free(s);
+        s = dg_format_time_ms(t);
         cr_assert_eq(dg_parse_time(s, &ms), 0, "%s", s);
         cr_assert_eq(ms, t, "%s", s);
         free(s);
