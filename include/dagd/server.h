@@ -41,13 +41,17 @@ json_t *dg_server_import_errors(dg_server *s);
 
 int dg_server_list_runs(dg_server *s, const char *dag, int limit, int offset, json_t **ret, dg_error *err);
 int dg_server_get_run(dg_server *s, const char *dag, const char *run, json_t **ret, dg_error *err);
-/* body {"conf": {}, "logical_date": "RFC 3339"} (both optional) → the new run */
+/* body {"conf": {}, "logical_date": "RFC 3339", "rerun": bool} (all optional) → the new run.
+ * A logical date that has a run is -EEXIST, unless rerun: then that run is cleared to run
+ * again and answered. */
 int dg_server_trigger(dg_server *s, const char *dag, const json_t *body, json_t **ret, dg_error *err);
 int dg_server_cancel_run(dg_server *s, const char *dag, const char *run, json_t **ret, dg_error *err);
 /* body {"tasks": [ids] (default all), "downstream": bool, "only_failed": bool} */
 int dg_server_clear(dg_server *s, const char *dag, const char *run, const json_t *body, json_t **ret,
                     dg_error *err);
-/* body {"from": date, "to": date} → {"dag_runs": [...], "total_entries"} */
+/* body {"from": date, "to": date, "conf": {}, "rerun": bool} → {"dag_runs": [...],
+ * "total_entries", "created": [ids], "existing": [ids], "cleared": [ids]}: the runs of the
+ * range, and which were made, left as they were, or cleared to run again (rerun). */
 int dg_server_backfill(dg_server *s, const char *dag, const json_t *body, json_t **ret, dg_error *err);
 
 int dg_server_list_tasks(dg_server *s, const char *dag, const char *run, json_t **ret, dg_error *err);
@@ -61,6 +65,10 @@ int dg_server_patch_task(dg_server *s, const char *dag, const char *run, const c
 int dg_server_log(dg_server *s, const char *dag, const char *run, const char *task, int try_number,
                   char **ret_path, bool *ret_live, dg_error *err);
 bool dg_server_log_live(dg_server *s, const char *dag, const char *run, const char *task, int try_number);
+
+/* An API document as text, as json_dumps with flags, each number written with the fewest
+ * digits (15 to 17) that read back the same. Caller frees. */
+char *dg_server_json_text(const json_t *doc, size_t flags);
 
 /* Prometheus text exposition. Caller frees. */
 char *dg_server_metrics(dg_server *s);

@@ -53,7 +53,7 @@ enum MHD_Result dg__api_reply(struct MHD_Connection *c, unsigned status, const c
 }
 
 enum MHD_Result dg__api_reply_json(struct MHD_Connection *c, unsigned status, json_t *body) {
-    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = dg_server_json_text(body, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(body);
     if (!text) return dg__api_reply_error(c, 500, "response could not be encoded");
     size_t n = strlen(text);

@@ -410,7 +410,7 @@ static enum MHD_Result h_list_runs(dg_api *a, struct MHD_Connection *c, dg__api_
 }
 
 static enum MHD_Result h_trigger(dg_api *a, struct MHD_Connection *c, dg__api_req *r) {
-    static const field f[] = {{"conf", F_OBJECT, false}, {"logical_date", F_STRING, false}};
+    static const field f[] = {{"conf", F_OBJECT, false}, {"logical_date", F_STRING, false}, {"rerun", F_BOOL, false}};
     enum MHD_Result ret;
     json_t *body = body_object(c, r, f, ARRAY_SIZE(f), &ret);
     if (!body) return ret;
@@ -491,7 +491,8 @@ static enum MHD_Result h_log(dg_api *a, struct MHD_Connection *c, dg__api_req *r
 }
 
 static enum MHD_Result h_backfill(dg_api *a, struct MHD_Connection *c, dg__api_req *r) {
-    static const field f[] = {{"from", F_STRING, true}, {"to", F_STRING, true}};
+    static const field f[] = {
+        {"from", F_STRING, true}, {"to", F_STRING, true}, {"conf", F_OBJECT, false}, {"rerun", F_BOOL, false}};
     enum MHD_Result ret;
     json_t *body = body_object(c, r, f, ARRAY_SIZE(f), &ret);
     if (!body) return ret;

@@ -11,6 +11,7 @@
 #include "dagd/api.h"
 #include "dagd/cli.h"
 #include "dagd/config.h"
+#include "dagd/cron.h"
 #include "dagd/log.h"
 #include "dagd/runtime.h"
 #include "dagd/server.h"
@@ -156,6 +157,7 @@ typedef struct fg {
     json_t *conf;
     char *run_id;
     int64_t logical_ms;
+    dg_interval interval; /* the data interval inferred from the schedule */
     dg_display disp;
     uv_signal_t sigint, sigterm;
     uv_timer_t redraw, finish;
@@ -248,8 +250,8 @@ static void connected_cb(void *ud, const dg_error *err) {
         maybe_finish(f);
         return;
     }
-    f->run = dg_exec_add_run(f->exec, f->dag, f->run_id, "manual", f->logical_ms, f->logical_ms, f->logical_ms,
-                             f->conf);
+    f->run = dg_exec_add_run(f->exec, f->dag, f->run_id, "manual", f->logical_ms, f->interval.start_ms,
+                             f->interval.end_ms, f->conf);
     dg_exec_persist_new_tis(f->exec, f->run);
     dg_exec_pump(f->exec);
 }
@@ -263,6 +265,11 @@ static int foreground(const dg_config *cfg, const dg_dag *dag, json_t *conf, int
     f.conf = conf;
     f.test_mode = test_mode;
     f.logical_ms = logical_ms;
+    /* a run made by hand covers the interval Airflow would give it (docs/dags.md) */
+    dg_schedule sch;
+    bool has_sch = dag->schedule && dg_schedule_init(&sch, dag->schedule, dag->timezone, NULL) == 0;
+    dg_schedule_manual_interval(has_sch ? &sch : NULL, logical_ms, &f.interval);
+    if (has_sch) dg_schedule_done(&sch);
     _cleanup_free_ char *now = dg_format_time(dg_now_ms(), true);
     f.run_id = xasprintf("%s__%s", test_mode ? "test" : "manual", now);
     uv_loop_init(&f.loop);

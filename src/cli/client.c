@@ -16,6 +16,7 @@
 
 #include "dagd/cli.h"
 #include "dagd/config.h"
+#include "dagd/server.h"
 #include "dagd/util.h"
 #include "cli_internal.h"
 
@@ -39,13 +40,15 @@ enum {
     O_FAILED = 1 << 7,
     O_FROM = 1 << 8,
     O_TO = 1 << 9,
+    O_RERUN = 1 << 10,
+    O_RESET = 1 << 11,
 };
 
 typedef struct opts {
     char **pos;
     size_t n_pos;
     const char *server, *token_file, *state, *conf, *date, *from, *to, *try_s;
-    bool json, follow, wait, downstream, failed, help;
+    bool json, follow, wait, downstream, failed, rerun, help;
 } opts;
 
 typedef struct client {
@@ -86,6 +89,8 @@ static const struct {
     {"failed", O_FAILED, 0, offsetof(opts, failed), false, 0},
     {"from", O_FROM, offsetof(opts, from), 0, true, 0},
     {"to", O_TO, offsetof(opts, to), 0, true, 0},
+    {"rerun", O_RERUN, 0, offsetof(opts, rerun), false, 0},
+    {"reset-dagruns", O_RESET, 0, offsetof(opts, rerun), false, 0}, /* Airflow's name */
 };
 
 /* Options may come anywhere, as --opt VALUE or --opt=VALUE; only those the verb knows
@@ -398,7 +403,7 @@ static int call_list(client *c, const char *path, const char *key, json_t **ret)
 /* ---- output ---- */
 
 static void print_json(const json_t *j) {
-    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    char *s = dg_server_json_text(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (s) puts(s);
     free(s);
     fflush(stdout);
@@ -681,6 +686,7 @@ static int cmd_trigger(client *c, opts *o) {
     json_t *body = json_object();
     if (conf) json_object_set_new(body, "conf", conf);
     if (date) json_object_set_new(body, "logical_date", json_string(date));
+    if (o->rerun) json_object_set_new(body, "rerun", json_true());
     _cleanup_free_ char *dag = seg(c, o->pos[0]);
     _cleanup_free_ char *path = xasprintf("/api/v1/dags/%s/runs", dag);
     json_t *run = NULL;
@@ -813,6 +819,26 @@ static int cmd_mark(client *c, opts *o) {
     return 0;
 }
 
+static const column backfill_cols[] = {
+    {"RUN_ID", "dag_run_id", NULL},
+    {"STATE", "state", NULL},
+    {"LOGICAL_DATE", "logical_date", NULL},
+    {"START", "start_date", NULL},
+    {"END", "end_date", NULL},
+    {"BACKFILL", "backfill", NULL},
+};
+
+static bool listed(const json_t *ids, const char *id) {
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v) {
+        if (json_is_string(v) && id && strcmp(json_string_value(v), id) == 0) return true;
+    }
+    return false;
+}
+
+/* The range's runs, each with what the backfill did about it: created, left as it was
+ * (existing) or cleared to run again (--rerun). */
 static int cmd_backfill(client *c, opts *o) {
     if (!o->from || !o->to) {
         fprintf(stderr, "dagd backfill: --from and --to are both needed\n");
@@ -820,14 +846,38 @@ static int cmd_backfill(client *c, opts *o) {
     }
     _cleanup_free_ char *from = NULL, *to = NULL;
     if (parse_when("from", o->from, &from) < 0 || parse_when("to", o->to, &to) < 0) return EXIT_USAGE;
+    json_t *conf = NULL;
+    if (o->conf && dg__cli_parse_conf(o->conf, &conf) < 0) return EXIT_USAGE;
     _cleanup_free_ char *dag = seg(c, o->pos[0]);
     _cleanup_free_ char *path = xasprintf("/api/v1/dags/%s/backfill", dag);
     json_t *body = json_pack("{s:s,s:s}", "from", from, "to", to);
+    if (conf) json_object_set_new(body, "conf", conf);
+    if (o->rerun) json_object_set_new(body, "rerun", json_true());
     json_t *j = NULL;
     int r = call(c, "POST", path, body, &j);
     json_decref(body);
     if (r < 0) return EXIT_SERVER;
-    print_result(c, j);
+    if (c->json) {
+        print_json(j);
+        json_decref(j);
+        return 0;
+    }
+    json_t *runs = json_object_get(j, "dag_runs"), *run;
+    size_t i, kept = 0;
+    json_array_foreach(runs, i, run) {
+        const char *id = json_string_value(json_object_get(run, "dag_run_id"));
+        const char *what = listed(json_object_get(j, "created"), id)    ? "created"
+                           : listed(json_object_get(j, "cleared"), id)  ? "cleared"
+                           : listed(json_object_get(j, "existing"), id) ? "existing"
+                                                                        : NULL;
+        kept += what && !strcmp(what, "existing");
+        json_object_set_new(run, "backfill", what ? json_string(what) : json_null());
+    }
+    print_table(runs, backfill_cols, ARRAY_SIZE(backfill_cols));
+    if (kept)
+        fprintf(stderr, "dagd: %zu run%s existed already and %s left as %s; --rerun clears %s to run again\n", kept,
+                kept == 1 ? "" : "s", kept == 1 ? "was" : "were", kept == 1 ? "it was" : "they were",
+                kept == 1 ? "it" : "them");
     json_decref(j);
     return 0;
 }
@@ -839,16 +889,16 @@ static const verb verbs[] = {
     {"runs", cmd_runs, 1, 1, O_JSON, "usage: dagd runs DAG [--json]" COMMON "\n"},
     {"tasks", cmd_tasks, 2, 2, O_JSON, "usage: dagd tasks DAG RUN [--json]" COMMON "\n"},
     {"logs", cmd_logs, 3, 3, O_TRY | O_FOLLOW, "usage: dagd logs DAG RUN TASK [--try N] [-f]" COMMON "\n"},
-    {"trigger", cmd_trigger, 1, 1, O_JSON | O_CONF | O_DATE | O_WAIT,
-     "usage: dagd trigger DAG [--conf JSON] [--date D] [--wait] [--json]" COMMON "\n"},
+    {"trigger", cmd_trigger, 1, 1, O_JSON | O_CONF | O_DATE | O_WAIT | O_RERUN,
+     "usage: dagd trigger DAG [--conf JSON] [--date D] [--rerun] [--wait] [--json]" COMMON "\n"},
     {"pause", cmd_pause, 1, 1, O_JSON, "usage: dagd pause DAG [--json]" COMMON "\n"},
     {"unpause", cmd_unpause, 1, 1, O_JSON, "usage: dagd unpause DAG [--json]" COMMON "\n"},
     {"cancel", cmd_cancel, 2, 2, O_JSON, "usage: dagd cancel DAG RUN [--json]" COMMON "\n"},
     {"clear", cmd_clear, 2, SIZE_MAX, O_JSON | O_DOWNSTREAM | O_FAILED,
      "usage: dagd clear DAG RUN [TASK...] [--downstream] [--failed] [--json]" COMMON "\n"},
     {"mark", cmd_mark, 4, 4, O_JSON, "usage: dagd mark DAG RUN TASK success|failed [--json]" COMMON "\n"},
-    {"backfill", cmd_backfill, 1, 1, O_JSON | O_FROM | O_TO,
-     "usage: dagd backfill DAG --from D --to D [--json]" COMMON "\n"},
+    {"backfill", cmd_backfill, 1, 1, O_JSON | O_FROM | O_TO | O_CONF | O_RERUN | O_RESET,
+     "usage: dagd backfill DAG --from D --to D [--conf JSON] [--rerun|--reset-dagruns] [--json]" COMMON "\n"},
 };
 
 int dg__cli_client(int argc, char **argv) {

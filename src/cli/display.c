@@ -96,7 +96,7 @@ void dg__display_draw(dg_display *d, dg_run *run, dg_exec *x, int64_t now) {
 void dg__display_ti(dg_display *d, dg_run *run, size_t task) {
     if (d->tty || !changed(d, run, task)) return;
     const dg_ti *ti = &run->ti[task];
-    _cleanup_free_ char *ts = dg_format_time(dg_now_ms(), true);
+    _cleanup_free_ char *ts = dg_format_time_ms(dg_now_ms());
     fprintf(d->out, "%s %s %s try=%d", ts, run->dag->tasks[task].id, dg_ti_state_name(ti->state),
             ti->try_number);
     if (ti->has_exit_code && dg_ti_state_finished(ti->state)) fprintf(d->out, " exit=%d", ti->exit_code);
@@ -108,7 +108,7 @@ void dg__display_ti(dg_display *d, dg_run *run, size_t task) {
 void dg__display_run(dg_display *d, dg_run *run) {
     if (d->tty || d->last_run_state == (int)run->state) return;
     d->last_run_state = (int)run->state;
-    _cleanup_free_ char *ts = dg_format_time(dg_now_ms(), true);
+    _cleanup_free_ char *ts = dg_format_time_ms(dg_now_ms());
     fprintf(d->out, "%s run %s %s\n", ts, run->run_id, dg_run_state_name(run->state));
     fflush(d->out);
 }

@@ -213,8 +213,12 @@ dg_run *dg__server_find_run(dg_server *s, const char *dag_id, const char *run_id
 
 dg_run *dg__server_add_run(dg_server *s, dag_entry *e, const char *run_id, const char *run_type, int64_t logical_ms,
                            const dg_interval *iv, const json_t *conf) {
-    dg_run *run = dg_exec_add_run(s->exec, e->dag, run_id, run_type, logical_ms, iv ? iv->start_ms : logical_ms,
-                                  iv ? iv->end_ms : logical_ms, conf);
+    dg_interval manual;
+    if (!iv) {
+        dg_schedule_manual_interval(e->has_schedule ? &e->schedule : NULL, logical_ms, &manual);
+        iv = &manual;
+    }
+    dg_run *run = dg_exec_add_run(s->exec, e->dag, run_id, run_type, logical_ms, iv->start_ms, iv->end_ms, conf);
     dg_exec_persist_new_tis(s->exec, run);
     dg_log_ctx c = run_ctx(run);
     dg_log(DG_LOG_INFO, &c, "run created (%s)", run_type);
@@ -279,27 +283,40 @@ int dg__server_load_run(dg_server *s, dag_entry *e, const char *run_id, dg_run *
 
 /* ---- the schedule clock ---- */
 
+bool dg__server_upcoming(const dag_entry *e, int64_t now, dg_interval *ret) {
+    if (!e->have_next) return false;
+    const dg_dag *d = e->dag;
+    dg_interval iv = e->next;
+    if (!d->catchup && iv.end_ms <= now) {
+        /* without catchup only the newest due interval gets a run: the one that ends
+         * where the interval containing `now` begins */
+        int64_t end_date = d->has_end_date ? d->end_date_ms : 0;
+        dg_interval cur, newest;
+        if (dg_schedule_interval_after(&e->schedule, d->start_date_ms, end_date, now, &cur) == 0 &&
+            cur.start_ms > iv.start_ms &&
+            dg_schedule_interval_after(&e->schedule, d->start_date_ms, end_date, cur.start_ms - 1, &newest) == 0 &&
+            newest.end_ms <= now && newest.start_ms >= iv.start_ms)
+            iv = newest;
+    }
+    *ret = iv;
+    return true;
+}
+
+/* A due interval whose logical date already has a run (a trigger or a backfill made it)
+ * gets no second one: one logical date, one run. */
 static void create_due_runs(dg_server *s, dag_entry *e, int64_t now) {
     const dg_dag *d = e->dag;
-    while (e->have_next && e->next.end_ms <= now) {
+    dg_interval iv;
+    while (dg__server_upcoming(e, now, &iv) && iv.end_ms <= now) {
         if (active_runs(s, e->dag_id) >= (d->max_active_runs > 0 ? d->max_active_runs : 16)) return;
-        dg_interval iv = e->next;
-        if (!d->catchup) {
-            /* without catchup only the newest due interval gets a run: the one that ends
-             * where the interval containing `now` begins */
-            int64_t end_date = d->has_end_date ? d->end_date_ms : 0;
-            dg_interval cur, newest;
-            if (dg_schedule_interval_after(&e->schedule, d->start_date_ms, end_date, now, &cur) == 0 &&
-                cur.start_ms > iv.start_ms &&
-                dg_schedule_interval_after(&e->schedule, d->start_date_ms, end_date, cur.start_ms - 1, &newest) == 0 &&
-                newest.end_ms <= now && newest.start_ms >= iv.start_ms)
-                iv = newest;
-        }
-        _cleanup_free_ char *ts = dg_format_time(iv.start_ms, false);
-        _cleanup_free_ char *run_id = xasprintf("scheduled__%s", ts);
         dg_run_rec *existing = NULL;
-        if (dg_store_get_run(s->store, e->dag_id, run_id, &existing) == 0) dg_run_rec_free(existing);
-        else dg__server_add_run(s, e, run_id, "scheduled", iv.start_ms, &iv, NULL);
+        if (dg_store_run_at(s->store, e->dag_id, iv.start_ms, &existing) == 0) {
+            dg_run_rec_free(existing);
+        } else {
+            _cleanup_free_ char *ts = dg_format_time(iv.start_ms, false);
+            _cleanup_free_ char *run_id = xasprintf("scheduled__%s", ts);
+            dg__server_add_run(s, e, run_id, "scheduled", iv.start_ms, &iv, NULL);
+        }
         e->last = iv;
         e->have_last = true;
         compute_next(s, e);

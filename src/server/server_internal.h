@@ -56,9 +56,13 @@ dag_entry *dg__server_find(dg_server *s, const char *dag_id);
 /* The run in memory, or loaded back from the store (for clear and mark). */
 int dg__server_load_run(dg_server *s, dag_entry *e, const char *run_id, dg_run **ret, dg_error *err);
 dg_run *dg__server_find_run(dg_server *s, const char *dag_id, const char *run_id);
-/* Create and persist a run of e's DAG and let the scheduler act. */
+/* Create and persist a run of e's DAG and let the scheduler act. iv NULL: a run made by
+ * hand, whose data interval is inferred from the schedule (dg_schedule_manual_interval). */
 dg_run *dg__server_add_run(dg_server *s, dag_entry *e, const char *run_id, const char *run_type,
                            int64_t logical_ms, const dg_interval *iv, const json_t *conf);
+/* The interval the schedule clock takes up next for e at `now`: e->next, or with catchup
+ * off and intervals missed, the newest due one. false when the schedule has no more. */
+bool dg__server_upcoming(const dag_entry *e, int64_t now, dg_interval *ret);
 void dg__server_kick(dg_server *s); /* re-evaluate schedules soon */
 
 json_t *dg__json_time(int64_t ms); /* RFC 3339 UTC string, or null for 0 */

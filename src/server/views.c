@@ -14,10 +14,45 @@
 
 json_t *dg__json_time(int64_t ms) {
     if (!ms) return json_null();
-    char *s = dg_format_time(ms, true);
+    char *s = dg_format_time_ms(ms);
     json_t *j = json_string(s);
     free(s);
     return j;
+}
+
+/* The significant digits (15 to 17) that read every real of j back exactly: most need
+ * 15, which writes a duration of 3.013 s as 3.013 rather than 3.0129999999999999. */
+static int real_digits(json_t *j) {
+    int p = 0, q;
+    const char *k;
+    size_t i;
+    json_t *v;
+    switch (json_typeof(j)) {
+    case JSON_REAL:
+        for (p = 15; p < 17; p++) {
+            char b[64];
+            snprintf(b, sizeof b, "%.*g", p, json_real_value(j));
+            if (strtod(b, NULL) == json_real_value(j)) break;
+        }
+        return p;
+    case JSON_OBJECT:
+        json_object_foreach(j, k, v) {
+            if ((q = real_digits(v)) > p) p = q;
+        }
+        return p;
+    case JSON_ARRAY:
+        json_array_foreach(j, i, v) {
+            if ((q = real_digits(v)) > p) p = q;
+        }
+        return p;
+    default:
+        return 0;
+    }
+}
+
+char *dg_server_json_text(const json_t *doc, size_t flags) {
+    int p = real_digits((json_t *)doc);
+    return json_dumps(doc, flags | (p ? JSON_REAL_PRECISION(p) : 0));
 }
 
 static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
@@ -34,8 +69,30 @@ static json_t *list_doc(const char *key, json_t *items, size_t total) {
 
 /* ---- DAGs ---- */
 
+/* What the schedule clock creates next for e, paused or not: what unpausing would create. A
+ * due interval whose logical date has a run already is passed over, as the clock does. */
+static bool next_run(dg_server *s, dag_entry *e, dg_interval *ret) {
+    int64_t now = dg_now_ms();
+    dg_interval iv;
+    if (!e->has_schedule || !dg__server_upcoming(e, now, &iv)) return false;
+    dg_run_rec *existing = NULL;
+    if (iv.end_ms <= now && dg_store_run_at(s->store, e->dag_id, iv.start_ms, &existing) == 0) {
+        dg_run_rec_free(existing);
+        const dg_dag *d = e->dag;
+        dg_interval after;
+        if (dg_schedule_next_interval(&e->schedule, d->start_date_ms, d->has_end_date ? d->end_date_ms : 0, &iv,
+                                      &after) < 0)
+            return false;
+        iv = after;
+    }
+    *ret = iv;
+    return true;
+}
+
 static json_t *dag_json(dg_server *s, dag_entry *e) {
     const dg_dag *d = e->dag;
+    dg_interval next;
+    bool have_next = next_run(s, e, &next);
     json_t *tags = json_array();
     for (size_t i = 0; d->tags && d->tags[i]; i++) json_array_append_new(tags, json_string(d->tags[i]));
     json_t *o = json_object();
@@ -46,8 +103,8 @@ static json_t *dag_json(dg_server *s, dag_entry *e) {
     json_object_set_new(o, "timezone", json_string(d->timezone));
     json_object_set_new(o, "is_paused", json_boolean(e->paused));
     json_object_set_new(o, "is_active", json_true());
-    json_object_set_new(o, "next_run_logical_date", e->have_next ? dg__json_time(e->next.start_ms) : json_null());
-    json_object_set_new(o, "next_run_after", e->have_next ? dg__json_time(e->next.end_ms) : json_null());
+    json_object_set_new(o, "next_run_logical_date", have_next ? dg__json_time(next.start_ms) : json_null());
+    json_object_set_new(o, "next_run_after", have_next ? dg__json_time(next.end_ms) : json_null());
     json_object_set_new(o, "file", json_string(e->file));
     json_object_set_new(o, "catchup", json_boolean(d->catchup));
     json_object_set_new(o, "max_active_runs", json_integer(d->max_active_runs));
@@ -57,7 +114,6 @@ static json_t *dag_json(dg_server *s, dag_entry *e) {
     json_t *ids = json_array();
     for (size_t i = 0; i < d->n_tasks; i++) json_array_append_new(ids, json_string(d->tasks[i].id));
     json_object_set_new(o, "task_ids", ids);
-    (void)s;
     return o;
 }
 
@@ -198,13 +254,72 @@ static int check_fields(const json_t *body, const char *const *allowed, size_t n
     return 0;
 }
 
+static bool conf_same(const dg_run_rec *rr, const json_t *conf) {
+    json_t *had = rr->conf_json ? json_loads(rr->conf_json, 0, NULL) : NULL;
+    bool same = json_equal(had ? had : json_object(), (json_t *)conf);
+    json_decref(had);
+    return same;
+}
+
+static bool rec_active(dg_server *s, const dg_run_rec *rr) {
+    dg_run *rn = dg__server_find_run(s, rr->dag_id, rr->run_id);
+    if (rn) return rn->state == DG_RUN_QUEUED || rn->state == DG_RUN_RUNNING;
+    return rr->state && (!strcmp(rr->state, "queued") || !strcmp(rr->state, "running"));
+}
+
+/* Whether the run rr may be run again, with conf (NULL: its own). A run still queued or
+ * running is refused, as clearing a running task is. A new conf reaches the run through
+ * the store, so a finished run still in memory leaves it first (as the sweep would). */
+static int rerun_check(dg_server *s, dag_entry *e, const dg_run_rec *rr, const json_t *conf, dg_error *err) {
+    if (rec_active(s, rr))
+        return dg_error_set(err, -EBUSY, "run '%s' is still running: cancel it, or let it end, before running it again",
+                            rr->run_id);
+    dg_run *rn = dg__server_find_run(s, e->dag_id, rr->run_id);
+    if (conf && rn && !conf_same(rr, conf) && !dg_exec_forget_run(s->exec, rn))
+        return dg_error_set(err, -EBUSY, "run '%s' is still releasing its containers; try again in a moment",
+                            rr->run_id);
+    return 0;
+}
+
+/* `rerun`: the run rr is cleared to run again, every task back to none; it keeps its id,
+ * and its conf unless conf is given (Airflow's backfill --reset-dagruns). */
+static int rerun(dg_server *s, dag_entry *e, const dg_run_rec *rr, const json_t *conf, dg_error *err) {
+    int r = rerun_check(s, e, rr, conf, err);
+    if (r < 0) return r;
+    if (conf && !conf_same(rr, conf)) {
+        _cleanup_free_ char *text = json_dumps(conf, JSON_COMPACT);
+        dg_run_rec copy = *rr;
+        copy.conf_json = text;
+        if (dg_store_put_run(s->store, &copy) < 0)
+            return dg_error_set(err, -EAGAIN, "the run's conf could not be saved: %s", dg_store_errmsg(s->store));
+    }
+    dg_run *rn;
+    if ((r = dg__server_load_run(s, e, rr->run_id, &rn, err)) < 0) return r;
+    int64_t now = dg_now_ms();
+    for (size_t i = 0; i < rn->dag->n_tasks; i++) dg_sched_clear_ti(s->sched, rn, i, now);
+    dg_log_ctx c = {.dag = e->dag_id, .run = rn->run_id};
+    dg_log(DG_LOG_NOTICE, &c, "cleared to run again");
+    dg_exec_pump(s->exec);
+    return 0;
+}
+
+static int get_rerun(const json_t *body, bool *ret, dg_error *err) {
+    json_t *v = json_object_get(body, "rerun");
+    if (v && !json_is_boolean(v)) return dg_error_set(err, -EINVAL, "rerun must be true or false");
+    *ret = json_is_true(v);
+    return 0;
+}
+
+/* One logical date, one run (docs/daemon.md, "Schedules"): a date that has a run is
+ * refused with 409, naming it, unless a rerun is asked for. */
 int dg_server_trigger(dg_server *s, const char *dag, const json_t *body, json_t **ret, dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
     if (!e) return -ENOENT;
     json_t *empty = NULL;
-    _cleanup_free_ char *ts = NULL, *run_id = NULL;
+    _cleanup_free_ char *ts = NULL, *run_id = NULL, *when = NULL;
+    dg_run_rec *existing = NULL;
     if (!body) body = empty = json_object();
-    static const char *const allowed[] = {"conf", "logical_date", "dag_run_id", "note"};
+    static const char *const allowed[] = {"conf", "logical_date", "dag_run_id", "note", "rerun"};
     int r = check_fields(body, allowed, ARRAY_SIZE(allowed), err);
     if (r < 0) goto out;
     json_t *conf = json_object_get(body, "conf");
@@ -212,6 +327,8 @@ int dg_server_trigger(dg_server *s, const char *dag, const json_t *body, json_t 
         r = dg_error_set(err, -EINVAL, "conf must be a JSON object");
         goto out;
     }
+    bool again = false;
+    if ((r = get_rerun(body, &again, err)) < 0) goto out;
     int64_t logical = dg_now_ms();
     bool has_date;
     if ((r = parse_date_field(body, "logical_date", false, &logical, &has_date, err)) < 0) goto out;
@@ -221,20 +338,34 @@ int dg_server_trigger(dg_server *s, const char *dag, const json_t *body, json_t 
         goto out;
     }
     ts = dg_format_time(logical, true);
+    when = dg_format_time_ms(logical);
     run_id = rid && json_is_string(rid) ? xstrdup(json_string_value(rid)) : xasprintf("manual__%s", ts);
     if (strchr(run_id, '/')) {
         r = dg_error_set(err, -EDOM, "dag_run_id must not contain '/'");
         goto out;
     }
-    dg_run_rec *existing = NULL;
-    if (dg_store_get_run(s->store, e->dag_id, run_id, &existing) == 0) {
-        dg_run_rec_free(existing);
+    if (dg_store_get_run(s->store, e->dag_id, run_id, &existing) == 0 && existing->logical_ms != logical) {
         r = dg_error_set(err, -EEXIST, "DAG '%s' already has a run '%s'", e->dag_id, run_id);
         goto out;
     }
-    dg__server_add_run(s, e, run_id, "manual", logical, NULL, json_is_object(conf) ? conf : NULL);
+    if (!existing) dg_store_run_at(s->store, e->dag_id, logical, &existing);
+    if (existing && !again) {
+        r = dg_error_set(err, -EEXIST,
+                         "DAG '%s' already has a run at %s: '%s'; to clear it and run it again, ask for a rerun "
+                         "(\"rerun\": true, dagd trigger --rerun)",
+                         e->dag_id, when, existing->run_id);
+        goto out;
+    }
+    if (existing) {
+        if ((r = rerun(s, e, existing, json_is_object(conf) ? conf : NULL, err)) < 0) goto out;
+        free(run_id);
+        run_id = xstrdup(existing->run_id);
+    } else {
+        dg__server_add_run(s, e, run_id, "manual", logical, NULL, json_is_object(conf) ? conf : NULL);
+    }
     r = run_doc(s, e->dag_id, run_id, ret, err);
 out:
+    dg_run_rec_free(existing);
     json_decref(empty);
     return r;
 }
@@ -348,60 +479,79 @@ out:
     return r;
 }
 
+/* The runs of the intervals whose logical date lies in [from, to], oldest first: a date
+ * that has a run keeps it ("existing"), or with `rerun` has it cleared to run again
+ * ("cleared"); the others get a backfill run ("created"). */
 int dg_server_backfill(dg_server *s, const char *dag, const json_t *body, json_t **ret, dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
     if (!e) return -ENOENT;
-    static const char *const allowed[] = {"from", "to", "conf"};
+    static const char *const allowed[] = {"from", "to", "conf", "rerun"};
     int r = check_fields(body, allowed, ARRAY_SIZE(allowed), err);
     if (r < 0) return r;
     int64_t from = 0, to = 0;
-    bool p1, p2;
+    bool p1, p2, again = false;
     if ((r = parse_date_field(body, "from", true, &from, &p1, err)) < 0 ||
-        (r = parse_date_field(body, "to", true, &to, &p2, err)) < 0)
+        (r = parse_date_field(body, "to", true, &to, &p2, err)) < 0 ||
+        (r = get_rerun(body, &again, err)) < 0)
         return r;
     json_t *conf = json_object_get(body, "conf");
     if (conf && !json_is_null(conf) && !json_is_object(conf)) return dg_error_set(err, -EINVAL, "conf must be an object");
+    if (!json_is_object(conf)) conf = NULL;
     if (to < from) return dg_error_set(err, -EDOM, "'to' is before 'from'");
     if (!e->has_schedule) return dg_error_set(err, -EDOM, "DAG '%s' has no schedule to backfill", e->dag_id);
     const dg_dag *d = e->dag;
-    /* the intervals whose logical date lies in [from, to] */
-    dg_interval iv, prev;
-    bool have = false;
+    int64_t end_date = d->has_end_date ? d->end_date_ms : 0;
+    /* the schedule's own intervals, aligned to start_date, from the one holding from - 1 */
+    dg_interval iv;
     dg_interval *ivs = NULL;
     size_t n = 0;
-    int64_t start = d->start_date_ms < from ? from : d->start_date_ms;
-    while (dg_schedule_next_interval(&e->schedule, start, d->has_end_date ? d->end_date_ms : 0, have ? &prev : NULL,
-                                     &iv) == 0 &&
-           iv.start_ms <= to) {
-        if (n >= BACKFILL_MAX) {
-            free(ivs);
-            return dg_error_set(err, -EDOM, "the range holds more than %d runs; backfill it in parts", BACKFILL_MAX);
-        }
+    bool more = dg_schedule_interval_after(&e->schedule, d->start_date_ms, end_date, from - 1, &iv) == 0;
+    while (more && iv.start_ms <= to) {
         if (iv.start_ms >= from) {
+            if (n >= BACKFILL_MAX) {
+                free(ivs);
+                return dg_error_set(err, -EDOM, "the range holds more than %d runs; backfill it in parts", BACKFILL_MAX);
+            }
             ivs = xrealloc(ivs, (n + 1) * sizeof *ivs);
             ivs[n++] = iv;
         }
-        prev = iv;
-        have = true;
         if (iv.end_ms <= iv.start_ms) break; /* @once */
+        dg_interval prev = iv;
+        more = dg_schedule_next_interval(&e->schedule, d->start_date_ms, end_date, &prev, &iv) == 0;
     }
-    json_t *items = json_array();
+    json_t *items = json_array(), *created = json_array(), *existing = json_array(), *cleared = json_array();
+    dg_run_rec **had = xcalloc(n ? n : 1, sizeof *had);
+    for (size_t i = 0; i < n; i++) dg_store_run_at(s->store, e->dag_id, ivs[i].start_ms, &had[i]);
+    /* every rerun is checked before anything is done */
+    for (size_t i = 0; again && i < n; i++)
+        if (had[i] && (r = rerun_check(s, e, had[i], conf, err)) < 0) goto out;
     for (size_t i = 0; i < n; i++) {
         _cleanup_free_ char *ts = dg_format_time(ivs[i].start_ms, false);
-        _cleanup_free_ char *run_id = xasprintf("backfill__%s", ts);
-        dg_run_rec *existing = NULL;
-        if (dg_store_get_run(s->store, e->dag_id, run_id, &existing) == 0) {
-            json_array_append_new(items, dg__run_json(existing));
-            dg_run_rec_free(existing);
-            continue;
+        _cleanup_free_ char *run_id = had[i] ? xstrdup(had[i]->run_id) : xasprintf("backfill__%s", ts);
+        if (had[i] && again) {
+            if ((r = rerun(s, e, had[i], conf, err)) < 0) goto out;
+            json_array_append_new(cleared, json_string(run_id));
+        } else if (had[i]) {
+            json_array_append_new(existing, json_string(run_id));
+        } else {
+            dg__server_add_run(s, e, run_id, "backfill", ivs[i].start_ms, &ivs[i], conf);
+            json_array_append_new(created, json_string(run_id));
         }
-        dg__server_add_run(s, e, run_id, "backfill", ivs[i].start_ms, &ivs[i], json_is_object(conf) ? conf : NULL);
         json_t *doc = NULL;
         if (run_doc(s, e->dag_id, run_id, &doc, NULL) == 0) json_array_append_new(items, doc);
     }
+    *ret = json_pack("{s:O,s:I,s:O,s:O,s:O}", "dag_runs", items, "total_entries", (json_int_t)json_array_size(items),
+                     "created", created, "existing", existing, "cleared", cleared);
+    r = 0;
+out:
+    json_decref(items);
+    json_decref(created);
+    json_decref(existing);
+    json_decref(cleared);
+    for (size_t i = 0; i < n; i++) dg_run_rec_free(had[i]);
+    free(had);
     free(ivs);
-    *ret = list_doc("dag_runs", items, json_array_size(items));
-    return 0;
+    return r;
 }
 
 /* ---- task instances ---- */

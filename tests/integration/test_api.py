@@ -591,3 +591,142 @@ def test_backfill(dg):
             {r["dag_run_id"] for r in bf["dag_runs"]}, again
     runs = srv.ok_json("GET", "/api/v1/dags/%s/runs" % dg.dag_id)["dag_runs"]
     assert len([r for r in runs if r["run_type"] == "backfill"]) == 3
+
+
+# --------------------------------------------------------------------------- one run per date
+
+DAILY = """\
+    dag: @DAG@
+    schedule: "@daily"
+    start_date: 2025-01-01
+    paused: true
+    tasks:
+      t:
+        image: @IMAGE@
+        command: [sh, -c, "echo {{ ds }} {{ data_interval_start }} {{ data_interval_end }}"]
+    """
+
+
+def test_one_logical_date_one_run(dg):
+    """A trigger or a backfill for a logical date that has a run makes no second run: the
+    trigger is refused with 409 naming the run, the backfill reports it as existing; asked
+    for a rerun, that run is cleared and runs again under its own id."""
+    d = dags_dir(dg)
+    dg.write(DAILY, name="dags/daily.yml")
+    srv = Server(dg, d)
+    runs_path = "/api/v1/dags/%s/runs" % dg.dag_id
+    path = "/api/v1/dags/%s/backfill" % dg.dag_id
+
+    bf = srv.ok_json("POST", path, {"from": "2025-01-01", "to": "2025-01-02"})
+    ids = ["backfill__2025-01-01T00:00:00Z", "backfill__2025-01-02T00:00:00Z"]
+    assert [r["dag_run_id"] for r in bf["dag_runs"]] == ids, bf
+    assert bf["created"] == ids and bf["existing"] == [] and bf["cleared"] == [], bf
+    for rid in ids:
+        assert srv.wait_run(dg.dag_id, rid)["state"] == "success"
+
+    # a trigger for a backfilled date: 409, naming the run that has it
+    e = assert_error(srv.request("POST", runs_path, {"logical_date": "2025-01-02"}), 409)
+    assert "backfill__2025-01-02T00:00:00Z" in e["detail"] and "rerun" in e["detail"], e
+    # a trigger for a new date, then a backfill over it and over the backfilled dates
+    manual = srv.ok_json("POST", runs_path, {"logical_date": "2025-01-03T00:00:00Z"})
+    assert manual["dag_run_id"] == "manual__2025-01-03T00:00:00Z", manual
+    srv.wait_run(dg.dag_id, manual["dag_run_id"])
+    bf = srv.ok_json("POST", path, {"from": "2024-12-30", "to": "2025-01-04"})
+    assert [r["dag_run_id"] for r in bf["dag_runs"]] == ids + [manual["dag_run_id"],
+                                                               "backfill__2025-01-04T00:00:00Z"], bf
+    assert bf["created"] == ["backfill__2025-01-04T00:00:00Z"], bf
+    assert bf["existing"] == ids + [manual["dag_run_id"]] and bf["cleared"] == [], bf
+    assert bf["total_entries"] == 4
+    srv.wait_run(dg.dag_id, "backfill__2025-01-04T00:00:00Z")
+
+    # rerun: the run at the date is cleared and runs again, keeping its id; conf, when given,
+    # replaces its conf
+    again = srv.ok_json("POST", runs_path, {"logical_date": "2025-01-02", "rerun": True,
+                                            "conf": {"x": 1}})
+    assert again["dag_run_id"] == ids[1] and again["run_type"] == "backfill", again
+    assert again["state"] in ("queued", "running") and again["conf"] == {"x": 1}, again
+    # while it runs, another rerun is refused
+    busy = srv.request("POST", runs_path, {"logical_date": "2025-01-02", "rerun": True})
+    assert busy.status == 200 or "still running" in assert_error(busy, 409)["detail"], busy
+    assert srv.wait_run(dg.dag_id, ids[1])["state"] == "success"
+    ti = srv.ok_json("GET", "%s/%s/tasks/t" % (runs_path, q(ids[1])))
+    assert ti["try_number"] >= 2, ti
+    bf = srv.ok_json("POST", path, {"from": "2025-01-01", "to": "2025-01-01", "rerun": True})
+    assert bf["cleared"] == [ids[0]] and bf["created"] == [] and bf["existing"] == [], bf
+    assert srv.wait_run(dg.dag_id, ids[0])["state"] == "success"
+    assert_error(srv.request("POST", runs_path, {"logical_date": "2025-01-02", "rerun": 1}), 400)
+    assert_error(srv.request("POST", path, {"from": "2025-01-01", "to": "2025-01-02", "rerun": "yes"}), 400)
+
+    runs = srv.ok_json("GET", runs_path)["dag_runs"]
+    dates = [r["logical_date"] for r in runs]
+    assert len(dates) == len(set(dates)) == 4, runs
+
+
+def test_manual_runs_get_the_inferred_data_interval(dg):
+    """A run made by hand covers what Airflow 2.10 infers for it: for a cron schedule the
+    latest complete interval ending at or before the logical date, for `every D` the D
+    before it, without a schedule the instant alone. Times carry milliseconds."""
+    d = dags_dir(dg)
+    dg.write(DAILY, name="dags/daily.yml")
+    every = dg.dag_id + "_every"
+    dg.write(DAILY.replace('"@daily"', '"every 6h"'), name="dags/every.yml", dag_id=every)
+    none = dg.dag_id + "_none"
+    dg.write(DAILY.replace('    schedule: "@daily"\n    start_date: 2025-01-01\n', ""),
+             name="dags/none.yml", dag_id=none)
+    srv = Server(dg, d)
+    cases = [  # DAG, logical date given, as answered, data interval
+        (dg.dag_id, "2025-01-15", "2025-01-15T00:00:00.000Z", "2025-01-14T00:00:00.000Z", "2025-01-15T00:00:00.000Z"),
+        (dg.dag_id, "2025-01-20T13:30:00Z", "2025-01-20T13:30:00.000Z", "2025-01-19T00:00:00.000Z",
+         "2025-01-20T00:00:00.000Z"),
+        (every, "2025-01-15T13:30:00Z", "2025-01-15T13:30:00.000Z", "2025-01-15T07:30:00.000Z",
+         "2025-01-15T13:30:00.000Z"),
+        (none, "2025-01-15T13:30:00Z", "2025-01-15T13:30:00.000Z", "2025-01-15T13:30:00.000Z",
+         "2025-01-15T13:30:00.000Z"),
+    ]
+    for dag, when, logical, start, end in cases:
+        run = srv.ok_json("POST", "/api/v1/dags/%s/runs" % dag, {"logical_date": when})
+        assert (run["data_interval_start"], run["data_interval_end"]) == (start, end), (dag, when, run)
+        assert run["logical_date"] == logical, run
+        done = srv.wait_run(dag, run["dag_run_id"])
+        assert done["state"] == "success", done
+        for k in ("logical_date", "data_interval_start", "data_interval_end", "start_date", "end_date"):
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", done[k]), (k, done)
+        out = srv.ok_json("GET", "/api/v1/dags/%s/runs/%s/tasks/t" % (dag, q(run["dag_run_id"])))["output"]
+        assert out.split()[1:] == [start[:19] + "Z", end[:19] + "Z"], (dag, out)
+
+
+def test_times_carry_milliseconds(dg):
+    """Every time in the JSON has milliseconds, .000 included."""
+    d = dags_dir(dg)
+    dg.write(CHAIN, name="dags/chain.yml")
+    srv = Server(dg, d)
+    runs_path = "/api/v1/dags/%s/runs" % dg.dag_id
+    run = srv.ok_json("POST", runs_path, {"logical_date": "2025-03-04", "conf": {"x": "y"}})
+    assert run["logical_date"] == "2025-03-04T00:00:00.000Z", run
+    assert run["dag_run_id"] == "manual__2025-03-04T00:00:00Z", "run ids keep their form: %r" % run
+    assert srv.wait_run(dg.dag_id, run["dag_run_id"])["state"] == "success"
+    text = srv.ok("GET", "%s/%s/tasks" % (runs_path, q(run["dag_run_id"]))).text
+    text += srv.ok("GET", runs_path).text
+    times = re.findall(r'"(?:start_date|end_date|logical_date|data_interval_start|data_interval_end)":\s*"([^"]*)"',
+                       text)
+    assert len(times) == 9, text
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", t) for t in times), text
+
+
+def test_durations_are_rounded_to_milliseconds(dg):
+    """A task instance's duration has at most three decimals: 3.013, never
+    3.0129999999999999."""
+    d = dags_dir(dg)
+    dg.write(CHAIN, name="dags/chain.yml")
+    srv = Server(dg, d)
+    runs_path = "/api/v1/dags/%s/runs" % dg.dag_id
+    run = srv.ok_json("POST", runs_path, {"conf": {"x": "y"}})
+    assert srv.wait_run(dg.dag_id, run["dag_run_id"])["state"] == "success"
+    text = srv.ok("GET", "%s/%s/tasks" % (runs_path, q(run["dag_run_id"]))).text
+    text += srv.ok("GET", "%s/%s/tasks/a" % (runs_path, q(run["dag_run_id"]))).text
+    durations = re.findall(r'"duration":\s*([^,}]+)', text)
+    assert len(durations) == 3, text
+    for v in durations:
+        assert re.fullmatch(r"\d+(\.\d{1,3})?", v), text
+    ti = srv.ok_json("GET", "%s/%s/tasks/a" % (runs_path, q(run["dag_run_id"])))
+    assert ti["duration"] > 0, ti

@@ -7,6 +7,7 @@ test is about token resolution. Effects are checked through the API (the client'
 --json output), the engine and the task logs.
 """
 import json
+import re
 import time
 
 import pytest
@@ -384,13 +385,91 @@ def test_backfill(srv, dg):
         assert logs.rc == 0 and logs.out == "ds=%s\n" % r["logical_date"][:10], logs
     table = srv.cli("backfill", dg.dag_id, "--from", "2025-02-01", "--to", "2025-02-01")
     assert table.rc == 0, table
-    assert table.out.splitlines()[0].split() == ["RUN_ID", "STATE", "LOGICAL_DATE", "START", "END"]
-    assert [l.split()[0] for l in table.out.splitlines()[1:]] == ["backfill__2025-02-01T00:00:00Z"], table
+    assert table.out.splitlines()[0].split() == ["RUN_ID", "STATE", "LOGICAL_DATE", "START", "END", "BACKFILL"]
+    rows = [l.split() for l in table.out.splitlines()[1:]]
+    assert [(r[0], r[2], r[-1]) for r in rows] == \
+        [("backfill__2025-02-01T00:00:00Z", "2025-02-01T00:00:00.000Z", "created")], table
     srv.wait_run("backfill__2025-02-01T00:00:00Z", timeout=90)
     bad = srv.cli("backfill", dg.dag_id, "--from", "2025-01-03", "--to", "2025-01-01")
     assert bad.rc == 3 and bad.err.startswith("dagd: 4"), bad
     assert srv.cli("backfill", dg.dag_id, "--from", "2025-01-01").rc == 2
     assert srv.cli("backfill", dg.dag_id, "--from", "someday", "--to", "2025-01-01").rc == 2
+
+
+def test_one_logical_date_one_run(srv, dg):
+    """`trigger --date` and `backfill` never make a second run for a logical date: the
+    trigger fails (exit 3) naming the run that has the date, the backfill lists it as
+    existing; `--rerun` (`--reset-dagruns` on backfill) clears that run to run again."""
+    srv.write("""\
+        dag: @DAG@
+        schedule: "@daily"
+        start_date: 2025-01-01
+        paused: true
+        tasks:
+          a:
+            image: @IMAGE@
+            command: [sh, -c, "echo ds={{ ds }} try={{ try_number }}"]
+        """)
+    made = srv.cli("backfill", dg.dag_id, "--from", "2025-01-01", "--to", "2025-01-02")
+    assert made.rc == 0, made
+    assert [l.split()[-1] for l in made.out.splitlines()[1:]] == ["created", "created"], made
+    for rid in ("backfill__2025-01-01T00:00:00Z", "backfill__2025-01-02T00:00:00Z"):
+        assert srv.wait_run(rid, timeout=90)["state"] == "success"
+
+    res = srv.cli("trigger", dg.dag_id, "--date", "2025-01-02")
+    assert res.rc == 3 and res.out == "", res
+    assert res.err.startswith("dagd: 409: ") and "backfill__2025-01-02T00:00:00Z" in res.err, res
+    assert "--rerun" in res.err, res
+
+    res = srv.cli("trigger", dg.dag_id, "--date", "2025-01-02", "--rerun", "--wait", timeout=90)
+    assert res.rc == 0, res
+    assert res.out.splitlines() == ["backfill__2025-01-02T00:00:00Z", "backfill__2025-01-02T00:00:00Z success"], res
+    logs = srv.cli("logs", dg.dag_id, "backfill__2025-01-02T00:00:00Z", "a")
+    assert logs.rc == 0 and logs.out == "ds=2025-01-02 try=2\n", logs
+
+    again = srv.cli("backfill", dg.dag_id, "--from", "2025-01-01", "--to", "2025-01-03")
+    assert again.rc == 0, again
+    rows = [l.split() for l in again.out.splitlines()[1:]]
+    assert [(r[0], r[-1]) for r in rows] == [("backfill__2025-01-01T00:00:00Z", "existing"),
+                                             ("backfill__2025-01-02T00:00:00Z", "existing"),
+                                             ("backfill__2025-01-03T00:00:00Z", "created")], again
+    assert "2 runs existed already" in again.err and "--rerun" in again.err, again
+    srv.wait_run("backfill__2025-01-03T00:00:00Z", timeout=90)
+    reset = srv.cli("backfill", dg.dag_id, "--from", "2025-01-01", "--to", "2025-01-01", "--reset-dagruns",
+                    "--json")
+    assert reset.rc == 0, reset
+    doc = json.loads(reset.out)
+    assert doc["cleared"] == ["backfill__2025-01-01T00:00:00Z"] and doc["created"] == [] == doc["existing"], doc
+    assert srv.wait_run("backfill__2025-01-01T00:00:00Z", timeout=90)["state"] == "success"
+    runs = srv.json("runs", dg.dag_id)["dag_runs"]
+    assert sorted(r["dag_run_id"] for r in runs) == ["backfill__2025-01-0%dT00:00:00Z" % i for i in (1, 2, 3)], runs
+
+
+def test_trigger_date_gets_the_inferred_data_interval(srv, dg):
+    """`trigger --date` on an @daily DAG: the day before, as Airflow infers it; tables show
+    times with milliseconds."""
+    srv.write("""\
+        dag: @DAG@
+        schedule: "@daily"
+        start_date: 2025-01-01
+        paused: true
+        tasks:
+          a:
+            image: @IMAGE@
+            command: [sh, -c, "echo {{ data_interval_start }} {{ data_interval_end }}"]
+        """)
+    res = srv.cli("trigger", dg.dag_id, "--date", "2025-01-15T13:30:00Z", "--wait", "--json", timeout=90)
+    assert res.rc == 0, res
+    run = json.loads(res.out)
+    assert run["data_interval_start"] == "2025-01-14T00:00:00.000Z", run
+    assert run["data_interval_end"] == "2025-01-15T00:00:00.000Z", run
+    logs = srv.cli("logs", dg.dag_id, run["dag_run_id"], "a")
+    assert logs.out == "2025-01-14T00:00:00Z 2025-01-15T00:00:00Z\n", logs
+    table = srv.cli("runs", dg.dag_id)
+    assert table.rc == 0, table
+    row = table.out.splitlines()[1].split()
+    assert row[:3] == [run["dag_run_id"], "success", "2025-01-15T13:30:00.000Z"], table
+    assert all(re.fullmatch(r"[\dT:-]+\.\d{3}Z", t) for t in row[3:5]), table
 
 
 # --------------------------------------------------------------------------- tokens, errors

@@ -604,6 +604,30 @@ def test_date_rfc3339_and_conf_override(dg):
     assert out["region"] == "us"
 
 
+@pytest.mark.parametrize("schedule,date,start,end", [
+    ('"@daily"', "2025-01-15", "2025-01-14T00:00:00Z", "2025-01-15T00:00:00Z"),
+    ('"@daily"', "2025-01-15T13:30:00Z", "2025-01-14T00:00:00Z", "2025-01-15T00:00:00Z"),
+    ('"every 2h"', "2025-01-15T13:30:00Z", "2025-01-15T11:30:00Z", "2025-01-15T13:30:00Z"),
+    (None, "2025-01-15T13:30:00Z", "2025-01-15T13:30:00Z", "2025-01-15T13:30:00Z"),
+])
+def test_manual_run_data_interval(dg, schedule, date, start, end):
+    """`dagd run --date` covers the interval Airflow 2.10 infers for a manual run: for a cron
+    schedule the latest complete one ending at or before the date, for `every D` the D
+    before it, without a schedule the instant alone. `dagd test` renders the same."""
+    head = "schedule: %s\nstart_date: 2025-01-01\n" % schedule if schedule else ""
+    f = dg.write("dag: @DAG@\n%stasks:\n  t:\n    image: @IMAGE@\n"
+                 "    command: [echo, '{{ data_interval_start }}', '{{ data_interval_end }}']\n" % head,
+                 dedent=False)
+    res = dg.run(f, "--date", date)
+    assert res.rc == 0, res
+    run = dg.the_run()
+    assert (run["interval_start_ms"], run["interval_end_ms"]) == (epoch_ms(start), epoch_ms(end)), run
+    assert run["logical_ms"] == epoch_ms(date)
+    assert dg.log_lines("t") == ["%s %s" % (start, end)]
+    res = dg.exec("test", f, "t", "--date", date)
+    assert res.rc == 0 and res.out.splitlines() == ["%s %s" % (start, end)], res
+
+
 def test_dag_run_conf_in_template(dg):
     f = dg.write("""\
         dag: @DAG@

@@ -240,6 +240,48 @@ def test_pause_stops_scheduling(dg):
     assert len(srv.runs(dg.dag_id)) == 1
 
 
+def test_paused_dag_without_catchup_shows_its_newest_interval(dg):
+    """NEXT_RUN of a paused `catchup: false` DAG is what unpausing would create: the newest
+    due interval, not start_date; once that date has a run, the one after it."""
+    dags = dg.tmp / "dags"
+    m = minute_start(margin=20)
+    start = m - datetime.timedelta(minutes=5)
+    newest = m - datetime.timedelta(minutes=1)
+    dg.write(dag_text("@DAG@", simple_task("a", "echo {{ ds }}"),
+                      head='schedule: "every 1m"\nstart_date: %s\ncatchup: false\npaused: true\n' % rfc(start)),
+             name="dags/d.yml", dedent=False)
+    srv = Server(dg, dags).start()
+    d = srv.dag(dg.dag_id)
+    assert d["is_paused"] is True
+    assert parse(d["next_run_logical_date"]) == newest and parse(d["next_run_after"]) == m, d
+    res = dg.exec("dags", "--server", "http://127.0.0.1:%d" % srv.port, "--state", dg.state, env=clean_env())
+    assert res.rc == 0, res
+    row = [l.split() for l in res.out.splitlines()[1:] if l.split()[0] == dg.dag_id]
+    assert row == [[dg.dag_id, "yes", "every", "1m", newest.strftime("%Y-%m-%dT%H:%M:%S.000Z")]], res.out
+    run = srv.trigger(dg.dag_id, logical_date=rfc(newest))
+    assert parse(srv.dag(dg.dag_id)["next_run_logical_date"]) == m
+    assert srv.wait_run(dg.dag_id, run["dag_run_id"], timeout=30)["state"] == "success"
+
+
+def test_schedule_clock_adds_no_run_for_a_date_that_has_one(dg):
+    """A logical date that got a run by hand gets no scheduled run besides it."""
+    dags = dg.tmp / "dags"
+    m = minute_start(margin=20)
+    start = m - datetime.timedelta(minutes=5)
+    newest = m - datetime.timedelta(minutes=1)
+    dg.write(dag_text("@DAG@", simple_task("a", "echo {{ ds }}"),
+                      head='schedule: "every 1m"\nstart_date: %s\ncatchup: false\npaused: true\n' % rfc(start)),
+             name="dags/d.yml", dedent=False)
+    srv = Server(dg, dags).start()
+    run = srv.trigger(dg.dag_id, logical_date=rfc(newest))
+    assert srv.patch("/dags/" + dg.dag_id, {"is_paused": False})["is_paused"] is False
+    time.sleep(2)
+    runs = srv.runs(dg.dag_id)
+    assert [r["dag_run_id"] for r in runs] == [run["dag_run_id"]], "a second run for one date: %r" % runs
+    assert parse(srv.dag(dg.dag_id)["next_run_logical_date"]) == m
+    assert srv.wait_run(dg.dag_id, run["dag_run_id"], timeout=30)["state"] == "success"
+
+
 def test_deleting_a_file_removes_the_dag_and_its_scheduling(dg):
     dags = dg.tmp / "dags"
     m = minute_start(margin=25)
