@@ -19,6 +19,8 @@
 #define SWEEP_MS 5000
 #define MAX_CLOCK_MS 60000
 #define DEBOUNCE_MS 300
+#define CONNECT_RETRY_MIN_MS 1000
+#define CONNECT_RETRY_MAX_MS 30000
 
 static void schedule_clock(dg_server *s);
 static void watch_cb(uv_fs_event_t *h, const char *name, int events, int status);
@@ -383,14 +385,19 @@ static void recover(dg_server *s) {
             dg_log(DG_LOG_WARNING, &lc, "run failed at start: its DAG is no longer in the DAGs folder");
             continue;
         }
-        dg_ti_rec **tis = NULL;
-        size_t nt = 0;
-        if (dg_store_list_tis(s->store, rr->dag_id, rr->run_id, &tis, &nt) < 0) {
-            dg_log_ctx lc = {.dag = rr->dag_id, .run = rr->run_id};
-            dg_log(DG_LOG_ERR, &lc, "cannot read the run's tasks: %s", dg_store_errmsg(s->store));
+        /* a run already in memory (triggered, or loaded for a clear, while the engine was
+         * out of reach) is settled, not restored a second time */
+        dg_run *run = dg__server_find_run(s, rr->dag_id, rr->run_id);
+        if (!run) {
+            dg_ti_rec **tis = NULL;
+            size_t nt = 0;
+            if (dg_store_list_tis(s->store, rr->dag_id, rr->run_id, &tis, &nt) < 0) {
+                dg_log_ctx lc = {.dag = rr->dag_id, .run = rr->run_id};
+                dg_log(DG_LOG_ERR, &lc, "cannot read the run's tasks: %s", dg_store_errmsg(s->store));
+            }
+            run = restore_run(s, e, rr, tis, nt);
+            dg_ti_recs_free(tis, nt);
         }
-        dg_run *run = restore_run(s, e, rr, tis, nt);
-        dg_ti_recs_free(tis, nt);
         dg_log_ctx lc = run_ctx(run);
         dg_log(DG_LOG_NOTICE, &lc, "recovering run (%s)", dg_run_state_name(run->state));
         s->pending_recovery++;
@@ -400,10 +407,24 @@ static void recover(dg_server *s) {
     recovery_step_done(s);
 }
 
+static void connected_cb(void *ud, const dg_error *err);
+
+static void reconnect_cb(uv_timer_t *h) {
+    dg_server *s = h->data;
+    if (!s->stopping) dg_exec_connect(s->exec, connected_cb, s);
+}
+
+/* Until the engine answers, nothing is scheduled (runs wait, queued) and the API answers;
+ * the server keeps trying, every few seconds. */
 static void connected_cb(void *ud, const dg_error *err) {
     dg_server *s = ud;
     if (err) {
-        dg_log(DG_LOG_ERR, NULL, "%s", err->msg ? err->msg : "cannot reach the Docker engine");
+        if (s->stopping) return;
+        int64_t delay = s->connect_delay_ms ? s->connect_delay_ms : CONNECT_RETRY_MIN_MS;
+        dg_log(DG_LOG_ERR, NULL, "%s (trying again in %lld s)", err->msg ? err->msg : "cannot reach the Docker engine",
+               (long long)(delay / 1000));
+        uv_timer_start(&s->reconnect, reconnect_cb, (uint64_t)delay, 0);
+        s->connect_delay_ms = delay * 2 > CONNECT_RETRY_MAX_MS ? CONNECT_RETRY_MAX_MS : delay * 2;
         return;
     }
     dg_log(DG_LOG_INFO, NULL, "connected to the %s", dg_backend_describe(s->rt->backend));
@@ -459,7 +480,8 @@ int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_server **ret, dg_err
     uv_timer_init(loop, &s->clock);
     uv_timer_init(loop, &s->sweep);
     uv_timer_init(loop, &s->watchdog);
-    s->debounce.data = s->clock.data = s->sweep.data = s->watchdog.data = s;
+    uv_timer_init(loop, &s->reconnect);
+    s->debounce.data = s->clock.data = s->sweep.data = s->watchdog.data = s->reconnect.data = s;
     s->handles_open = true;
     *ret = s;
     return 0;
@@ -475,6 +497,7 @@ int dg_server_start(dg_server *s, dg_error *err) {
     int64_t wd = dg_notify_watchdog_interval_ms();
     if (wd > 0) uv_timer_start(&s->watchdog, watchdog_cb, (uint64_t)wd, (uint64_t)wd);
     dg_exec_hold(s->exec, true);
+    s->recovering = true; /* no run is created before recovery has settled the old ones */
     dg_exec_connect(s->exec, connected_cb, s);
     return 0;
 }
@@ -535,6 +558,7 @@ void dg_server_stop(dg_server *s) {
         uv_close((uv_handle_t *)&s->clock, NULL);
         uv_close((uv_handle_t *)&s->sweep, NULL);
         uv_close((uv_handle_t *)&s->watchdog, NULL);
+        uv_close((uv_handle_t *)&s->reconnect, NULL);
         s->handles_open = false;
     }
     dg_runtime_close(s->rt);

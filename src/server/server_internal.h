@@ -45,7 +45,8 @@ struct dg_server {
     size_t n_errors;
     uv_fs_event_t watch;
     bool watching;
-    uv_timer_t debounce, clock, sweep, watchdog;
+    uv_timer_t debounce, clock, sweep, watchdog, reconnect;
+    int64_t connect_delay_ms; /* the next wait before trying the engine again */
     int handles_open;
     bool ready, stopping, recovering;
     int pending_recovery;
