@@ -246,6 +246,20 @@ tasks:
     assert errors[0][3].startswith("unknown pool 'spark' (no pools are configured"), errors
 
 
+def test_config_errors_name_the_setting_once(v, tmp_path):
+    """A bad setting is reported once with its place (file:line:col, or the variable), the
+    setting, the value and the accepted form."""
+    good = write(tmp_path, "good.yml", GOOD.format(dag="good"))
+    write(tmp_path, "cfg/bad2.yml", "listen: 127.0.0.1:1\npools:\n  spark: 2\nparallelism: lots\n")
+    res = v.exec("validate", good, "--config", "cfg/bad2.yml", env=clean_env(), cwd=tmp_path)
+    assert res.rc == 2, res
+    assert res.err.strip() == ("dagd: cfg/bad2.yml:4:14: error: parallelism: invalid value 'lots' "
+                               "(expected a whole number from 1 to 100000)"), res
+    res = v.exec("validate", good, env=clean_env(DAGD_POOLS="spark:1"))
+    assert res.rc == 2, res
+    assert res.err.strip() == "dagd: DAGD_POOLS: invalid value 'spark:1' (expected name=slots,name=slots)", res
+
+
 @pytest.mark.parametrize("name,text,at,needle", [
     ("at_schedule", "dag: d\nschedule: @daily\nstart_date: 2025-01-01\ntasks:\n  a: {image: x}\n", (2, 11),
      "(a value that starts with '@' must be quoted: schedule: \"@daily\")"),
