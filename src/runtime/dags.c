@@ -55,10 +55,13 @@ static void check_policy(void *ud, const dg_dag *dag, const dg_task *t, dg_diags
 }
 
 int dg_dags_load(const dg_config *cfg, const char *path, dg_dag **ret, dg_diags *diags) {
-    /* pools and connections are checked when the configuration names some */
+    /* a task's pool must be one the configuration defines, or default_pool, which always
+     * exists; connections are checked when the configuration names some */
     const char **pools = xcalloc(cfg->n_pools + 2, sizeof *pools);
-    for (size_t i = 0; i < cfg->n_pools; i++) pools[i] = cfg->pools[i].name;
-    pools[cfg->n_pools] = "default_pool";
+    size_t np = 0;
+    pools[np++] = "default_pool";
+    for (size_t i = 0; i < cfg->n_pools; i++)
+        if (strcmp(cfg->pools[i].name, "default_pool") != 0) pools[np++] = cfg->pools[i].name;
     size_t nc = json_object_size(cfg->connections), k = 0;
     const char **conns = xcalloc(nc + 1, sizeof *conns);
     const char *id;
@@ -72,7 +75,7 @@ int dg_dags_load(const dg_config *cfg, const char *path, dg_dag **ret, dg_diags 
         .protected_paths = (const char *const *)prot,
     };
     dg_dag_opts opts = {
-        .known_pools = cfg->n_pools ? pools : NULL,
+        .known_pools = pools,
         .known_connections = conns,
         .check_connections = nc > 0,
         .check_task = check_policy,
