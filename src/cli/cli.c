@@ -16,6 +16,7 @@
 #include "dagd/server.h"
 
 #define EXIT_USAGE 2
+#define EXIT_UNREACHABLE 3 /* the engine could not be reached (the client verbs use 3 for the server) */
 #define EXIT_INTERRUPTED 130
 
 static const char usage_text[] =
@@ -244,6 +245,7 @@ static void connected_cb(void *ud, const dg_error *err) {
     fg *f = ud;
     if (err) {
         fprintf(stderr, "dagd: %s\n", err->msg ? err->msg : "cannot reach the Docker engine");
+        fprintf(stderr, "dagd: hint: is the Docker engine running there? Point to it with DOCKER_HOST.\n");
         f->connect_failed = true;
         maybe_finish(f);
         return;
@@ -294,6 +296,7 @@ static int foreground(const dg_config *cfg, const dg_dag *dag, json_t *conf, int
     uv_run(&f.loop, UV_RUN_DEFAULT);
 
     if (f.run && f.finished) rc = f.run->state == DG_RUN_SUCCESS ? 0 : 1;
+    else if (f.connect_failed) rc = EXIT_UNREACHABLE;
     if (f.interrupted) rc = EXIT_INTERRUPTED;
     if (!test_mode && f.run) {
         /* plain stdout stays one line per change; the pointer goes to stderr there */
