@@ -491,6 +491,7 @@ fail:
 }
 
 int dg_server_start(dg_server *s, dg_error *err) {
+    s->started = true;
     scan_folder(s);
     watch_folder(s);
     uv_timer_start(&s->sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
@@ -550,7 +551,9 @@ void dg_server_stop(dg_server *s) {
     if (s->stopping) return;
     s->stopping = true;
     dg_notify_stopping();
-    dg_log(DG_LOG_NOTICE, NULL, "stopping: running containers keep running and are re-adopted at next start");
+    /* a start that failed before the server started has no containers to speak of */
+    if (s->started)
+        dg_log(DG_LOG_NOTICE, NULL, "stopping: running containers keep running and are re-adopted at next start");
     if (s->watching) uv_close((uv_handle_t *)&s->watch, NULL);
     s->watching = false;
     if (s->handles_open) {

@@ -48,6 +48,7 @@ struct dg_server {
     uv_timer_t debounce, clock, sweep, watchdog, reconnect;
     int64_t connect_delay_ms; /* the next wait before trying the engine again */
     int handles_open;
+    bool started; /* dg_server_start ran: containers may be running */
     bool ready, stopping, recovering;
     int pending_recovery;
     void (*on_closed)(void *ud);
