@@ -77,15 +77,26 @@ static void errors_clear(dg_server *s) {
     for (size_t i = 0; i < s->n_errors; i++) {
         free(s->errors[i].file);
         free(s->errors[i].msg);
+        free(s->errors[i].dag_id);
     }
     free(s->errors);
     s->errors = NULL;
     s->n_errors = 0;
 }
 
-static void add_error(dg_server *s, const char *file, int line, int col, const char *msg) {
+static void add_error(dg_server *s, const char *file, int line, int col, const char *msg, const char *dag_id) {
     s->errors = xrealloc(s->errors, (s->n_errors + 1) * sizeof *s->errors);
-    s->errors[s->n_errors++] = (import_error){xstrdup(file), line, col, xstrdup(msg)};
+    s->errors[s->n_errors++] = (import_error){xstrdup(file), line, col, xstrdup(msg), dag_id ? xstrdup(dag_id) : NULL};
+}
+
+size_t dg__server_error_files(const dg_server *s) {
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_errors; i++) {
+        size_t k = 0;
+        while (k < i && strcmp(s->errors[k].file, s->errors[i].file) != 0) k++;
+        n += k == i;
+    }
+    return n;
 }
 
 /* The interval the schedule clock creates next for e, from what the store remembers. */
@@ -122,7 +133,7 @@ static void scan_folder(dg_server *s) {
     int sr = dg_dags_scan(dir, &files, &n);
     if (sr < 0) {
         _cleanup_free_ char *m = xasprintf("cannot read the DAGs folder: %s", strerror(-sr));
-        add_error(s, dir, 0, 0, m);
+        add_error(s, dir, 0, 0, m, NULL);
         dg_log(DG_LOG_ERR, NULL, "%s: %s", dir, m);
     }
 
@@ -131,8 +142,9 @@ static void scan_folder(dg_server *s) {
         dg_diags d = {0};
         dg_dag *dag = NULL;
         if (dg_dags_load(&s->cfg, files[i], &dag, &d) < 0) {
-            for (size_t k = 0; k < d.n; k++) add_error(s, d.v[k].file, d.v[k].line, d.v[k].col, d.v[k].msg);
-            if (!d.n) add_error(s, files[i], 0, 0, "cannot load the file");
+            _cleanup_free_ char *id = dg_dags_declared_id(files[i]);
+            for (size_t k = 0; k < d.n; k++) add_error(s, d.v[k].file, d.v[k].line, d.v[k].col, d.v[k].msg, id);
+            if (!d.n) add_error(s, files[i], 0, 0, "cannot load the file", id);
             dg_log(DG_LOG_WARNING, NULL, "%s: not loaded (%zu error%s)", files[i], d.n, d.n == 1 ? "" : "s");
             dg_diags_free(&d);
             continue;
@@ -142,7 +154,7 @@ static void scan_folder(dg_server *s) {
         for (dag_entry *f = fresh; f; f = f->next_entry)
             if (!strcmp(f->dag_id, dag->dag_id)) {
                 _cleanup_free_ char *m = xasprintf("DAG id '%s' is already defined in %s", dag->dag_id, f->file);
-                add_error(s, files[i], 1, 1, m);
+                add_error(s, files[i], 1, 1, m, NULL);
                 dup = true;
             }
         if (dup) {
@@ -157,7 +169,7 @@ static void scan_folder(dg_server *s) {
         if (dag->schedule) {
             if (dg_schedule_init(&e->schedule, dag->schedule, dag->timezone, &err) == 0) e->has_schedule = true;
             else {
-                add_error(s, files[i], 1, 1, err.msg ? err.msg : "bad schedule");
+                add_error(s, files[i], 1, 1, err.msg ? err.msg : "bad schedule", NULL);
                 dg_error_clear(&err);
             }
         }
@@ -188,8 +200,9 @@ static void scan_folder(dg_server *s) {
         entry_free(s, old);
         old = next;
     }
-    dg_log(DG_LOG_INFO, NULL, "loaded %zu DAG%s from %s (%zu import error%s)", s->n_dags, s->n_dags == 1 ? "" : "s",
-           dir, s->n_errors, s->n_errors == 1 ? "" : "s");
+    size_t bad = dg__server_error_files(s);
+    dg_log(DG_LOG_INFO, NULL, "loaded %zu DAG%s from %s (%zu file%s with import errors)", s->n_dags,
+           s->n_dags == 1 ? "" : "s", dir, bad, bad == 1 ? "" : "s");
 }
 
 static void debounce_cb(uv_timer_t *h) {
@@ -491,6 +504,7 @@ fail:
 }
 
 int dg_server_start(dg_server *s, dg_error *err) {
+    s->started = true;
     scan_folder(s);
     watch_folder(s);
     uv_timer_start(&s->sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
@@ -550,7 +564,9 @@ void dg_server_stop(dg_server *s) {
     if (s->stopping) return;
     s->stopping = true;
     dg_notify_stopping();
-    dg_log(DG_LOG_NOTICE, NULL, "stopping: running containers keep running and are re-adopted at next start");
+    /* a start that failed before the server started has no containers to speak of */
+    if (s->started)
+        dg_log(DG_LOG_NOTICE, NULL, "stopping: running containers keep running and are re-adopted at next start");
     if (s->watching) uv_close((uv_handle_t *)&s->watch, NULL);
     s->watching = false;
     if (s->handles_open) {

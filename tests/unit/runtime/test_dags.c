@@ -179,7 +179,24 @@ Test(dags, scan_and_resolve) {
     cr_assert_eq(dg_dags_resolve(&c, "second", dir, &dag, &d, &err), 0, "%s", err.msg);
     cr_assert_str_eq(dag->dag_id, "second");
     dg_dag_free(dag);
+    /* the id a broken file declares: that file is named */
     cr_assert_eq(dg_dags_resolve(&c, "broken", dir, &dag, &d, &err), -ENOENT);
-    cr_assert(strstr(err.msg, "no DAG 'broken' in") && strstr(err.msg, "some files there have errors"), "%s",
+    cr_assert(strstr(err.msg, "DAG 'broken' is declared in") && strstr(err.msg, "/c.yml, which has errors"), "%s",
               err.msg);
+    dg_error_clear(&err);
+    cr_assert_eq(dg_dags_resolve(&c, "nosuch", dir, &dag, &d, &err), -ENOENT);
+    cr_assert(strstr(err.msg, "no DAG 'nosuch' in") && strstr(err.msg, "some files there have errors"), "%s",
+              err.msg);
+}
+
+Test(dags, declared_id_of_a_broken_file) {
+    _cleanup_free_ char *bad_key = put("k.yml", "dag: keyed\ntasks: {a: {image: busybox, retires: 2}}\n");
+    _cleanup_free_ char *bad_yaml = put("y.yml", "dag: [unclosed\n");
+    _cleanup_free_ char *no_id = put("n.yml", "tasks: {a: {image: busybox}}\n");
+    _cleanup_free_ char *id = dg_dags_declared_id(bad_key);
+    cr_assert_str_eq(id, "keyed");
+    cr_assert_null(dg_dags_declared_id(bad_yaml));
+    cr_assert_null(dg_dags_declared_id(no_id));
+    _cleanup_free_ char *missing = xasprintf("%s/missing.yml", dir);
+    cr_assert_null(dg_dags_declared_id(missing));
 }
