@@ -18,6 +18,9 @@ int dg_api_token(const dg_config *cfg, char **ret, bool *ret_made, dg_error *err
 /* listen "127.0.0.1:8080", "[::1]:8080", ":8080" (all addresses). token must be non-empty. */
 int dg_api_start(uv_loop_t *loop, dg_server *s, const char *listen, const char *token, dg_api **ret,
                  dg_error *err);
+/* Whether listen is an address dg_api_start can use, without binding it: a bad one is a
+ * usage error of `dagd serve`, told before anything starts. */
+int dg_api_check_listen(const char *listen, dg_error *err);
 /* The port actually bound (useful with port 0 in tests). */
 int dg_api_port(const dg_api *a);
 void dg_api_stop(dg_api *a); /* closes; memory released from close callbacks */

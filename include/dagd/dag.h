@@ -140,7 +140,8 @@ typedef struct dg_dag {
 
 
 /* Options that change what is valid: names the server knows. NULL = accept none
- * (connections) / accept any (pools are checked only when known_pools is set). */
+ * (connections) / accept any (pools are checked only when known_pools is set; the runtime
+ * always sets it, default_pool included). */
 typedef struct dg_dag_opts {
     const char *const *known_connections; /* NULL-terminated or NULL */
     const char *const *known_pools;       /* NULL-terminated or NULL: no pool check */
@@ -151,8 +152,9 @@ typedef struct dg_dag_opts {
 } dg_dag_opts;
 
 /* Parse and validate: YAML, keys and types, durations, cron and time zones, dependencies,
- * notification names, template syntax, and what opts add. On any error returns -EINVAL with every problem found in
- * diags (never only the first), and *ret untouched. opts may be NULL. */
+ * notification names, templates (syntax and names), and what opts add. On any error
+ * returns -EINVAL with every problem found in diags (never only the first), each at the
+ * value that holds it, and *ret untouched. opts may be NULL. */
 int dg_dag_load(const char *path, const dg_dag_opts *opts, dg_dag **ret, dg_diags *diags);
 int dg_dag_load_string(const char *name, const char *text, size_t len, const dg_dag_opts *opts,
                        dg_dag **ret, dg_diags *diags);

@@ -51,6 +51,10 @@ int dg_dags_scan(const char *dir, char ***ret_files, size_t *ret_n);
 /* Load and validate one file completely, as every verb does. On failure every problem is
  * in diags (file:line:col: message) and -EINVAL (or a read error) is returned. */
 int dg_dags_load(const dg_config *cfg, const char *path, dg_dag **ret, dg_diags *diags);
+/* The DAG id a file declares (its top-level `dag:`), read even when the file is otherwise
+ * invalid, so that a broken file can be named when its DAG is asked for. NULL when the
+ * file is not readable YAML or declares none. Caller frees. */
+char *dg_dags_declared_id(const char *path);
 /* FILE, or a DAG id looked up in the DAGs folder (dags_folder NULL: cfg's). The id's file
  * is the one whose dag: is that id; only valid files count. *ret is the loaded DAG;
  * failures are -ENOENT (no such file or id) with err set, or -EINVAL with diags. */

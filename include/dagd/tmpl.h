@@ -1,4 +1,4 @@
-/* tmpl — the `{{ expr }}` template language of SPEC §3, a small Jinja subset:
+/* tmpl — the `{{ expr }}` template language of SPEC §3, a small Jinja subset (no `{% %}`):
  * dotted names, string/integer literals, function calls (ti.xcom_pull, macros.ds_add,
  * macros.ds_format) and filters (| default(x), | upper, | lower, | tojson).
  * Rendering never yields an empty string for an unknown name: it fails, naming it. */
@@ -22,8 +22,14 @@ typedef struct dg_tmpl_ctx {
  * "unknown name 'params.regoin' in '{{ params.regoin }}'". */
 int dg_tmpl_render(const char *src, const dg_tmpl_ctx *ctx, char **ret, dg_error *err);
 
-/* Syntax check without rendering (for `dagd validate`). */
-int dg_tmpl_check(const char *src, dg_error *err);
+/* Where a template is used decides what it can name: `state` is set only for notifications. */
+typedef enum { DG_TMPL_TASK = 0, DG_TMPL_NOTIFICATION } dg_tmpl_use;
+
+/* Everything that can be judged without rendering (for `dagd validate`): the syntax, no
+ * `{% %}` statements, and every name read being one dagd sets, with a hint for Airflow's
+ * that it does not (next_ds, var, ...). What params.X, dag_run.conf.X and conn.ID.X hold
+ * is known only at render time, since a run's conf may add to params. */
+int dg_tmpl_check(const char *src, dg_tmpl_use use, dg_error *err);
 
 /* True when src calls ti.xcom_pull (so it cannot be rendered before upstreams end). */
 bool dg_tmpl_uses_xcom(const char *src);

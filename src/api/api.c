@@ -340,6 +340,12 @@ int dg_api_token(const dg_config *cfg, char **ret, bool *ret_made, dg_error *err
     return 0;
 }
 
+int dg_api_check_listen(const char *listen, dg_error *err) {
+    if (!listen || !*listen) return dg_error_set(err, -EINVAL, "the API needs a listen address");
+    _cleanup_free_ char *host = NULL, *port = NULL;
+    return parse_listen(listen, &host, &port, err);
+}
+
 int dg_api_start(uv_loop_t *loop, dg_server *s, const char *listen, const char *token, dg_api **ret,
                  dg_error *err) {
     if (!token || !*token) return dg_error_set(err, -EINVAL, "the API needs a non-empty token");

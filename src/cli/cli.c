@@ -17,6 +17,7 @@
 #include "dagd/server.h"
 
 #define EXIT_USAGE 2
+#define EXIT_UNREACHABLE 3 /* the engine could not be reached (the client verbs use 3 for the server) */
 #define EXIT_INTERRUPTED 130
 
 static const char usage_text[] =
@@ -34,16 +35,31 @@ static const char usage_text[] =
     "\n"
     "  client verbs (talk to `dagd serve`; --server URL, token from DAGD_TOKEN,\n"
     "  --token-file F or <state>/token; --json on listings):\n"
-    "  dags | runs DAG | tasks DAG RUN | logs DAG RUN TASK [--try N] [-f]\n"
+    "  dags | import-errors | runs DAG | tasks DAG RUN | logs DAG RUN TASK [--try N] [-f]\n"
     "  trigger DAG [--conf JSON] [--date D] [--wait]\n"
     "  pause DAG | unpause DAG | cancel DAG RUN\n"
     "  clear DAG RUN [TASK...] [--downstream] [--failed]\n"
     "  mark DAG RUN TASK success|failed | backfill DAG --from D --to D\n"
     "\n"
-    "  help                   this text\n"
+    "  help [COMMAND]         this text, or the usage of one command (as COMMAND --help)\n"
     "  version                the version\n"
     "\n"
     "Docker is reached through DOCKER_HOST (default unix:///var/run/docker.sock).\n";
+
+static const char run_usage[] =
+    "usage: dagd run FILE|DAG [--date D] [--conf JSON] [--state DIR] [--dags DIR] [--config FILE]\n"
+    "  one DAG run in the foreground; exit 0 success, 1 failed, 2 bad input,\n"
+    "  3 the Docker engine could not be reached, 130 interrupted\n";
+static const char test_usage[] =
+    "usage: dagd test FILE|DAG TASK [--date D] [--conf JSON] [--dags DIR] [--config FILE]\n"
+    "  runs one task alone (no upstream tasks, no retries, no state); its output goes to stdout;\n"
+    "  exit 0 success, 1 failed, 2 bad input, 3 the Docker engine could not be reached\n";
+static const char validate_usage[] =
+    "usage: dagd validate PATH... [--config FILE]\n"
+    "  checks DAG files (or every *.yml / *.yaml of a folder); exit 0 all valid, 1 any invalid\n";
+static const char serve_usage[] =
+    "usage: dagd serve [--config FILE] [--dags DIR] [--state DIR] [--listen ADDR] [--log auto|journald|stderr]\n"
+    "  the daemon; exit 0 after SIGTERM/SIGINT, 1 when it cannot start, 2 bad option or configuration\n";
 
 /* ---- argument parsing: options may come anywhere, as --opt VALUE or --opt=VALUE ---- */
 
@@ -51,6 +67,8 @@ typedef struct args {
     char **pos;
     size_t n_pos;
     const char *date, *conf, *state, *dags, *config, *listen, *log;
+    bool help;
+    const char *usage; /* the verb's */
 } args;
 
 static int parse_args(int argc, char **argv, args *a) {
@@ -70,6 +88,10 @@ static int parse_args(int argc, char **argv, args *a) {
             while (++i < argc) a->pos[a->n_pos++] = argv[i];
             break;
         }
+        if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0) {
+            a->help = true;
+            continue;
+        }
         if (!dg_str_has_prefix(s, "--") || strlen(s) == 2) {
             a->pos[a->n_pos++] = argv[i];
             continue;
@@ -81,14 +103,14 @@ static int parse_args(int argc, char **argv, args *a) {
             if (strlen(opts[k].name) != nl || strncmp(opts[k].name, name, nl) != 0) continue;
             const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
             if (!val) {
-                fprintf(stderr, "dagd: option --%s needs a value\n", opts[k].name);
+                fprintf(stderr, "dagd: option --%s needs a value\n%s", opts[k].name, a->usage);
                 return -EINVAL;
             }
             *(const char **)((char *)a + opts[k].off) = val;
             found = true;
         }
         if (!found) {
-            fprintf(stderr, "dagd: unknown option %s\n", s);
+            fprintf(stderr, "dagd: unknown option %s\n%s", s, a->usage);
             return -EINVAL;
         }
     }
@@ -246,6 +268,7 @@ static void connected_cb(void *ud, const dg_error *err) {
     fg *f = ud;
     if (err) {
         fprintf(stderr, "dagd: %s\n", err->msg ? err->msg : "cannot reach the Docker engine");
+        fprintf(stderr, "dagd: hint: is the Docker engine running there? Point to it with DOCKER_HOST.\n");
         f->connect_failed = true;
         maybe_finish(f);
         return;
@@ -301,6 +324,7 @@ static int foreground(const dg_config *cfg, const dg_dag *dag, json_t *conf, int
     uv_run(&f.loop, UV_RUN_DEFAULT);
 
     if (f.run && f.finished) rc = f.run->state == DG_RUN_SUCCESS ? 0 : 1;
+    else if (f.connect_failed) rc = EXIT_UNREACHABLE;
     if (f.interrupted) rc = EXIT_INTERRUPTED;
     if (!test_mode && f.run) {
         /* plain stdout stays one line per change; the pointer goes to stderr there */
@@ -332,10 +356,10 @@ static int parse_date(const char *s, int64_t *ret) {
 
 /* What `run` and `test` both start from: the arguments checked, the configuration and
  * the DAG loaded. */
-static int load_for_run(args *a, size_t n_pos, const char *usage, dg_config *cfg, int64_t *ret_logical,
-                        json_t **ret_conf, dg_dag **ret_dag) {
+static int load_for_run(args *a, size_t n_pos, dg_config *cfg, int64_t *ret_logical, json_t **ret_conf,
+                        dg_dag **ret_dag) {
     if (a->n_pos != n_pos) {
-        fputs(usage, stderr);
+        fputs(a->usage, stderr);
         return -EINVAL;
     }
     json_t *conf = NULL;
@@ -353,8 +377,7 @@ static int cmd_run(args *a) {
     json_t *conf = NULL;
     dg_dag *dag = NULL;
     _cleanup_(dg_config_free) dg_config cfg = {0};
-    if (load_for_run(a, 1, "usage: dagd run FILE|DAG [--date D] [--conf JSON] [--state DIR]\n", &cfg, &logical,
-                     &conf, &dag) < 0)
+    if (load_for_run(a, 1, &cfg, &logical, &conf, &dag) < 0)
         return EXIT_USAGE;
     int rc = foreground(&cfg, dag, conf, logical, false);
     json_decref(conf);
@@ -368,8 +391,7 @@ static int cmd_test(args *a) {
     json_t *conf = NULL;
     dg_dag *dag = NULL;
     _cleanup_(dg_config_free) dg_config cfg = {0};
-    if (load_for_run(a, 2, "usage: dagd test FILE|DAG TASK [--date D] [--conf JSON]\n", &cfg, &logical, &conf,
-                     &dag) < 0)
+    if (load_for_run(a, 2, &cfg, &logical, &conf, &dag) < 0)
         return EXIT_USAGE;
     ssize_t idx = dg_dag_task_index(dag, a->pos[1]);
     if (idx < 0) {
@@ -421,7 +443,7 @@ static bool is_dir(const char *p) {
 
 static int cmd_validate(args *a) {
     if (a->n_pos == 0) {
-        fputs("usage: dagd validate PATH... [--config FILE]\n", stderr);
+        fputs(a->usage, stderr);
         return EXIT_USAGE;
     }
     _cleanup_(dg_config_free) dg_config cfg = {0};
@@ -532,8 +554,7 @@ static int serve_start(serve_ctx *c, uv_loop_t *loop, const dg_config *cfg, dg_e
 
 static int cmd_serve(args *a) {
     if (a->n_pos != 0) {
-        fputs("usage: dagd serve [--config FILE] [--dags DIR] [--state DIR] [--listen ADDR] [--log auto|journald|stderr]\n",
-              stderr);
+        fputs(a->usage, stderr);
         return EXIT_USAGE;
     }
     _cleanup_(dg_config_free) dg_config cfg = {0};
@@ -545,6 +566,11 @@ static int cmd_serve(args *a) {
     }
     if (dg_log_setup(cfg.log) < 0) {
         fprintf(stderr, "dagd: --log must be auto, journald or stderr\n");
+        return EXIT_USAGE;
+    }
+    if (dg_api_check_listen(cfg.listen, &err) < 0) {
+        fprintf(stderr, "dagd: %s\n", err.msg);
+        dg_error_clear(&err);
         return EXIT_USAGE;
     }
     uv_loop_t loop;
@@ -574,36 +600,57 @@ static int cmd_serve(args *a) {
     return rc;
 }
 
+static bool is_help(const char *s) { return strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0; }
+
 int dg_cli_main(int argc, char **argv) {
     if (argc < 2) {
         fputs(usage_text, stderr);
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    if (strcmp(cmd, "help") == 0 && argc == 3 && !is_help(argv[2])) {
+        /* `dagd help VERB` is `dagd VERB --help` */
+        char *again[] = {argv[0], argv[2], (char *)"--help", NULL};
+        return dg_cli_main(3, again);
+    }
+    if (strcmp(cmd, "help") == 0 || is_help(cmd)) {
         fputs(usage_text, stdout);
         return 0;
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        puts("dagd " DAGD_VERSION);
+        bool help = false;
+        for (int i = 2; i < argc; i++) help |= is_help(argv[i]);
+        if (help) fputs("usage: dagd version\n  prints dagd's version\n", stdout);
+        else puts("dagd " DAGD_VERSION);
         return 0;
     }
     if (strcmp(cmd, "next") == 0) return dg__cli_next(argc - 1, argv + 1);
-    static const struct { const char *name; int (*fn)(args *); } cmds[] = {
-        {"run", cmd_run}, {"validate", cmd_validate}, {"test", cmd_test}, {"serve", cmd_serve}};
+    static const struct {
+        const char *name;
+        int (*fn)(args *);
+        const char *usage;
+    } cmds[] = {
+        {"run", cmd_run, run_usage},
+        {"validate", cmd_validate, validate_usage},
+        {"test", cmd_test, test_usage},
+        {"serve", cmd_serve, serve_usage},
+    };
     signal(SIGPIPE, SIG_IGN);
     int crc = dg__cli_client(argc - 1, argv + 1);
     if (crc >= 0) return crc;
     for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
         if (strcmp(cmd, cmds[i].name) != 0) continue;
-        args a = {0};
-        int rc = parse_args(argc - 2, argv + 2, &a) < 0 ? EXIT_USAGE : cmds[i].fn(&a);
+        args a = {.usage = cmds[i].usage};
+        int rc;
+        if (parse_args(argc - 2, argv + 2, &a) < 0) rc = EXIT_USAGE;
+        else if (a.help) rc = (fputs(a.usage, stdout), 0);
+        else rc = cmds[i].fn(&a);
         free(a.pos);
         return rc;
     }
-    const char *names[] = {"run",     "validate", "test",   "serve", "next",  "help",     "version", "dags",
-                           "runs",    "tasks",    "logs",   "trigger", "pause", "unpause", "cancel", "clear",
-                           "mark",    "backfill"};
+    const char *names[] = {"run",     "validate", "test",    "serve",   "next",   "help",  "version",
+                           "dags",    "runs",     "tasks",   "logs",    "trigger", "pause", "unpause",
+                           "cancel",  "clear",    "mark",    "backfill", "import-errors"};
     const char *sug = dg_suggest(cmd, names, ARRAY_SIZE(names));
     fprintf(stderr, "dagd: unknown command '%s'%s%s%s\n\n%s", cmd, sug ? " (did you mean '" : "", sug ? sug : "",
             sug ? "'?)" : "", usage_text);

@@ -1,5 +1,6 @@
 /* cli client — the verbs of SPEC §6 that talk to a running `dagd serve` over its REST API
- * (SPEC §7): listings, logs, trigger, pause/unpause, cancel, clear, mark and backfill.
+ * (SPEC §7): listings, import errors, logs, trigger, pause/unpause, cancel, clear, mark and
+ * backfill (docs/cli.md, Client verbs).
  * Blocking libcurl easy calls on one handle (connections are reused while polling).
  * This file owns the argument parsing of those verbs, token resolution and the human
  * tables; the JSON printed with --json is the API's own object, untouched.
@@ -26,6 +27,8 @@
 #define DEFAULT_SERVER "http://127.0.0.1:8080"
 #define POLL_MS 500
 #define PAGE 1000
+/* how long `cancel` waits for the run to end: the engine's stop grace (10 s) and then some */
+#define CANCEL_WAIT_MS 30000
 
 /* ---- options ---- */
 
@@ -332,6 +335,8 @@ static void report_error(client *c, long status, const dg_buf *body) {
     json_decref(j);
 }
 
+static void hint_unknown_dag(client *c, const dg_buf *body);
+
 /* A JSON request: on a 2xx the parsed answer in *ret; anything else is reported and
  * returns < 0 (which the verbs turn into exit status 3). */
 static int call_ex(client *c, const char *method, const char *path, const json_t *body, json_t **ret,
@@ -348,6 +353,7 @@ static int call_ex(client *c, const char *method, const char *path, const json_t
     }
     if (status < 200 || status >= 300) {
         report_error(c, status, &x.body);
+        if (status == 404) hint_unknown_dag(c, &x.body);
         dg_buf_free(&x.body);
         return -EPROTO;
     }
@@ -400,6 +406,48 @@ static int call_list(client *c, const char *path, const char *key, json_t **ret)
     return 0;
 }
 
+/* The server's import errors and the number of files they are in. */
+static int fetch_import_errors(client *c, json_t **ret, size_t *ret_files) {
+    json_t *j = NULL;
+    if (call(c, "GET", "/api/v1/import-errors", NULL, &j) < 0) return -EPROTO;
+    json_t *items = json_object_get(j, "import_errors"), *e;
+    size_t i, files = 0;
+    json_array_foreach(items, i, e) {
+        const char *f = json_string_value(json_object_get(e, "filename"));
+        bool seen = false;
+        for (size_t k = 0; k < i && f && !seen; k++) {
+            const char *g = json_string_value(json_object_get(json_array_get(items, k), "filename"));
+            seen = g && strcmp(f, g) == 0;
+        }
+        files += !seen;
+    }
+    *ret = j;
+    *ret_files = files;
+    return 0;
+}
+
+/* A DAG the server does not know may be in a file that did not load: say where to look
+ * (the server names the file itself when the file declares that id). */
+static void hint_unknown_dag(client *c, const dg_buf *body) {
+    json_t *j = body->len ? json_loadb(body->data, body->len, 0, NULL) : NULL;
+    const char *detail = json_string_value(json_object_get(j, "detail"));
+    bool named = detail && strstr(detail, "is not loaded: its file");
+    bool about_dag = detail && dg_str_has_prefix(detail, "no DAG '");
+    json_decref(j);
+    if (named) {
+        fprintf(stderr, "dagd: hint: dagd import-errors lists the errors\n");
+        return;
+    }
+    json_t *errs = NULL;
+    size_t files = 0;
+    if (!about_dag || fetch_import_errors(c, &errs, &files) < 0) return;
+    json_decref(errs);
+    if (files)
+        fprintf(stderr, "dagd: hint: %zu file%s of the server's DAGs folder %s errors and %s not loaded; "
+                        "dagd import-errors lists them\n",
+                files, files == 1 ? "" : "s", files == 1 ? "has" : "have", files == 1 ? "is" : "are");
+}
+
 /* ---- output ---- */
 
 static void print_json(const json_t *j) {
@@ -439,6 +487,23 @@ typedef struct column {
 } column;
 
 static char *duration_cell(const json_t *obj, const char *key) { return duration_text(obj); }
+
+/* An import error's place as validate prints it, file:line:col (line 0: the whole file). */
+static char *location_cell(const json_t *obj, const char *key) {
+    _cleanup_free_ char *file = field_text(obj, key);
+    json_int_t line = json_integer_value(json_object_get(obj, "line"));
+    json_int_t col = json_integer_value(json_object_get(obj, "col"));
+    if (line <= 0) return TAKE_PTR(file);
+    return xasprintf("%s:%lld:%lld", file, (long long)line, (long long)col);
+}
+
+/* Free text on one line: a message may hold newlines (an engine's error, say). */
+static char *one_line_cell(const json_t *obj, const char *key) {
+    char *s = field_text(obj, key);
+    for (char *p = s; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t') *p = ' ';
+    return s;
+}
 
 /* Aligned columns, two spaces apart, no trailing blanks. */
 static void print_table(const json_t *items, const column *cols, size_t ncols) {
@@ -487,6 +552,11 @@ static const column task_cols[] = {
     {"TRY", "try_number", NULL},
     {"EXIT", "exit_code", NULL},
     {"DURATION", "duration", duration_cell},
+    {"MESSAGE", "message", one_line_cell},
+};
+static const column import_error_cols[] = {
+    {"FILE", "filename", location_cell},
+    {"ERROR", "message", one_line_cell},
 };
 
 /* ---- input checks ---- */
@@ -510,11 +580,29 @@ static void sleep_ms(long ms) {
 
 /* ---- verbs ---- */
 
+/* The DAGs, then (on stderr, as Airflow's `dags list` does) how many files did not load:
+ * a DAG missing from the table is most often in one of them. */
 static int cmd_dags(client *c, opts *o) {
     json_t *j = NULL;
     if (call_list(c, "/api/v1/dags", "dags", &j) < 0) return EXIT_SERVER;
     if (c->json) print_json(j);
     else print_table(json_object_get(j, "dags"), dag_cols, ARRAY_SIZE(dag_cols));
+    json_decref(j);
+    json_t *errs = NULL;
+    size_t files = 0;
+    if (fetch_import_errors(c, &errs, &files) < 0) return EXIT_SERVER;
+    json_decref(errs);
+    if (files)
+        fprintf(stderr, "%zu file%s errors: dagd import-errors\n", files, files == 1 ? " has" : "s have");
+    return 0;
+}
+
+static int cmd_import_errors(client *c, opts *o) {
+    json_t *j = NULL;
+    size_t files = 0;
+    if (fetch_import_errors(c, &j, &files) < 0) return EXIT_SERVER;
+    if (c->json) print_json(j);
+    else print_table(json_object_get(j, "import_errors"), import_error_cols, ARRAY_SIZE(import_error_cols));
     json_decref(j);
     return 0;
 }
@@ -755,25 +843,60 @@ static void print_run_line(client *c, const json_t *j) {
     fflush(stdout);
 }
 
+static bool run_ended(const json_t *run) { return state_is(run, "success") || state_is(run, "failed"); }
+
+/* The server stops the run's containers (SIGTERM, then SIGKILL after the grace) and ends
+ * the run once they are gone: wait for that, within a bound, so what is printed is the
+ * state the run ends in. `dagd tasks` says why each task ended. */
 static int cmd_cancel(client *c, opts *o) {
     _cleanup_free_ char *rp = run_path(c, o->pos[0], o->pos[1]);
     _cleanup_free_ char *path = xasprintf("%s/cancel", rp);
     json_t *j = NULL;
     if (call(c, "POST", path, NULL, &j) < 0) return EXIT_SERVER;
-    print_run_line(c, j);
+    for (long waited = 0; !run_ended(j) && waited < CANCEL_WAIT_MS; waited += POLL_MS) {
+        sleep_ms(POLL_MS);
+        json_t *now = NULL;
+        if (call(c, "GET", rp, NULL, &now) < 0) {
+            json_decref(j);
+            return EXIT_SERVER;
+        }
+        json_decref(j);
+        j = now;
+    }
+    if (c->json || run_ended(j)) {
+        print_run_line(c, j);
+    } else {
+        _cleanup_free_ char *id = field_text(j, "dag_run_id"), *state = field_text(j, "state");
+        printf("%s %s\n", id, state);
+        fflush(stdout);
+        fprintf(stderr, "dagd: cancelled; the run's containers are still stopping, and it ends failed when they "
+                        "have stopped\n");
+    }
     json_decref(j);
     return 0;
 }
 
-/* The clear answer is shown as the task instances it lists when it lists some, else as
- * the run it describes. */
-static void print_result(client *c, const json_t *j) {
-    const json_t *tis = json_object_get(j, "task_instances");
-    const json_t *runs = json_object_get(j, "dag_runs");
-    if (c->json) print_json(j);
-    else if (json_is_array(tis)) print_table(tis, task_cols, ARRAY_SIZE(task_cols));
-    else if (json_is_array(runs)) print_table(runs, run_cols, ARRAY_SIZE(run_cols));
-    else print_run_line(c, j);
+/* The clear answer lists {dag_id, dag_run_id, task_id} of what was cleared, no states:
+ * say which tasks of which run. */
+static void print_cleared(client *c, const json_t *j, const char *run_id) {
+    if (c->json) {
+        print_json(j);
+        return;
+    }
+    const json_t *tis = json_object_get(j, "task_instances"), *ti;
+    size_t n = json_array_size(tis), i;
+    if (!n) {
+        printf("nothing cleared in run %s: no task matched\n", run_id);
+        fflush(stdout);
+        return;
+    }
+    printf("cleared %zu task%s of run %s:", n, n == 1 ? "" : "s", run_id);
+    json_array_foreach(tis, i, ti) {
+        _cleanup_free_ char *id = field_text(ti, "task_id");
+        printf("%s %s", i ? "," : "", id);
+    }
+    putchar('\n');
+    fflush(stdout);
 }
 
 static int cmd_clear(client *c, opts *o) {
@@ -791,7 +914,7 @@ static int cmd_clear(client *c, opts *o) {
     int r = call(c, "POST", path, body, &j);
     json_decref(body);
     if (r < 0) return EXIT_SERVER;
-    print_result(c, j);
+    print_cleared(c, j, o->pos[1]);
     json_decref(j);
     return 0;
 }
@@ -886,6 +1009,8 @@ static int cmd_backfill(client *c, opts *o) {
 
 static const verb verbs[] = {
     {"dags", cmd_dags, 0, 0, O_JSON, "usage: dagd dags [--json]" COMMON "\n"},
+    {"import-errors", cmd_import_errors, 0, 0, O_JSON,
+     "usage: dagd import-errors [--json]" COMMON "\n  the DAG files the server could not load, and why\n"},
     {"runs", cmd_runs, 1, 1, O_JSON, "usage: dagd runs DAG [--json]" COMMON "\n"},
     {"tasks", cmd_tasks, 2, 2, O_JSON, "usage: dagd tasks DAG RUN [--json]" COMMON "\n"},
     {"logs", cmd_logs, 3, 3, O_TRY | O_FOLLOW, "usage: dagd logs DAG RUN TASK [--try N] [-f]" COMMON "\n"},

@@ -73,8 +73,19 @@ static void set_str(char **dst, const char *v) {
     *dst = xstrdup(v);
 }
 
-/* One key=value, from either source; `where` names it for messages. */
-static int apply(dg_config *c, const char *key, const char *v, const char *where, dg_error *err) {
+/* The accepted form of each setting that can be refused, for messages. */
+static const char *expected_form(const char *key) {
+    if (!strcmp(key, "parallelism")) return "a whole number from 1 to 100000";
+    if (!strcmp(key, "pools")) return "name=slots,name=slots";
+    if (!strcmp(key, "backend")) return "local or swarm";
+    if (!strcmp(key, "log")) return "auto, journald or stderr";
+    if (!strcmp(key, "policy_allowed_volume_prefixes")) return "a list of absolute paths";
+    return "true or false";
+}
+
+/* One key=value, from either source. The message says what is wrong and what is accepted;
+ * the caller puts the setting's place in front (file:line:col and key, or DAGD_<KEY>). */
+static int apply(dg_config *c, const char *key, const char *v, dg_error *err) {
     int r = 0;
     if (!strcmp(key, "dags_folder")) set_str(&c->dags_folder, v);
     else if (!strcmp(key, "state_dir")) set_str(&c->state_dir, v);
@@ -104,8 +115,8 @@ static int apply(dg_config *c, const char *key, const char *v, const char *where
         if (strcmp(v, "auto") && strcmp(v, "journald") && strcmp(v, "stderr")) r = -EINVAL;
         else set_str(&c->log, v);
     } else
-        return dg_error_set(err, -EINVAL, "%s: unknown setting", where);
-    if (r < 0) return dg_error_set(err, -EINVAL, "%s: invalid value '%s'", where, v);
+        return dg_error_set(err, -EINVAL, "unknown setting");
+    if (r < 0) return dg_error_set(err, -EINVAL, "invalid value '%s' (expected %s)", v, expected_form(key));
     return 0;
 }
 
@@ -141,6 +152,7 @@ static int load_file(dg_config *c, const char *file, dg_error *err) {
             break;
         }
         _cleanup_free_ char *where = xasprintf("%s:%d:%d", file, v->line, v->col);
+        dg_error e2 = {0};
         if (nested) {
             if (v->type != DG_YMAP) {
                 r = dg_error_set(err, -EINVAL, "%s: error: '%s' must be a mapping", where, key);
@@ -166,8 +178,9 @@ static int load_file(dg_config *c, const char *file, dg_error *err) {
                     for (size_t q = 0; q < sv->n; q++)
                         dg_buf_printf(&val, "%s%s", q ? "," : "", sv->kids[q]->str ? sv->kids[q]->str : "");
                 else dg_buf_puts(&val, sv->str ? sv->str : "");
-                dg_error e2 = {0};
-                if (apply(c, full, val.data, w2, &e2) < 0) r = dg_error_set(err, -EINVAL, "%s", e2.msg);
+                if (apply(c, full, val.data, &e2) < 0)
+                    r = dg_error_set(err, -EINVAL, "%s:%d:%d: error: %s.%s: %s", file, sv->line, sv->col, key,
+                                     sk->str, e2.msg);
                 dg_error_clear(&e2);
                 dg_buf_free(&val);
             }
@@ -175,18 +188,25 @@ static int load_file(dg_config *c, const char *file, dg_error *err) {
             for (size_t j = 0; j + 1 < v->n && r >= 0; j += 2) {
                 int slots;
                 const dg_ynode *pk = v->kids[j], *pv = v->kids[j + 1];
-                if (!pv->str || set_int(pv->str, &slots) < 0)
-                    r = dg_error_set(err, -EINVAL, "%s:%d:%d: error: pool '%s' needs a number of slots", file,
-                                     pv->line, pv->col, pk->str);
+                if (pv->type != DG_YSCALAR)
+                    r = dg_error_set(err, -EINVAL,
+                                     "%s:%d:%d: error: pools.%s: pool '%s' needs a number of slots (a whole number "
+                                     "from 1 to 100000), not a %s",
+                                     file, pv->line, pv->col, pk->str, pk->str,
+                                     pv->type == DG_YMAP ? "mapping" : "list");
+                else if (set_int(pv->str, &slots) < 0)
+                    r = dg_error_set(err, -EINVAL,
+                                     "%s:%d:%d: error: pools.%s: invalid value '%s' (expected a number of slots, a "
+                                     "whole number from 1 to 100000)",
+                                     file, pv->line, pv->col, pk->str, pv->str);
                 else add_pool(c, pk->str, slots);
             }
         } else if (v->type != DG_YSCALAR) {
             r = dg_error_set(err, -EINVAL, "%s: error: '%s' must be a single value", where, key);
-        } else {
-            dg_error e2 = {0};
-            if (apply(c, key, v->str, where, &e2) < 0) r = dg_error_set(err, -EINVAL, "%s: error: %s", where, e2.msg);
-            dg_error_clear(&e2);
+        } else if (apply(c, key, v->str, &e2) < 0) {
+            r = dg_error_set(err, -EINVAL, "%s: error: %s: %s", where, key, e2.msg);
         }
+        dg_error_clear(&e2);
     }
 out:
     dg_diags_free(&d);
@@ -257,7 +277,12 @@ int dg_config_load(const char *file, dg_config *ret, dg_error *err) {
             if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 32);
         const char *v = getenv(name);
         if (!v || !*v) continue;
-        if ((r = apply(&c, env_keys[i], v, name, err)) < 0) goto fail;
+        dg_error e = {0};
+        if ((r = apply(&c, env_keys[i], v, &e)) < 0) {
+            dg_error_set(err, r, "%s: %s", name, e.msg);
+            dg_error_clear(&e);
+            goto fail;
+        }
     }
     const char *tok = getenv("DAGD_TOKEN");
     if (tok && *tok) c.token = xstrdup(tok);

@@ -1,9 +1,9 @@
 /* dag/load — walks the marked YAML tree (dag/yaml.c) of one DAG file (SPEC §1), checks
  * every key and value, and builds the immutable dg_dag: defaults applied, notification,
- * connection and pool names checked, dependencies linked, cycles found, topological order
- * computed. Every problem becomes a dg_diag at the line:col of the offending node and the
- * walk goes on, so one pass reports everything. The dg_dag is handed out only when there
- * was no problem at all. */
+ * connection and pool names checked, templates judged (through tmpl), dependencies linked,
+ * cycles found, topological order computed. Every problem becomes a dg_diag at the
+ * line:col of the offending node and the walk goes on, so one pass reports everything.
+ * The dg_dag is handed out only when there was no problem at all. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -274,6 +274,43 @@ static bool valid_id(const char *s) {
 
 static bool templated(const char *s) { return strstr(s, "{{") != NULL; }
 
+/* Templates are judged with the rest of the file (docs/dags.md, "Validation"), so a typo
+ * fails validation and not a try at 3 a.m.; the error points at the value holding it. */
+static bool check_template(ctx *c, const node *n, const char *key, const char *src, dg_tmpl_use use) {
+    dg_error e = {0};
+    bool ok = dg_tmpl_check(src, use, &e) >= 0;
+    if (!ok) err_at(c, n, "%s: %s", key, e.msg ? e.msg : "bad template");
+    dg_error_clear(&e);
+    return ok;
+}
+
+/* `command`/`entrypoint`: each word is rendered on its own. A list's items are checked
+ * even when another item is not a string; a string is split into words first, which cuts
+ * a `{{ ds }}` written with spaces apart: say so. */
+static void check_argv_templates(ctx *c, const node *n, const char *key, char **words) {
+    if (n->type == DG_YSEQ) {
+        for (size_t i = 0; i < n->n; i++)
+            if (n->kids[i]->type == DG_YSCALAR && !is_null(n->kids[i]))
+                check_template(c, n->kids[i], key, n->kids[i]->str, DG_TMPL_TASK);
+        return;
+    }
+    for (size_t i = 0; words && words[i]; i++) {
+        dg_error e = {0};
+        if (dg_tmpl_check(words[i], DG_TMPL_TASK, &e) < 0) {
+            dg_error whole = {0};
+            if (dg_tmpl_check(n->str, DG_TMPL_TASK, &whole) >= 0)
+                err_at(c, n, "%s: %s (a string '%s' is split into words before rendering: write it as "
+                             "a list, or with no spaces inside {{ }})",
+                       key, e.msg, key);
+            else
+                err_at(c, n, "%s: %s", key, whole.msg);
+            dg_error_clear(&whole);
+            dg_error_clear(&e);
+            return;
+        }
+    }
+}
+
 /* ---- names defined elsewhere in the file or by the server ---- */
 
 static bool notification_exists(ctx *c, const char *name) {
@@ -316,6 +353,24 @@ static void check_name_in(ctx *c, const node *n, const char *name, const char *w
         err_at(c, n, "unknown %s '%.100s' (did you mean '%s'?)", what, name, s);
     else
         err_at(c, n, "unknown %s '%.100s'", what, name);
+}
+
+/* A pool the configuration does not define would bound nothing: name the ones there are,
+ * and how to add one (docs/daemon.md, "Configuration"). */
+static void check_pool(ctx *c, const node *n, const char *name, const char *const *known) {
+    size_t k = dg_strv_len((char *const *)known);
+    for (size_t i = 0; i < k; i++)
+        if (strcmp(known[i], name) == 0) return;
+    dg_buf b = {0};
+    for (size_t i = 0; i < k; i++) dg_buf_printf(&b, "%s%s", i == 0 ? "" : i + 1 == k ? " and " : ", ", known[i]);
+    const char *s = strlen(name) <= 64 ? dg_suggest(name, known, k) : NULL;
+    if (s)
+        err_at(c, n, "unknown pool '%.100s' (did you mean '%s'? the pools are %s)", name, s, b.data);
+    else
+        err_at(c, n, "unknown pool '%.100s' (%s %s; define it under 'pools' in the configuration file, "
+                     "or in DAGD_POOLS as %.100s=SLOTS)",
+               name, k > 1 ? "the pools are" : "no pools are configured, only", b.data ? b.data : "", name);
+    dg_buf_free(&b);
 }
 
 static void check_timezone(ctx *c, const node *n, const char *tz) {
@@ -388,14 +443,17 @@ static void get_env(ctx *c, const node *n, dg_task *t) {
             err_at(c, k, "bad environment variable name '%.100s'", k->str);
             continue;
         }
+        _cleanup_free_ char *key = xasprintf("env '%.100s'", k->str);
         if (v->type == DG_YSCALAR && !is_null(v)) {
             kv_push(&t->env, &t->n_env, k->str, v->str, false);
+            check_template(c, v, key, v->str, DG_TMPL_TASK);
             continue;
         }
         if (v->type == DG_YMAP && v->n == 2 && v->kids[0]->type == DG_YSCALAR &&
             strcmp(v->kids[0]->str, "secret") == 0 && v->kids[1]->type == DG_YSCALAR &&
             !is_null(v->kids[1])) {
             kv_push(&t->env, &t->n_env, k->str, v->kids[1]->str, true);
+            check_template(c, v->kids[1], key, v->kids[1]->str, DG_TMPL_TASK);
             continue;
         }
         err_at(c, v, "env '%.100s' must be a string or {secret: value}", k->str);
@@ -542,8 +600,8 @@ static void get_sensor(ctx *c, const node *n, dg_task *t, const char *where) {
     collect(c, n, sensor_keys, 4, NULL, v, where);
     if (!v[0])
         err_at(c, n, "sensor needs a 'file' pattern");
-    else
-        get_str(c, v[0], "file", &t->sensor.file);
+    else if (get_str(c, v[0], "file", &t->sensor.file))
+        check_template(c, v[0], "sensor file", t->sensor.file, DG_TMPL_TASK);
     if (v[1]) get_duration(c, v[1], "interval", true, &t->sensor.interval_ms);
     if (v[2]) get_duration(c, v[2], "timeout", true, &t->sensor.timeout_ms);
     if (v[3]) {
@@ -629,22 +687,36 @@ static void task_value(ctx *c, dg_task *t, int k, const node *v, const char *whe
     int r;
     switch (k) {
     case K_IMAGE:
-        if (get_str(c, v, key, &t->image) && !*t->image) err_at(c, v, "'image' is empty");
+        if (get_str(c, v, key, &t->image)) {
+            if (!*t->image) err_at(c, v, "'image' is empty");
+            else check_template(c, v, key, t->image, DG_TMPL_TASK);
+        }
         break;
     case K_SENSOR: get_sensor(c, v, t, where); break;
     case K_NOTIFY:
         if (get_str(c, v, key, &t->notify)) check_notification(c, v, t->notify, key);
         break;
-    case K_COMMAND: get_argv(c, v, key, &t->command); break;
-    case K_ENTRYPOINT: get_argv(c, v, key, &t->entrypoint); break;
+    case K_COMMAND:
+        if (get_argv(c, v, key, &t->command) || v->type == DG_YSEQ) check_argv_templates(c, v, key, t->command);
+        break;
+    case K_ENTRYPOINT:
+        if (get_argv(c, v, key, &t->entrypoint) || v->type == DG_YSEQ)
+            check_argv_templates(c, v, key, t->entrypoint);
+        break;
     case K_ENV: get_env(c, v, t); break;
     case K_ENV_FILE: get_str(c, v, key, &t->env_file); break;
-    case K_WORKING_DIR: get_str(c, v, key, &t->working_dir); break;
+    case K_WORKING_DIR:
+        if (get_str(c, v, key, &t->working_dir)) check_template(c, v, key, t->working_dir, DG_TMPL_TASK);
+        break;
     case K_USER: get_str(c, v, key, &t->user); break;
     case K_NETWORK: get_str(c, v, key, &t->network); break;
     case K_VOLUMES:
-        if (get_strv(c, v, key, false, &t->volumes))
-            for (size_t i = 0; t->volumes[i]; i++) check_volume(c, v->kids[i], t->volumes[i]);
+        get_strv(c, v, key, false, &t->volumes);
+        for (size_t i = 0; v->type == DG_YSEQ && i < v->n; i++) {
+            const node *it = v->kids[i];
+            if (it->type == DG_YSCALAR && !is_null(it) && check_template(c, it, key, it->str, DG_TMPL_TASK))
+                check_volume(c, it, it->str);
+        }
         break;
     case K_RESOURCES: get_resources(c, v, t); break;
     case K_PULL:
@@ -689,7 +761,7 @@ static void task_value(ctx *c, dg_task *t, int k, const node *v, const char *whe
     case K_TIMEOUT: get_duration(c, v, key, false, &t->timeout_ms); break;
     case K_POOL:
         if (get_str(c, v, key, &t->pool) && c->opts && c->opts->known_pools)
-            check_name_in(c, v, t->pool, "pool", c->opts->known_pools);
+            check_pool(c, v, t->pool, c->opts->known_pools);
         break;
     case K_PRIORITY_WEIGHT: get_int(c, v, key, -1000000, 1000000, &t->priority_weight); break;
     case K_DEPENDS_ON_PAST: get_bool(c, v, key, &t->depends_on_past); break;
@@ -749,8 +821,7 @@ static void load_task(ctx *c, const node *key, const node *val, const node **def
                        kind_name(t->kind), t->id);
             continue;
         }
-        if (k <= K_NOTIFY && kinds > 1) continue;
-        task_value(c, t, k, v, where);
+        task_value(c, t, k, v, where); /* with two kinds, both are still checked */
     }
 }
 
@@ -930,36 +1001,33 @@ static void load_notification(ctx *c, const node *key, const node *val, dg_notif
     }
     const node *v[2] = {0};
     collect(c, val, notif_kinds, 2, NULL, v, where);
-    if (!v[0] == !v[1]) {
-        err_at(c, key, "notification '%.100s' needs exactly one of email or webhook", nt->name);
-        return;
-    }
-    if (v[0]) {
-        if (v[0]->type != DG_YMAP) {
-            err_at(c, v[0], "'email' must be a mapping {to, subject, body}, not %s",
-                   type_name(v[0]));
-            return;
-        }
+    if (!v[0] == !v[1]) err_at(c, key, "notification '%.100s' needs exactly one of email or webhook", nt->name);
+    /* with both, both are still checked */
+    if (v[0] && v[0]->type != DG_YMAP) {
+        err_at(c, v[0], "'email' must be a mapping {to, subject, body}, not %s", type_name(v[0]));
+    } else if (v[0]) {
         const node *e[3] = {0};
         collect(c, v[0], email_keys, 3, NULL, e, where);
         if (!e[0])
             err_at(c, v[0], "email needs 'to'");
         else
             get_strv(c, e[0], "to", true, &nt->email_to);
-        if (e[1]) get_str(c, e[1], "subject", &nt->email_subject);
-        if (e[2]) get_str(c, e[2], "body", &nt->email_body);
-    } else {
-        if (v[1]->type != DG_YMAP) {
-            err_at(c, v[1], "'webhook' must be a mapping {url, body}, not %s", type_name(v[1]));
-            return;
-        }
+        if (e[1] && get_str(c, e[1], "subject", &nt->email_subject))
+            check_template(c, e[1], "email subject", nt->email_subject, DG_TMPL_NOTIFICATION);
+        if (e[2] && get_str(c, e[2], "body", &nt->email_body))
+            check_template(c, e[2], "email body", nt->email_body, DG_TMPL_NOTIFICATION);
+    }
+    if (v[1] && v[1]->type != DG_YMAP) {
+        err_at(c, v[1], "'webhook' must be a mapping {url, body}, not %s", type_name(v[1]));
+    } else if (v[1]) {
         const node *w[2] = {0};
         collect(c, v[1], webhook_keys, 2, NULL, w, where);
         if (!w[0])
             err_at(c, v[1], "webhook needs a 'url'");
-        else
-            get_str(c, w[0], "url", &nt->webhook_url);
-        if (w[1]) get_str(c, w[1], "body", &nt->webhook_body);
+        else if (get_str(c, w[0], "url", &nt->webhook_url))
+            check_template(c, w[0], "webhook url", nt->webhook_url, DG_TMPL_NOTIFICATION);
+        if (w[1] && get_str(c, w[1], "body", &nt->webhook_body))
+            check_template(c, w[1], "webhook body", nt->webhook_body, DG_TMPL_NOTIFICATION);
     }
 }
 
@@ -1157,41 +1225,6 @@ static void sort_diags(dg_diags *d, size_t from) {
     }
 }
 
-static void check_tmpl(dg_diags *d, const dg_dag *dag, const dg_task *t, const char *field, const char *src) {
-    if (!src) return;
-    dg_error err = {0};
-    if (dg_tmpl_check(src, &err) < 0)
-        dg_diags_add(d, dag->file, t ? t->line : 1, t ? t->col : 1, "%s%s%s%s: %s", t ? "task '" : "",
-                     t ? t->id : "", t ? "' " : "", field, err.msg ? err.msg : "bad template");
-    dg_error_clear(&err);
-}
-
-static void check_tmpl_v(dg_diags *d, const dg_dag *dag, const dg_task *t, const char *field, char **v) {
-    for (size_t i = 0; v && v[i]; i++) check_tmpl(d, dag, t, field, v[i]);
-}
-
-/* Template syntax is checked up front so a typo fails validation, not a task at 3 a.m. */
-static void check_templates(dg_diags *d, const dg_dag *dag) {
-    for (size_t i = 0; i < dag->n_tasks; i++) {
-        const dg_task *t = &dag->tasks[i];
-        if (!t->id) continue;
-        check_tmpl(d, dag, t, "image", t->image);
-        check_tmpl_v(d, dag, t, "command", t->command);
-        check_tmpl_v(d, dag, t, "entrypoint", t->entrypoint);
-        check_tmpl_v(d, dag, t, "volumes", t->volumes);
-        check_tmpl(d, dag, t, "working_dir", t->working_dir);
-        for (size_t k = 0; k < t->n_env; k++) check_tmpl(d, dag, t, "env", t->env[k].value);
-        check_tmpl(d, dag, t, "sensor.file", t->sensor.file);
-    }
-    for (size_t i = 0; i < dag->n_notifications; i++) {
-        const dg_notification *n = &dag->notifications[i];
-        check_tmpl(d, dag, NULL, "notification subject", n->email_subject);
-        check_tmpl(d, dag, NULL, "notification body", n->email_body);
-        check_tmpl(d, dag, NULL, "notification url", n->webhook_url);
-        check_tmpl(d, dag, NULL, "notification body", n->webhook_body);
-    }
-}
-
 int dg_dag_load_string(const char *name, const char *text, size_t len, const dg_dag_opts *opts,
                        dg_dag **ret, dg_diags *diags) {
     dg_diags local = {0};
@@ -1213,7 +1246,6 @@ int dg_dag_load_string(const char *name, const char *text, size_t len, const dg_
     c.dag->file = xstrdup(c.file);
     load_root(&c, root);
     dg_ynode_free(root);
-    check_templates(diags, c.dag);
     if (opts && opts->check_task)
         for (size_t i = 0; i < c.dag->n_tasks; i++)
             if (c.dag->tasks[i].id) opts->check_task(opts->check_ud, c.dag, &c.dag->tasks[i], diags);

@@ -388,6 +388,15 @@ static void status_error(dg__req *r, dg_error *err) {
 static void transport_error(dg__req *r, CURLcode res, dg_error *err) {
     dg_docker *d = r->d;
     const char *why = r->errbuf[0] ? r->errbuf : curl_easy_strerror(res);
+    /* libcurl describes a unix socket it could not connect to as "localhost port 80":
+     * name the socket and the system's reason instead */
+    long os_errno = 0;
+    if (res == CURLE_COULDNT_CONNECT && d->ep.unix_path && r->easy &&
+        curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno) == CURLE_OK && os_errno > 0) {
+        dg_error_set(err, -ECONNREFUSED, "the Docker engine at %s could not be reached: socket %s: %s", d->host,
+                     d->ep.unix_path, strerror((int)os_errno));
+        return;
+    }
     switch (res) {
     case CURLE_COULDNT_CONNECT:
     case CURLE_COULDNT_RESOLVE_HOST:

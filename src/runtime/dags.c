@@ -8,6 +8,9 @@
 #include "dagd/docker.h"
 #include "dagd/runtime.h"
 #include "dagd/tmpl.h"
+#include "dagd/yaml.h"
+
+#define DECLARED_ID_MAX_FILE (8 * 1024 * 1024)
 
 static bool is_yaml_name(const char *n) {
     size_t l = strlen(n);
@@ -55,10 +58,13 @@ static void check_policy(void *ud, const dg_dag *dag, const dg_task *t, dg_diags
 }
 
 int dg_dags_load(const dg_config *cfg, const char *path, dg_dag **ret, dg_diags *diags) {
-    /* pools and connections are checked when the configuration names some */
+    /* a task's pool must be one the configuration defines, or default_pool, which always
+     * exists; connections are checked when the configuration names some */
     const char **pools = xcalloc(cfg->n_pools + 2, sizeof *pools);
-    for (size_t i = 0; i < cfg->n_pools; i++) pools[i] = cfg->pools[i].name;
-    pools[cfg->n_pools] = "default_pool";
+    size_t np = 0;
+    pools[np++] = "default_pool";
+    for (size_t i = 0; i < cfg->n_pools; i++)
+        if (strcmp(cfg->pools[i].name, "default_pool") != 0) pools[np++] = cfg->pools[i].name;
     size_t nc = json_object_size(cfg->connections), k = 0;
     const char **conns = xcalloc(nc + 1, sizeof *conns);
     const char *id;
@@ -72,7 +78,7 @@ int dg_dags_load(const dg_config *cfg, const char *path, dg_dag **ret, dg_diags 
         .protected_paths = (const char *const *)prot,
     };
     dg_dag_opts opts = {
-        .known_pools = cfg->n_pools ? pools : NULL,
+        .known_pools = pools,
         .known_connections = conns,
         .check_connections = nc > 0,
         .check_task = check_policy,
@@ -83,6 +89,24 @@ int dg_dags_load(const dg_config *cfg, const char *path, dg_dag **ret, dg_diags 
     free(conns);
     free(pools);
     return r;
+}
+
+char *dg_dags_declared_id(const char *path) {
+    struct stat st;
+    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > DECLARED_ID_MAX_FILE) return NULL;
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    if (dg_read_file(path, &text, &len) < 0) return NULL;
+    _cleanup_diags_ dg_diags d = {0};
+    dg_ynode *root = dg_yaml_parse(path, text, len, &d);
+    char *id = NULL;
+    for (size_t i = 0; root && root->type == DG_YMAP && i + 1 < root->n && !id; i += 2) {
+        const dg_ynode *k = root->kids[i], *v = root->kids[i + 1];
+        if (k->type == DG_YSCALAR && strcmp(k->str, "dag") == 0 && v->type == DG_YSCALAR && v->str && *v->str)
+            id = xstrdup(v->str);
+    }
+    dg_ynode_free(root);
+    return id;
 }
 
 int dg_dags_resolve(const dg_config *cfg, const char *what, const char *dags_folder, dg_dag **ret,
@@ -100,19 +124,26 @@ int dg_dags_resolve(const dg_config *cfg, const char *what, const char *dags_fol
     if (r < 0)
         return dg_error_set(err, r, "no file %s, and the DAGs folder %s cannot be read: %s", what, dir, strerror(-r));
     size_t broken = 0;
+    _cleanup_free_ char *declared_in = NULL; /* a broken file whose dag: is what */
     r = -ENOENT;
     for (size_t i = 0; i < n && r == -ENOENT; i++) {
         _cleanup_diags_ dg_diags d = {0};
         dg_dag *dag = NULL;
-        if (dg_dags_load(cfg, files[i], &dag, &d) < 0) broken++;
-        else if (strcmp(dag->dag_id, what) == 0) {
+        if (dg_dags_load(cfg, files[i], &dag, &d) < 0) {
+            broken++;
+            _cleanup_free_ char *id = declared_in ? NULL : dg_dags_declared_id(files[i]);
+            if (id && strcmp(id, what) == 0) declared_in = xstrdup(files[i]);
+        } else if (strcmp(dag->dag_id, what) == 0) {
             *ret = dag;
             r = 0;
         } else
             dg_dag_free(dag);
     }
     dg_strv_free(files);
-    if (r == -ENOENT)
+    if (r == -ENOENT && declared_in)
+        dg_error_set(err, -ENOENT, "DAG '%s' is declared in %s, which has errors: dagd validate %s shows them", what,
+                     declared_in, declared_in);
+    else if (r == -ENOENT)
         dg_error_set(err, -ENOENT, "no DAG '%s' in %s (and no such file)%s", what, dir,
                      broken ? "; some files there have errors: dagd validate shows them" : "");
     return r;

@@ -19,6 +19,8 @@
 #define SWEEP_MS 5000
 #define MAX_CLOCK_MS 60000
 #define DEBOUNCE_MS 300
+#define CONNECT_RETRY_MIN_MS 1000
+#define CONNECT_RETRY_MAX_MS 30000
 
 static void schedule_clock(dg_server *s);
 static void watch_cb(uv_fs_event_t *h, const char *name, int events, int status);
@@ -75,15 +77,26 @@ static void errors_clear(dg_server *s) {
     for (size_t i = 0; i < s->n_errors; i++) {
         free(s->errors[i].file);
         free(s->errors[i].msg);
+        free(s->errors[i].dag_id);
     }
     free(s->errors);
     s->errors = NULL;
     s->n_errors = 0;
 }
 
-static void add_error(dg_server *s, const char *file, int line, int col, const char *msg) {
+static void add_error(dg_server *s, const char *file, int line, int col, const char *msg, const char *dag_id) {
     s->errors = xrealloc(s->errors, (s->n_errors + 1) * sizeof *s->errors);
-    s->errors[s->n_errors++] = (import_error){xstrdup(file), line, col, xstrdup(msg)};
+    s->errors[s->n_errors++] = (import_error){xstrdup(file), line, col, xstrdup(msg), dag_id ? xstrdup(dag_id) : NULL};
+}
+
+size_t dg__server_error_files(const dg_server *s) {
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_errors; i++) {
+        size_t k = 0;
+        while (k < i && strcmp(s->errors[k].file, s->errors[i].file) != 0) k++;
+        n += k == i;
+    }
+    return n;
 }
 
 /* The interval the schedule clock creates next for e, from what the store remembers. */
@@ -120,7 +133,7 @@ static void scan_folder(dg_server *s) {
     int sr = dg_dags_scan(dir, &files, &n);
     if (sr < 0) {
         _cleanup_free_ char *m = xasprintf("cannot read the DAGs folder: %s", strerror(-sr));
-        add_error(s, dir, 0, 0, m);
+        add_error(s, dir, 0, 0, m, NULL);
         dg_log(DG_LOG_ERR, NULL, "%s: %s", dir, m);
     }
 
@@ -129,8 +142,9 @@ static void scan_folder(dg_server *s) {
         dg_diags d = {0};
         dg_dag *dag = NULL;
         if (dg_dags_load(&s->cfg, files[i], &dag, &d) < 0) {
-            for (size_t k = 0; k < d.n; k++) add_error(s, d.v[k].file, d.v[k].line, d.v[k].col, d.v[k].msg);
-            if (!d.n) add_error(s, files[i], 0, 0, "cannot load the file");
+            _cleanup_free_ char *id = dg_dags_declared_id(files[i]);
+            for (size_t k = 0; k < d.n; k++) add_error(s, d.v[k].file, d.v[k].line, d.v[k].col, d.v[k].msg, id);
+            if (!d.n) add_error(s, files[i], 0, 0, "cannot load the file", id);
             dg_log(DG_LOG_WARNING, NULL, "%s: not loaded (%zu error%s)", files[i], d.n, d.n == 1 ? "" : "s");
             dg_diags_free(&d);
             continue;
@@ -140,7 +154,7 @@ static void scan_folder(dg_server *s) {
         for (dag_entry *f = fresh; f; f = f->next_entry)
             if (!strcmp(f->dag_id, dag->dag_id)) {
                 _cleanup_free_ char *m = xasprintf("DAG id '%s' is already defined in %s", dag->dag_id, f->file);
-                add_error(s, files[i], 1, 1, m);
+                add_error(s, files[i], 1, 1, m, NULL);
                 dup = true;
             }
         if (dup) {
@@ -155,7 +169,7 @@ static void scan_folder(dg_server *s) {
         if (dag->schedule) {
             if (dg_schedule_init(&e->schedule, dag->schedule, dag->timezone, &err) == 0) e->has_schedule = true;
             else {
-                add_error(s, files[i], 1, 1, err.msg ? err.msg : "bad schedule");
+                add_error(s, files[i], 1, 1, err.msg ? err.msg : "bad schedule", NULL);
                 dg_error_clear(&err);
             }
         }
@@ -186,8 +200,9 @@ static void scan_folder(dg_server *s) {
         entry_free(s, old);
         old = next;
     }
-    dg_log(DG_LOG_INFO, NULL, "loaded %zu DAG%s from %s (%zu import error%s)", s->n_dags, s->n_dags == 1 ? "" : "s",
-           dir, s->n_errors, s->n_errors == 1 ? "" : "s");
+    size_t bad = dg__server_error_files(s);
+    dg_log(DG_LOG_INFO, NULL, "loaded %zu DAG%s from %s (%zu file%s with import errors)", s->n_dags,
+           s->n_dags == 1 ? "" : "s", dir, bad, bad == 1 ? "" : "s");
 }
 
 static void debounce_cb(uv_timer_t *h) {
@@ -400,14 +415,19 @@ static void recover(dg_server *s) {
             dg_log(DG_LOG_WARNING, &lc, "run failed at start: its DAG is no longer in the DAGs folder");
             continue;
         }
-        dg_ti_rec **tis = NULL;
-        size_t nt = 0;
-        if (dg_store_list_tis(s->store, rr->dag_id, rr->run_id, &tis, &nt) < 0) {
-            dg_log_ctx lc = {.dag = rr->dag_id, .run = rr->run_id};
-            dg_log(DG_LOG_ERR, &lc, "cannot read the run's tasks: %s", dg_store_errmsg(s->store));
+        /* a run already in memory (triggered, or loaded for a clear, while the engine was
+         * out of reach) is settled, not restored a second time */
+        dg_run *run = dg__server_find_run(s, rr->dag_id, rr->run_id);
+        if (!run) {
+            dg_ti_rec **tis = NULL;
+            size_t nt = 0;
+            if (dg_store_list_tis(s->store, rr->dag_id, rr->run_id, &tis, &nt) < 0) {
+                dg_log_ctx lc = {.dag = rr->dag_id, .run = rr->run_id};
+                dg_log(DG_LOG_ERR, &lc, "cannot read the run's tasks: %s", dg_store_errmsg(s->store));
+            }
+            run = restore_run(s, e, rr, tis, nt);
+            dg_ti_recs_free(tis, nt);
         }
-        dg_run *run = restore_run(s, e, rr, tis, nt);
-        dg_ti_recs_free(tis, nt);
         dg_log_ctx lc = run_ctx(run);
         dg_log(DG_LOG_NOTICE, &lc, "recovering run (%s)", dg_run_state_name(run->state));
         s->pending_recovery++;
@@ -417,10 +437,24 @@ static void recover(dg_server *s) {
     recovery_step_done(s);
 }
 
+static void connected_cb(void *ud, const dg_error *err);
+
+static void reconnect_cb(uv_timer_t *h) {
+    dg_server *s = h->data;
+    if (!s->stopping) dg_exec_connect(s->exec, connected_cb, s);
+}
+
+/* Until the engine answers, nothing is scheduled (runs wait, queued) and the API answers;
+ * the server keeps trying, every few seconds. */
 static void connected_cb(void *ud, const dg_error *err) {
     dg_server *s = ud;
     if (err) {
-        dg_log(DG_LOG_ERR, NULL, "%s", err->msg ? err->msg : "cannot reach the Docker engine");
+        if (s->stopping) return;
+        int64_t delay = s->connect_delay_ms ? s->connect_delay_ms : CONNECT_RETRY_MIN_MS;
+        dg_log(DG_LOG_ERR, NULL, "%s (trying again in %lld s)", err->msg ? err->msg : "cannot reach the Docker engine",
+               (long long)(delay / 1000));
+        uv_timer_start(&s->reconnect, reconnect_cb, (uint64_t)delay, 0);
+        s->connect_delay_ms = delay * 2 > CONNECT_RETRY_MAX_MS ? CONNECT_RETRY_MAX_MS : delay * 2;
         return;
     }
     dg_log(DG_LOG_INFO, NULL, "connected to the %s", dg_backend_describe(s->rt->backend));
@@ -476,7 +510,8 @@ int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_server **ret, dg_err
     uv_timer_init(loop, &s->clock);
     uv_timer_init(loop, &s->sweep);
     uv_timer_init(loop, &s->watchdog);
-    s->debounce.data = s->clock.data = s->sweep.data = s->watchdog.data = s;
+    uv_timer_init(loop, &s->reconnect);
+    s->debounce.data = s->clock.data = s->sweep.data = s->watchdog.data = s->reconnect.data = s;
     s->handles_open = true;
     *ret = s;
     return 0;
@@ -486,12 +521,14 @@ fail:
 }
 
 int dg_server_start(dg_server *s, dg_error *err) {
+    s->started = true;
     scan_folder(s);
     watch_folder(s);
     uv_timer_start(&s->sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
     int64_t wd = dg_notify_watchdog_interval_ms();
     if (wd > 0) uv_timer_start(&s->watchdog, watchdog_cb, (uint64_t)wd, (uint64_t)wd);
     dg_exec_hold(s->exec, true);
+    s->recovering = true; /* no run is created before recovery has settled the old ones */
     dg_exec_connect(s->exec, connected_cb, s);
     return 0;
 }
@@ -544,7 +581,9 @@ void dg_server_stop(dg_server *s) {
     if (s->stopping) return;
     s->stopping = true;
     dg_notify_stopping();
-    dg_log(DG_LOG_NOTICE, NULL, "stopping: running containers keep running and are re-adopted at next start");
+    /* a start that failed before the server started has no containers to speak of */
+    if (s->started)
+        dg_log(DG_LOG_NOTICE, NULL, "stopping: running containers keep running and are re-adopted at next start");
     if (s->watching) uv_close((uv_handle_t *)&s->watch, NULL);
     s->watching = false;
     if (s->handles_open) {
@@ -552,6 +591,7 @@ void dg_server_stop(dg_server *s) {
         uv_close((uv_handle_t *)&s->clock, NULL);
         uv_close((uv_handle_t *)&s->sweep, NULL);
         uv_close((uv_handle_t *)&s->watchdog, NULL);
+        uv_close((uv_handle_t *)&s->reconnect, NULL);
         s->handles_open = false;
     }
     dg_runtime_close(s->rt);

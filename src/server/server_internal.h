@@ -27,6 +27,7 @@ typedef struct import_error {
     char *file;
     int line, col;
     char *msg;
+    char *dag_id; /* the id the broken file declares, NULL when unknown */
 } import_error;
 
 struct dg_server {
@@ -45,8 +46,10 @@ struct dg_server {
     size_t n_errors;
     uv_fs_event_t watch;
     bool watching;
-    uv_timer_t debounce, clock, sweep, watchdog;
+    uv_timer_t debounce, clock, sweep, watchdog, reconnect;
+    int64_t connect_delay_ms; /* the next wait before trying the engine again */
     int handles_open;
+    bool started; /* dg_server_start ran: containers may be running */
     bool ready, stopping, recovering;
     int pending_recovery;
     void (*on_closed)(void *ud);
@@ -64,6 +67,8 @@ dg_run *dg__server_add_run(dg_server *s, dag_entry *e, const char *run_id, const
  * off and intervals missed, the newest due one. false when the schedule has no more. */
 bool dg__server_upcoming(const dag_entry *e, int64_t now, dg_interval *ret);
 void dg__server_kick(dg_server *s); /* re-evaluate schedules soon */
+/* How many files have import errors (a file may have many errors). */
+size_t dg__server_error_files(const dg_server *s);
 
 json_t *dg__json_time(int64_t ms); /* RFC 3339 UTC string, or null for 0 */
 json_t *dg__run_json(const dg_run_rec *r);

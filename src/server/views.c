@@ -117,10 +117,19 @@ static json_t *dag_json(dg_server *s, dag_entry *e) {
     return o;
 }
 
+/* An unknown DAG whose file is broken says so: the id alone would send people looking
+ * for a typo. */
 static dag_entry *need_dag(dg_server *s, const char *dag, dg_error *err) {
     dag_entry *e = dag ? dg__server_find(s, dag) : NULL;
-    if (!e) dg_error_set(err, -ENOENT, "no DAG '%s'", dag ? dag : "");
-    return e;
+    if (e) return e;
+    for (size_t i = 0; dag && i < s->n_errors; i++)
+        if (s->errors[i].dag_id && strcmp(s->errors[i].dag_id, dag) == 0) {
+            dg_error_set(err, -ENOENT, "DAG '%s' is not loaded: its file %s has errors (GET /api/v1/import-errors)",
+                         dag, s->errors[i].file);
+            return NULL;
+        }
+    dg_error_set(err, -ENOENT, "no DAG '%s'", dag ? dag : "");
+    return NULL;
 }
 
 int dg_server_list_dags(dg_server *s, int limit, int offset, json_t **ret, dg_error *err) {
@@ -668,7 +677,7 @@ json_t *dg_server_health(dg_server *s) {
     for (dg_run *r = dg_sched_runs(s->sched); r; r = r->next) runs += r->state == DG_RUN_RUNNING;
     return json_pack("{s:s,s:s,s:I,s:i,s:i,s:I,s:b}", "status", s->stopping ? "stopping" : "ok", "version",
                      DAGD_VERSION, "dags", (json_int_t)s->n_dags, "runs_running", runs, "tasks_running",
-                     dg_sched_running(s->sched), "import_errors", (json_int_t)s->n_errors, "ready", s->ready);
+                     dg_sched_running(s->sched), "import_errors", (json_int_t)dg__server_error_files(s), "ready", s->ready);
 }
 
 static void metric_states(dg_server *s, dg_buf *b, bool tasks, const char *name, const char *help) {
@@ -690,7 +699,7 @@ char *dg_server_metrics(dg_server *s) {
                   s->n_dags);
     dg_buf_printf(&b, "# HELP dagd_import_errors DAG files that failed to load.\n# TYPE dagd_import_errors gauge\n"
                       "dagd_import_errors %zu\n",
-                  s->n_errors);
+                  dg__server_error_files(s));
     dg_buf_printf(&b, "# HELP dagd_tasks_running Task tries holding a slot.\n# TYPE dagd_tasks_running gauge\n"
                       "dagd_tasks_running %d\n",
                   dg_sched_running(s->sched));

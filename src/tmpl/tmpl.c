@@ -265,6 +265,100 @@ static const struct sig {
     [F_TOJSON] = {"tojson", true, 0, 0, {NULL}},
 };
 
+/* ---- the names dagd provides (docs/dags.md, "Templates") ---- */
+
+/* What dg_tmpl_vars sets, in the order of the documentation's table. `state` is set for
+ * notifications only; params, dag_run.conf and conn are looked into at render time,
+ * since a run's conf may add to params. */
+static const char *const provided[] = {
+    "ds", "ds_nodash", "ts", "ts_nodash", "logical_date", "data_interval_start",
+    "data_interval_end", "run_id", "dag_id", "task_id", "try_number", "state", "params",
+    "dag_run", "conn",
+};
+static const char *const dag_run_fields[] = {"conf", "run_id", "logical_date"};
+
+/* Names an Airflow template may use that dagd does not set, with what to write instead. */
+static const struct absent {
+    const char *name, *note;
+} absent[] = {
+    {"next_ds", "Airflow 2 deprecated it; use data_interval_end, or macros.ds_add(ds, 1) for the next day"},
+    {"next_ds_nodash", "Airflow 2 deprecated it; use data_interval_end, or macros.ds_add(ds, 1) for the next day"},
+    {"prev_ds", "Airflow 2 deprecated it; use macros.ds_add(ds, -1) for the day before"},
+    {"prev_ds_nodash", "Airflow 2 deprecated it; use macros.ds_add(ds, -1) for the day before"},
+    {"tomorrow_ds", "Airflow 2 deprecated it; use macros.ds_add(ds, 1)"},
+    {"tomorrow_ds_nodash", "Airflow 2 deprecated it; use macros.ds_add(ds, 1)"},
+    {"yesterday_ds", "Airflow 2 deprecated it; use macros.ds_add(ds, -1)"},
+    {"yesterday_ds_nodash", "Airflow 2 deprecated it; use macros.ds_add(ds, -1)"},
+    {"execution_date", "Airflow 2 deprecated it; use logical_date, or ds for the date"},
+    {"next_execution_date", "Airflow 2 deprecated it; use data_interval_end"},
+    {"prev_execution_date", "Airflow 2 deprecated it; use macros.ds_add(ds, -1) for the day before"},
+    {"prev_execution_date_success", "dagd keeps no values of earlier runs for templates"},
+    {"prev_start_date_success", "dagd keeps no values of earlier runs for templates"},
+    {"prev_end_date_success", "dagd keeps no values of earlier runs for templates"},
+    {"prev_data_interval_start_success", "dagd keeps no values of earlier runs for templates"},
+    {"prev_data_interval_end_success", "dagd keeps no values of earlier runs for templates"},
+    {"ts_nodash_with_tz", "use ts, which carries its offset"},
+    {"var", "dagd has no Airflow Variables; use params, dag_run.conf or conn.ID"},
+    {"conf", "that is Airflow's own configuration; a run's conf is dag_run.conf"},
+    {"dag", "use dag_id"},
+    {"task", "use task_id"},
+    {"ti", "of ti, only the call ti.xcom_pull('task_id') is; the try is try_number"},
+    {"task_instance", "of ti, only the call ti.xcom_pull('task_id') is; the try is try_number"},
+    {"task_instance_key_str", "use dag_id, task_id and ds"},
+    {"macros", "the macros are macros.ds_add(ds, days) and macros.ds_format(ds, in, out)"},
+    {"inlets", "dagd has no datasets or lineage"},
+    {"outlets", "dagd has no datasets or lineage"},
+    {"triggering_dataset_events", "dagd has no datasets or lineage"},
+    {"test_mode", NULL},
+    {"expanded_ti_count", "dagd has no mapped tasks"},
+    {"map_index_template", "dagd has no mapped tasks"},
+};
+
+static const struct absent *find_absent(const char *name) {
+    for (size_t i = 0; i < ARRAY_SIZE(absent); i++)
+        if (strcmp(absent[i].name, name) == 0) return &absent[i];
+    return NULL;
+}
+
+/* "a, b and c": the filters, or the functions. */
+static char *list_names(bool filters) {
+    const char *v[ARRAY_SIZE(sigs)];
+    size_t n = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(sigs); i++)
+        if (sigs[i].filter == filters) v[n++] = sigs[i].name;
+    dg_buf b = {0};
+    for (size_t i = 0; i < n; i++) dg_buf_printf(&b, "%s%s", i == 0 ? "" : i + 1 == n ? " and " : ", ", v[i]);
+    return dg_buf_steal(&b);
+}
+
+/* " (did you mean 'upper'?)" or the list of filters: always a string, caller frees. */
+static char *filter_hint(const char *name) {
+    const char *names[ARRAY_SIZE(sigs)];
+    size_t n = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(sigs); i++)
+        if (sigs[i].filter) names[n++] = sigs[i].name;
+    const char *s = strlen(name) <= 64 ? dg_suggest(name, names, n) : NULL;
+    if (s) return xasprintf(" (did you mean '%s'?)", s);
+    _cleanup_free_ char *all = list_names(true);
+    return xasprintf(" (the filters are %s)", all);
+}
+
+/* As filter_hint for a function name; NULL when there is nothing to add. */
+static char *function_hint(const char *name) {
+    const char *names[ARRAY_SIZE(sigs)];
+    size_t n = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(sigs); i++)
+        if (!sigs[i].filter) names[n++] = sigs[i].name;
+    const char *s = strlen(name) <= 64 ? dg_suggest(name, names, n) : NULL;
+    if (s) return xasprintf(" (did you mean '%s'?)", s);
+    _cleanup_free_ char *root = xstrndup(name, strcspn(name, "."));
+    const struct absent *a = find_absent(root);
+    if (a && a->note && strcmp(root, "ti") && strcmp(root, "task_instance") && strcmp(root, "macros"))
+        return xasprintf(" ('%s' is not provided by dagd: %s)", root, a->note);
+    _cleanup_free_ char *all = list_names(false);
+    return xasprintf(" (the functions are %s)", all);
+}
+
 typedef struct node node;
 struct node {
     enum node_kind kind;
@@ -401,9 +495,11 @@ static int parse_postfix(parser *p, node **ret) {
             size_t i;
             for (i = 0; i < ARRAY_SIZE(sigs); i++)
                 if (!sigs[i].filter && fname && strcmp(sigs[i].name, fname) == 0) break;
-            if (i == ARRAY_SIZE(sigs))
-                return syntax_error(p, n->start, "unknown function '%.*s'",
-                                    (int)(n->end - n->start), p->src + n->start);
+            if (i == ARRAY_SIZE(sigs)) {
+                _cleanup_free_ char *hint = fname ? function_hint(fname) : NULL;
+                return syntax_error(p, n->start, "unknown function '%.*s'%s",
+                                    (int)(n->end - n->start), p->src + n->start, hint ? hint : "");
+            }
             node *c = node_new(N_CALL, n->start);
             c->fn = (enum builtin)i;
             node_free(TAKE_PTR(n));
@@ -473,8 +569,10 @@ static int parse_expr(parser *p, node **ret) {
         size_t i;
         for (i = 0; i < ARRAY_SIZE(sigs); i++)
             if (sigs[i].filter && strcmp(sigs[i].name, p->t.s) == 0) break;
-        if (i == ARRAY_SIZE(sigs))
-            return syntax_error(p, p->t.start, "unknown filter '%s'", p->t.s);
+        if (i == ARRAY_SIZE(sigs)) {
+            _cleanup_free_ char *hint = filter_hint(p->t.s);
+            return syntax_error(p, p->t.start, "unknown filter '%s'%s", p->t.s, hint);
+        }
         node *f = node_new(N_FILTER, n->start);
         f->fn = (enum builtin)i;
         f->base = TAKE_PTR(n);
@@ -830,6 +928,108 @@ static int eval(evaler *e, const node *n, val *ret) {
     return -EINVAL;
 }
 
+/* ---- checks that need no variables ---- */
+
+/* Jinja statements (`{% if %}`, `{% for %}`) are not part of the language; passing one
+ * through would hand the container its raw text. Only text outside `{{ }}` is looked at,
+ * and a `{%` without a later `%}` (printf's `{%s}`) is left alone. */
+static int check_statements(const char *src, size_t from, size_t to, dg_error *err) {
+    const char *open = memmem(src + from, to - from, "{%", 2);
+    if (!open) return 0;
+    const char *close = strstr(open + 2, "%}");
+    if (!close) return 0;
+    size_t start = (size_t)(open - src);
+    _cleanup_free_ char *snip = snippet(src, start, (size_t)(close + 2 - src));
+    return dg_error_set(err, -EINVAL,
+                        "'{%% ... %%}' statements are not supported (dagd templates have only "
+                        "{{ expr }}; for a literal '{%%' write {{ '{%%' }}) at offset %zu in template '%s'",
+                        start, snip);
+}
+
+typedef struct namecheck {
+    const char *src;
+    const block *blk;
+    dg_tmpl_use use;
+    dg_error *err;
+} namecheck;
+
+static int name_error(namecheck *nc, const node *n, const char *fmt, ...) _printf_(3, 4);
+static int name_error(namecheck *nc, const node *n, const char *fmt, ...) {
+    _cleanup_free_ char *what = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&what, fmt, ap) < 0) abort();
+    va_end(ap);
+    size_t len = n->end - n->start;
+    return block_error(nc->err, -EINVAL, nc->src, nc->blk, "'%.*s' %s", (int)(len > 100 ? 100 : len),
+                       nc->src + n->start, what);
+}
+
+/* A lookup chain (n) read from its first name (root); above is the step after it. */
+static int check_lookup(namecheck *nc, const node *n, const node *root, const node *above) {
+    const char *name = root->name;
+    for (size_t i = 0; i < ARRAY_SIZE(provided); i++) {
+        if (strcmp(provided[i], name) != 0) continue;
+        if (!strcmp(name, "state") && nc->use != DG_TMPL_NOTIFICATION)
+            return name_error(nc, n, "is set only in notifications");
+        if (!strcmp(name, "params") || !strcmp(name, "conn")) return 0;
+        if (!strcmp(name, "dag_run")) {
+            if (!above || above->kind != N_ATTR) return 0;
+            for (size_t k = 0; k < ARRAY_SIZE(dag_run_fields); k++)
+                if (!strcmp(above->name, dag_run_fields[k])) return 0;
+            return name_error(nc, n, "is not provided by dagd (dag_run has conf, run_id and logical_date)");
+        }
+        if (above)
+            return name_error(nc, n, "is not provided by dagd ('%s' is a single value, without parts)", name);
+        return 0;
+    }
+    const struct absent *a = find_absent(name);
+    if (a)
+        return name_error(nc, n, "is not provided by dagd%s%s%s", a->note ? " (" : "", a->note ? a->note : "",
+                          a->note ? ")" : "");
+    const char *s = strlen(name) <= 64 ? dg_suggest(name, provided, ARRAY_SIZE(provided)) : NULL;
+    if (s) return name_error(nc, n, "is not a name dagd provides (did you mean '%s'?)", s);
+    dg_buf b = {0};
+    for (size_t i = 0; i < ARRAY_SIZE(provided); i++)
+        if (strcmp(provided[i], "state") || nc->use == DG_TMPL_NOTIFICATION)
+            dg_buf_printf(&b, "%s%s", b.len ? ", " : "", provided[i]);
+    int r = name_error(nc, n, "is not a name dagd provides (the names are %s)", b.data);
+    dg_buf_free(&b);
+    return r;
+}
+
+/* Every name the block reads must be one dagd sets. Under `| default(...)` an unknown
+ * name is no error at render time, so it is none here either; a call's arguments are
+ * checked even there, since a failing call is not "undefined". */
+static int check_names(namecheck *nc, const node *n, bool lenient) {
+    int r;
+    if (!n) return 0;
+    switch (n->kind) {
+    case N_LIT: return 0;
+    case N_NAME:
+    case N_ATTR:
+    case N_INDEX: {
+        const node *root = n, *above = NULL;
+        while (root->kind != N_NAME) {
+            if (root->kind == N_INDEX && (r = check_names(nc, root->index, lenient)) < 0) return r;
+            above = root;
+            root = root->base;
+        }
+        return lenient ? 0 : check_lookup(nc, n, root, above);
+    }
+    case N_CALL:
+        for (size_t i = 0; i < ARRAY_SIZE(n->argv); i++)
+            if ((r = check_names(nc, n->argv[i], false)) < 0) return r;
+        return 0;
+    case N_FILTER:
+        if ((r = check_names(nc, n->base, lenient || n->fn == F_DEFAULT)) < 0) return r;
+        for (size_t i = 0; i < ARRAY_SIZE(n->argv); i++)
+            if ((r = check_names(nc, n->argv[i], lenient)) < 0) return r;
+        return 0;
+    }
+    return 0;
+}
+
 /* ---- public ---- */
 
 static bool node_uses_xcom(const node *n) {
@@ -858,6 +1058,7 @@ int dg_tmpl_render(const char *src, const dg_tmpl_ctx *ctx, char **ret, dg_error
     block b;
     int r;
     while ((r = next_block(src, pos, &b, &e)) > 0) {
+        if ((r = check_statements(src, pos, b.start, &e)) < 0) break;
         dg_buf_append(&out, src + pos, b.start - pos);
         _cleanup_node_ node *n = NULL;
         if ((r = parse_block(src, &b, &n, &e)) < 0) break;
@@ -868,6 +1069,7 @@ int dg_tmpl_render(const char *src, const dg_tmpl_ctx *ctx, char **ret, dg_error
         val_done(&v);
         pos = b.end;
     }
+    if (r == 0) r = check_statements(src, pos, strlen(src), &e);
     if (r < 0) {
         dg_buf_free(&out);
         move_error(err, &e);
@@ -878,17 +1080,21 @@ int dg_tmpl_render(const char *src, const dg_tmpl_ctx *ctx, char **ret, dg_error
     return 0;
 }
 
-int dg_tmpl_check(const char *src, dg_error *err) {
+int dg_tmpl_check(const char *src, dg_tmpl_use use, dg_error *err) {
     if (!src) return dg_error_set(err, -EINVAL, "no template");
     dg_error e = {0};
     size_t pos = 0;
     block b;
     int r;
     while ((r = next_block(src, pos, &b, &e)) > 0) {
+        if ((r = check_statements(src, pos, b.start, &e)) < 0) break;
         _cleanup_node_ node *n = NULL;
         if ((r = parse_block(src, &b, &n, &e)) < 0) break;
+        namecheck nc = {src, &b, use, &e};
+        if ((r = check_names(&nc, n, false)) < 0) break;
         pos = b.end;
     }
+    if (r == 0) r = check_statements(src, pos, strlen(src), &e);
     if (r < 0) {
         move_error(err, &e);
         return -EINVAL;

@@ -27,6 +27,7 @@ typedef struct builder {
     size_t n_anchors;
     size_t n_nodes;
     dg_ynode *root;
+    size_t n_hints; /* hints looked for in the text, which is slow: a few are enough */
     bool failed;
 } builder;
 
@@ -115,6 +116,46 @@ static dg_ynode *copy_node(builder *b, const dg_ynode *src, int line, int col, s
     return n;
 }
 
+/* The text at a 1-based line and column (columns count characters), or NULL. */
+static const char *text_at(const char *text, int line, int col) {
+    const char *s = text;
+    for (int l = 1; l < line; l++) {
+        s = strchr(s, '\n');
+        if (!s) return NULL;
+        s++;
+    }
+    for (int c = 1; c < col && *s && *s != '\n'; c++) {
+        s++;
+        while (((unsigned char)*s & 0xc0) == 0x80) s++;
+    }
+    return s;
+}
+
+/* The value at `value` quoted, as `"@daily"`, or as `schedule: "@daily"` when it is the
+ * whole value of a `key: value` line; the value ends at `end`, else at a comment, at the
+ * line's end or, inside [ ] or { }, at the next item. NULL when it cannot be quoted simply. */
+static char *quoted_example(const char *line, const char *value, const char *end) {
+    const char *k = line;
+    while (*k == ' ') k++;
+    if (k[0] == '-' && k[1] == ' ') k += 2;
+    if (value < k) return NULL;
+    size_t plen = (size_t)(value - k);
+    bool flow = memchr(k, '[', plen) || memchr(k, '{', plen);
+    bool keyed = plen > 2 && !flow && k[plen - 2] == ':' && k[plen - 1] == ' ' && !memchr(k, '"', plen) &&
+                 !memchr(k, '\'', plen);
+    if (!end) {
+        end = value + strcspn(value, flow ? "\n,]}" : "\n");
+        const char *hash = strstr(value, " #");
+        if (hash && hash < end) end = hash;
+    }
+    while (end > value && (end[-1] == ' ' || end[-1] == '\r')) end--;
+    if (end == value) return NULL;
+    size_t vlen = (size_t)(end - value);
+    char q = memchr(value, '"', vlen) ? '\'' : '"';
+    if (q == '\'' && memchr(value, '\'', vlen)) return NULL;
+    return xasprintf("%.*s%c%.*s%c", keyed ? (int)plen : 0, k, q, (int)vlen, value, q);
+}
+
 static int cmp_key(const void *a, const void *b) {
     const dg_ynode *x = *(dg_ynode *const *)a, *y = *(dg_ynode *const *)b;
     int r = strcmp(x->str, y->str);
@@ -129,9 +170,20 @@ static void check_keys(builder *b, dg_ynode *map, bool tasks_map) {
     for (size_t i = 0; i + 1 < map->n; i += 2) {
         dg_ynode *key = map->kids[i];
         if (key->type != DG_YSCALAR) {
-            dg_diags_add(b->diags, b->file, key->line, key->col,
-                         "mapping keys must be strings, not %s",
-                         key->type == DG_YMAP ? "mappings" : "lists");
+            /* `command: {{ ds }}` is a mapping whose key is a mapping */
+            const char *at =
+                key->type == DG_YMAP && b->n_hints++ < 20 ? text_at(b->text, map->line, map->col) : NULL;
+            const char *close = at && strncmp(at, "{{", 2) == 0 ? strstr(at, "}}") : NULL;
+            if (close && memchr(at, '\n', (size_t)(close - at))) close = NULL;
+            _cleanup_free_ char *ex = close ? quoted_example(at, at, close + 2) : NULL;
+            if (close)
+                dg_diags_add(b->diags, b->file, map->line, map->col,
+                             "a value that starts with '{{' must be quoted (YAML reads {{ ... }} as a "
+                             "mapping)%s%s", ex ? ": " : "", ex ? ex : "");
+            else
+                dg_diags_add(b->diags, b->file, key->line, key->col,
+                             "mapping keys must be strings, not %s",
+                             key->type == DG_YMAP ? "mappings" : "lists");
             continue;
         }
         keys[k++] = key;
@@ -157,6 +209,40 @@ static void reader_mark(const char *text, size_t offset, int *line, int *col) {
     *line = l, *col = c;
 }
 
+/* libyaml says what it found, not why it is there. These are the usual causes. */
+static char *syntax_hint(const builder *b, const yaml_parser_t *p, int line, int col) {
+    const char *ls = text_at(b->text, line, 1), *at = text_at(b->text, line, col);
+    if (!ls || !at) return NULL;
+    for (const char *s = ls; *s == ' ' || *s == '\t'; s++)
+        if (*s == '\t') return xasprintf("line %d is indented with a tab; YAML indents with spaces only", line);
+    const char *problem = p->problem ? p->problem : "";
+    if (strstr(problem, "cannot start any token") && (*at == '@' || *at == '`' || *at == '%')) {
+        _cleanup_free_ char *ex = quoted_example(ls, at, NULL);
+        return xasprintf("a value that starts with '%c' must be quoted%s%s", *at, ex ? ": " : "", ex ? ex : "");
+    }
+    const char *colon = strstr(ls, ": ");
+    if (strstr(problem, "mapping values are not allowed") && colon && colon < at) {
+        _cleanup_free_ char *ex = quoted_example(ls, colon + 2, NULL);
+        return xasprintf("a value that contains ': ' must be quoted%s%s", ex ? ": " : "", ex ? ex : "");
+    }
+    /* a key out of line with the keys above it */
+    size_t indent = strspn(ls, " ");
+    bool at_key = at == ls + indent || (strstr(problem, "mapping values") && colon && colon == at);
+    if (at_key && (strstr(problem, "mapping values") || strstr(problem, "expected key"))) {
+        const char *pl = ls;
+        for (int l = line - 1; l >= 1; l--) { /* the line above that holds something */
+            for (pl--; pl > b->text && pl[-1] != '\n'; pl--)
+                ;
+            size_t pi = strspn(pl, " ");
+            if (pl[pi] == '\n' || pl[pi] == '#' || pl[pi] == '\r' || !pl[pi]) continue;
+            if (pi == indent) break;
+            return xasprintf("line %d is indented %s than line %d: the keys of one mapping line up", line,
+                             indent > pi ? "deeper" : "less", l);
+        }
+    }
+    return NULL;
+}
+
 static void parser_error(builder *b, yaml_parser_t *p) {
     int line, col;
     if (p->error == YAML_READER_ERROR) {
@@ -170,7 +256,10 @@ static void parser_error(builder *b, yaml_parser_t *p) {
     if (p->error == YAML_MEMORY_ERROR) abort();
     line = (int)p->problem_mark.line + 1;
     col = (int)p->problem_mark.column + 1;
-    if (p->context)
+    _cleanup_free_ char *hint = syntax_hint(b, p, line, col);
+    if (hint)
+        fail(b, line, col, "YAML syntax error: %s (%s)", p->problem ? p->problem : "error", hint);
+    else if (p->context)
         fail(b, line, col, "YAML syntax error: %s (%s started at line %d)",
              p->problem ? p->problem : "error", p->context, (int)p->context_mark.line + 1);
     else

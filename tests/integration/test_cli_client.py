@@ -13,8 +13,8 @@ import time
 import pytest
 
 import serve_helpers
-from serve_helpers import clean_env
-from conftest import TIME_SCALE, containers, free_port
+from serve_helpers import clean_env, dag_text, simple_task
+from conftest import IMAGE, TIME_SCALE, containers, free_port
 
 
 class Server:
@@ -189,7 +189,7 @@ def test_trigger_wait_success_then_runs_tasks_logs(srv, dg):
     table = srv.cli("tasks", dg.dag_id, run_id)
     assert table.rc == 0, table
     rows = table.out.splitlines()
-    assert rows[0].split() == ["TASK", "STATE", "TRY", "EXIT", "DURATION"]
+    assert rows[0].split() == ["TASK", "STATE", "TRY", "EXIT", "DURATION", "MESSAGE"]
     parsed = {r.split()[0]: r.split()[1:] for r in rows[1:]}
     assert set(parsed) == {"a", "b"}
     for t in ("a", "b"):
@@ -294,9 +294,13 @@ def test_clear_named_task_reruns_it(srv, dg):
     run_id = res.out.splitlines()[0]
     res = srv.cli("clear", dg.dag_id, run_id, "b")
     assert res.rc == 0, res
+    # what was cleared, by task id and run: not a table of task states the answer lacks
+    assert res.out == "cleared 1 task of run %s: b\n" % run_id, res
     srv.wait("b rerun", lambda: srv.tis(run_id)["b"]["try_number"] == 2
              and srv.tis(run_id)["b"]["state"] == "success", timeout=90)
     assert srv.tis(run_id)["a"]["try_number"] == 1
+    res = srv.cli("clear", dg.dag_id, run_id, "--failed")
+    assert res.rc == 0 and res.out == "nothing cleared in run %s: no task matched\n" % run_id, res
     bad = srv.cli("clear", dg.dag_id, run_id, "no_such_task")
     assert bad.rc == 3 and bad.err.startswith("dagd: 4"), bad
 
@@ -336,6 +340,41 @@ def test_cancel_stops_the_container(srv, dg):
     # a task the cancelled run never started has no log; -f does not wait for it forever
     res = srv.cli("logs", dg.dag_id, run_id, "after", "-f", timeout=30)
     assert res.rc == 3 and "has not run" in res.err, res
+
+
+def test_cancel_prints_the_state_the_run_ends_in_and_tasks_say_why(srv, dg):
+    """A task that exits 0 in its stop grace still ends failed (the run was cancelled):
+    `cancel` waits for the run to end and prints that end, and `dagd tasks` says why each
+    task ended, without --json."""
+    srv.write("""\
+        dag: @DAG@
+        tasks:
+          graceful:
+            image: @IMAGE@
+            command: [sh, -c, "trap 'echo got-term; exit 0' TERM; echo up; while true; do sleep 0.2; done"]
+          after:
+            image: @IMAGE@
+            command: [sh, -c, "echo never"]
+            depends_on: [graceful]
+        """)
+    run_id = srv.trigger()
+    srv.wait("graceful up", lambda: srv.tis(run_id)["graceful"]["state"] == "running"
+             and srv.cli("logs", dg.dag_id, run_id, "graceful").out.startswith("up"))
+    res = srv.cli("cancel", dg.dag_id, run_id, timeout=60)
+    assert res.rc == 0, res
+    assert res.out == "%s failed\n" % run_id, res
+    assert srv.run(run_id)["state"] == "failed"
+    table = srv.cli("tasks", dg.dag_id, run_id)
+    assert table.rc == 0, table
+    rows = [l.split(None, 5) for l in table.out.splitlines()]
+    assert rows[0] == ["TASK", "STATE", "TRY", "EXIT", "DURATION", "MESSAGE"], table.out
+    got = {r[0]: r for r in rows[1:]}
+    assert got["graceful"][1:4] == ["failed", "1", "0"] and got["graceful"][5] == "run cancelled", table.out
+    assert got["after"][1] == "skipped" and got["after"][5] == "run cancelled", table.out
+    assert srv.cli("logs", dg.dag_id, run_id, "graceful").out == "up\ngot-term\n"
+    # a run that has ended cannot be cancelled again
+    again = srv.cli("cancel", dg.dag_id, run_id)
+    assert again.rc == 3 and "already finished" in again.err, again
 
 
 def test_pause_unpause_reflected_in_dags(srv, dg):
@@ -470,6 +509,92 @@ def test_trigger_date_gets_the_inferred_data_interval(srv, dg):
     row = table.out.splitlines()[1].split()
     assert row[:3] == [run["dag_run_id"], "success", "2025-01-15T13:30:00.000Z"], table
     assert all(re.fullmatch(r"[\dT:-]+\.\d{3}Z", t) for t in row[3:5]), table
+
+
+# --------------------------------------------------------------------------- import errors
+
+BROKEN_DAG = """\
+dag: %s
+tasks:
+  a:
+    image: %s
+    comand: [sh, -c, "echo a"]
+    retires: 3
+"""
+
+
+def test_import_errors_in_dags_import_errors_and_trigger(srv, dg):
+    """Files that did not load are visible from the command line: `dags` counts them (on
+    stderr), `import-errors` lists every error, and triggering the DAG a broken file
+    declares names that file. Health and the metric count files, not errors."""
+    srv.write(OK_DAG)
+    broken_id = dg.dag_id + "_broken"
+    broken = dg.write(BROKEN_DAG % (broken_id, IMAGE), name="dags/broken.yml", dedent=False)
+    syntax = dg.write("dag: [unclosed\n", name="dags/syntax.yml", dedent=False)
+    errs = srv.wait("both files in the import errors", lambda: (lambda d: d if {e["filename"] for e in
+                    d["import_errors"]} == {str(broken), str(syntax)} else None)(srv.daemon.get("/import-errors")))
+    assert errs["total_entries"] == 3, errs  # two in broken.yml, one in syntax.yml
+
+    res = srv.cli("dags")
+    assert res.rc == 0, res
+    assert res.err.splitlines() == ["2 files have errors: dagd import-errors"], res
+    assert [l.split()[0] for l in res.out.splitlines()] == ["DAG_ID", dg.dag_id], res
+    res = srv.cli("dags", "--json")
+    assert res.rc == 0 and json.loads(res.out)["total_entries"] == 1, res
+
+    res = srv.cli("import-errors")
+    assert res.rc == 0, res
+    lines = res.out.splitlines()
+    assert lines[0].split() == ["FILE", "ERROR"], res.out
+    assert len(lines) == 4, res.out
+    assert any(l.startswith("%s:5:5 " % broken) and "comand" in l for l in lines), res.out
+    assert any(l.startswith("%s:6:5 " % broken) and "retires" in l for l in lines), res.out
+    assert any(l.startswith("%s:" % syntax) for l in lines), res.out
+    assert srv.json("import-errors") == errs
+
+    assert srv.daemon.health()["import_errors"] == 2
+    status, metrics = srv.daemon.request("GET", "/metrics", raw=True)
+    assert status == 200 and "\ndagd_import_errors 2\n" in metrics, metrics
+
+    res = srv.cli("trigger", broken_id)
+    assert res.rc == 3, res
+    assert "DAG '%s' is not loaded: its file %s has errors" % (broken_id, broken) in res.err, res
+    assert "dagd import-errors" in res.err, res
+    res = srv.cli("trigger", "no_such_dag_at_all")
+    assert res.rc == 3 and "no DAG 'no_such_dag_at_all'" in res.err, res
+    assert "2 files of the server's DAGs folder have errors" in res.err and "dagd import-errors" in res.err, res
+    assert srv.json("runs", dg.dag_id)["total_entries"] == 0
+
+    # fixed, the file loads and the count goes down
+    dg.write(dag_text(broken_id, simple_task("a", "echo a")), name="dags/broken.yml", dedent=False)
+    srv.wait_dag(broken_id)
+    res = srv.cli("dags")
+    assert res.err.splitlines() == ["1 file has errors: dagd import-errors"], res
+
+
+# --------------------------------------------------------------------------- help
+
+def test_help_on_every_verb(dg):
+    """--help and -h print the verb's usage on stdout and exit 0, for every verb; so does
+    `dagd help VERB`."""
+    verbs = ["run", "validate", "test", "next", "serve", "dags", "import-errors", "runs", "tasks", "logs",
+             "trigger", "pause", "unpause", "cancel", "clear", "mark", "backfill", "version"]
+    env = clean_env(DAGD_TOKEN="x", DAGD_SERVER="http://127.0.0.1:%d" % free_port())
+    for verb in verbs:
+        for flag in ("--help", "-h"):
+            res = dg.exec(verb, flag, env=env, timeout=20)
+            assert res.rc == 0, res
+            assert res.out.startswith("usage: dagd %s" % verb), res
+            assert res.err == "", res
+        # also after arguments, and by `dagd help VERB`
+        res = dg.exec(verb, "some_arg", "--help", env=env, timeout=20)
+        assert res.rc == 0 and res.out.startswith("usage: dagd %s" % verb), res
+        assert dg.exec("help", verb, env=env).out == dg.exec(verb, "--help", env=env).out
+    for argv in (["help"], ["--help"], ["-h"]):
+        res = dg.exec(*argv, env=env)
+        assert res.rc == 0 and res.out.startswith("usage: dagd <command>") and "import-errors" in res.out, res
+    res = dg.exec("help", "nosuchverb", env=env)
+    assert res.rc == 2 and "unknown command" in res.err, res
 
 
 # --------------------------------------------------------------------------- tokens, errors

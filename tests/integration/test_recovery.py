@@ -406,3 +406,33 @@ def test_docker_daemon_restart_under_running_dagd(dg):
     assert [t["try_number"] for t in tries] == [1, 2], tries
     assert tis["after"]["state"] == "success"
     no_containers_left(dg)
+
+
+def test_engine_out_of_reach_at_start(dg, socat_procs):
+    """The engine does not answer when the server starts: the API answers, a run
+    triggered meanwhile waits queued, the server keeps trying the engine, and once it
+    answers the run runs once (settled by recovery, not restored a second time)."""
+    from conftest import Socat, free_port
+    port = free_port()
+    (dg.tmp / "dags").mkdir()
+    dag_id = dg.dag_id
+    (dg.tmp / "dags" / "d.yml").write_text(dag_text(
+        dag_id, simple_task("one", "echo one-ran"), simple_task("two", "echo two-ran", "    depends_on: [one]\n")))
+    srv = Server(dg, dg.tmp / "dags", env={"DOCKER_HOST": "tcp://127.0.0.1:%d" % port,
+                                           "DOCKER_TLS_VERIFY": "", "DOCKER_CERT_PATH": ""})
+    srv.start(wait_ready=False)
+    srv.wait_dag(dag_id)
+    assert srv.health()["ready"] is False
+    run_id = srv.trigger(dag_id)["dag_run_id"]
+    time.sleep(1.5 * TIME_SCALE)
+    assert srv.run(dag_id, run_id)["state"] == "queued"
+    socat_procs.append(Socat(port).start())
+    run = srv.wait_run(dag_id, run_id, timeout=60)
+    assert run["state"] == "success", (run, srv.all_stderr()[-3000:])
+    runs = srv.runs(dag_id)
+    assert [r["dag_run_id"] for r in runs] == [run_id], runs
+    tis = srv.tis(dag_id, run_id)
+    assert {t: (ti["state"], ti["try_number"]) for t, ti in tis.items()} == \
+        {"one": ("success", 1), "two": ("success", 1)}, tis
+    assert "trying again in" in srv.stderr(), srv.stderr()[-3000:]
+    srv.term()

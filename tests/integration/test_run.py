@@ -28,6 +28,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -744,6 +745,36 @@ def test_nonexistent_file_exit_2(dg):
     assert res.rc == 2, res
     res = dg.exec("run", dg.tmp / "nope.yml", "--bogus-flag")
     assert res.rc == 2, res
+
+
+@pytest.mark.parametrize("verb", ["run", "test"])
+def test_unreachable_engine_names_the_endpoint_and_exits_3(dg, verb):
+    """An engine that cannot be reached is not a failed run (1): exit 3, as for an
+    unreachable server, with the socket (and why) or the host and port that were tried."""
+    f = dg.write("""\
+        dag: @DAG@
+        tasks:
+          a:
+            image: @IMAGE@
+            command: [sh, -c, "echo a"]
+        """)
+    args = ["run", f, "--state", dg.state] if verb == "run" else ["test", f, "a"]
+    env = dict(os.environ, DOCKER_HOST="unix:///nonexistent.sock")
+    env.pop("DAGD_DOCKER_HOST", None)
+    res = dg.exec(*args, env=env, timeout=30)
+    assert res.rc == 3, res
+    assert "Docker engine at unix:///nonexistent.sock could not be reached: " \
+           "socket /nonexistent.sock: No such file or directory" in res.err, res
+    assert "port 80" not in res.err, res
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env["DOCKER_HOST"] = "tcp://127.0.0.1:%d" % port
+    res = dg.exec(*args, env=env, timeout=30)
+    assert res.rc == 3, res
+    assert "Docker engine at tcp://127.0.0.1:%d could not be reached" % port in res.err, res
+    assert "127.0.0.1 port %d" % port in res.err, res
+    assert dg.containers() == []
 
 
 # --------------------------------------------------------------------------- state, lookup

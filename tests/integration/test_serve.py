@@ -5,6 +5,7 @@ file, global parallelism, and the offline `dagd next`.
 import datetime
 import json
 import os
+import socket
 import stat
 import time
 
@@ -68,6 +69,32 @@ def test_folder_import_errors_token_and_auth(dg):
     with pytest.raises(ApiError) as ei:
         srv.dag(dg.dag_id + "_bad")
     assert ei.value.status == 404
+
+
+def test_bad_option_exits_2_and_a_failed_start_says_only_why(dg):
+    """A bad option (an unknown one, a --log or a listen address that does not parse) is a
+    usage error, exit 2, before anything starts; a start that fails (an address in use) is
+    exit 1 with the reason, without the re-adoption message of a normal stop."""
+    dags = dg.tmp / "dags"
+    dags.mkdir()
+    env = clean_env()
+    for bad in (["--listen", "nonsense"], ["--listen", "127.0.0.1:99999"], ["--bogus"], ["--log", "loud"]):
+        res = dg.exec("serve", "--dags", dags, "--state", dg.state, *bad, env=env, timeout=20)
+        assert res.rc == 2, res
+        assert "re-adopted" not in res.err, res
+    assert not (dg.state / "token").exists(), "nothing starts on a bad option"
+    res = dg.exec("serve", "--dags", dags, "--state", dg.state, env=clean_env(DAGD_LISTEN="nowhere"), timeout=20)
+    assert res.rc == 2 and "nowhere" in res.err, res
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = dg.exec("serve", "--dags", dags, "--state", dg.state, "--listen", "127.0.0.1:%d" % port, env=env,
+                      timeout=20)
+    assert res.rc == 1, res
+    assert "cannot start" in res.err and "in use" in res.err, res
+    assert "re-adopted" not in res.err, res
 
 
 def test_port_file_is_written_once_the_api_listens_before_recovery(dg):

@@ -181,6 +181,111 @@ tasks:
     assert err_re(p, 9).search(res.err), res
 
 
+def test_every_problem_in_one_pass(v, tmp_path):
+    """A key, a template, a dependency, a schedule and a pool problem come out together,
+    each at the value that holds it (a template error at its scalar, not at the task)."""
+    p = write(tmp_path, "five.yml", """\
+dag: five
+schedule: '0 25 * * *'
+start_date: 2025-01-01
+tasks:
+  a:
+    image: busybox:1
+    retires: 2
+    command: [echo, "{{ ds "]
+    depends_on: [nope]
+    pool: spark
+  b:
+    image: busybox:1
+    depends_on: [a]
+""")
+    res = v.exec("validate", p, env=clean_env())
+    assert res.rc == 1, res
+    lines = res.err.splitlines()
+    want = [(2, 11, "bad schedule '0 25 * * *'"),
+            (7, 5, "unknown key 'retires' in task 'a' (did you mean 'retries'?)"),
+            (8, 21, "command: unterminated '{{' at offset 0 in template '{{ ds '"),
+            (9, 18, "unknown task 'nope' in depends_on"),
+            (10, 11, "unknown pool 'spark'")]
+    assert len(lines) == len(want), res
+    for line, (ln, col, text) in zip(lines, want):
+        assert line.startswith("%s:%d:%d: error: %s" % (p, ln, col, text)), (line, res)
+
+
+def test_pool_must_be_configured(v, tmp_path):
+    """A pool the configuration does not define is an error under validate, run and
+    serve alike, with or without pools configured; default_pool always exists."""
+    p = write(tmp_path, "pooled.yml", """\
+dag: pooled
+tasks:
+  a: {image: busybox:1, pool: spark}
+  b: {image: busybox:1, pool: default_pool}
+""")
+    res = v.exec("validate", p, env=clean_env())
+    assert res.rc == 1, res
+    assert res.err.strip() == (
+        "%s:3:31: error: unknown pool 'spark' (no pools are configured, only default_pool; define it under "
+        "'pools' in the configuration file, or in DAGD_POOLS as spark=SLOTS)" % p), res
+    res = v.exec("validate", p, env=clean_env(DAGD_POOLS="db=1,etl=2"))
+    assert res.rc == 1, res
+    assert "unknown pool 'spark' (the pools are default_pool, db and etl;" in res.err, res
+    res = v.exec("validate", p, env=clean_env(DAGD_POOLS="spark=1"))
+    assert res.rc == 0 and ok_re(p, "pooled", 2).search(res.out), res
+
+    res = v.exec("run", p, "--state", tmp_path / "state", env=clean_env())
+    assert res.rc == 2, res
+    assert "%s:3:31: error: unknown pool 'spark'" % p in res.err, res
+
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    shutil.copyfile(p, folder / p.name)
+    srv = Server(v, folder, state=tmp_path / "serve-state",
+                 env=dict(DOCKER_HOST="tcp://127.0.0.1:%d" % free_port())).start(wait_ready=False)
+    errors = wait_for("the import error", lambda: serve_verdicts(srv)[1], 10)
+    assert [(e[1], e[2]) for e in errors] == [(3, 31)], errors
+    assert errors[0][3].startswith("unknown pool 'spark' (no pools are configured"), errors
+
+
+def test_config_errors_name_the_setting_once(v, tmp_path):
+    """A bad setting is reported once with its place (file:line:col, or the variable), the
+    setting, the value and the accepted form."""
+    good = write(tmp_path, "good.yml", GOOD.format(dag="good"))
+    write(tmp_path, "cfg/bad2.yml", "listen: 127.0.0.1:1\npools:\n  spark: 2\nparallelism: lots\n")
+    res = v.exec("validate", good, "--config", "cfg/bad2.yml", env=clean_env(), cwd=tmp_path)
+    assert res.rc == 2, res
+    assert res.err.strip() == ("dagd: cfg/bad2.yml:4:14: error: parallelism: invalid value 'lots' "
+                               "(expected a whole number from 1 to 100000)"), res
+    res = v.exec("validate", good, env=clean_env(DAGD_POOLS="spark:1"))
+    assert res.rc == 2, res
+    assert res.err.strip() == "dagd: DAGD_POOLS: invalid value 'spark:1' (expected name=slots,name=slots)", res
+
+
+@pytest.mark.parametrize("name,text,at,needle", [
+    ("at_schedule", "dag: d\nschedule: @daily\nstart_date: 2025-01-01\ntasks:\n  a: {image: x}\n", (2, 11),
+     "(a value that starts with '@' must be quoted: schedule: \"@daily\")"),
+    ("tab", "dag: d\ntasks:\n  a:\n\timage: x\n", (4, 1),
+     "(line 4 is indented with a tab; YAML indents with spaces only)"),
+    ("unquoted_template", "dag: d\ntasks:\n  a:\n    image: x\n    working_dir: {{ ds }}\n", (5, 18),
+     "a value that starts with '{{' must be quoted (YAML reads {{ ... }} as a mapping): \"{{ ds }}\""),
+    ("filter", "dag: d\ntasks:\n  a: {image: x, command: [echo, '{{ ds | uper }}']}\n", (3, 33),
+     "command: unknown filter 'uper' (did you mean 'upper'?)"),
+    ("statement", "dag: d\ntasks:\n  a: {image: x, command: [echo, '{% if x %}y{% endif %}']}\n", (3, 33),
+     "command: '{% ... %}' statements are not supported"),
+    ("next_ds", "dag: d\ntasks:\n  a:\n    image: x\n    env: {DAY: '{{ next_ds }}'}\n", (5, 16),
+     "env 'DAY': 'next_ds' is not provided by dagd (Airflow 2 deprecated it; use data_interval_end"),
+    ("var", "dag: d\ntasks:\n  a: {image: x, command: [echo, '{{ var.value.bucket }}']}\n", (3, 33),
+     "'var.value.bucket' is not provided by dagd (dagd has no Airflow Variables"),
+])
+def test_hints(v, tmp_path, name, text, at, needle):
+    """YAML syntax errors name their usual cause; template errors suggest the nearest
+    filter, refuse {% %} and name what dagd does not provide."""
+    p = write(tmp_path, name + ".yml", text)
+    res = v.exec("validate", p, env=clean_env())
+    assert res.rc == 1, res
+    prefix = "%s:%d:%d: error: " % ((p,) + at)
+    assert any(l.startswith(prefix) and needle in l for l in res.err.splitlines()), (prefix, needle, res)
+
+
 def test_empty_file(v, tmp_path):
     p = write(tmp_path, "empty.yml", "")
     res = v.exec("validate", p)

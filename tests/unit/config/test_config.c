@@ -103,7 +103,7 @@ Test(config, errors) {
     expect_error("log: syslog\n", "invalid value 'syslog'");
     expect_error("smtp: {uri: x}\n", "did you mean 'smtp.url'");
     expect_error("policy: {allow_privileged: maybe}\n", "invalid value 'maybe'");
-    expect_error("pools: {spark: many}\n", "pool 'spark' needs a number of slots");
+    expect_error("pools: {spark: many}\n", "pools.spark: invalid value 'many' (expected a number of slots");
     expect_error("smtp: plain\n", "'smtp' must be a mapping");
     expect_error("listen: [a, b]\n", "'listen' must be a single value");
     expect_error("- just\n- a list\n", "expected a mapping of settings");
@@ -123,6 +123,49 @@ Test(config, environment_errors) {
     cr_assert_lt(dg_config_load(NULL, &c, &err), 0);
     cr_assert(strstr(err.msg, "DAGD_POOLS"), "%s", err.msg);
     dg_error_clear(&err);
+}
+
+/* One place in front (file:line:col of the value, or the variable), then the setting, the
+ * value and the form that is accepted. */
+static void expect_message(const char *text, const char *want_after_path) {
+    _cleanup_free_ char *path = write_file(text);
+    dg_config c;
+    dg_error err = {0};
+    cr_assert_lt(dg_config_load(path, &c, &err), 0, "should fail: %s", text);
+    _cleanup_free_ char *want = xasprintf("%s%s", path, want_after_path);
+    cr_assert_str_eq(err.msg, want);
+    dg_error_clear(&err);
+}
+
+static void expect_env_message(const char *var, const char *value, const char *want) {
+    setenv(var, value, 1);
+    dg_config c;
+    dg_error err = {0};
+    cr_assert_lt(dg_config_load(NULL, &c, &err), 0, "%s=%s should fail", var, value);
+    unsetenv(var);
+    cr_assert_str_eq(err.msg, want);
+    dg_error_clear(&err);
+}
+
+Test(config, errors_name_the_setting_and_the_form) {
+    expect_message("listen: x\nparallelism: lots\n",
+                   ":2:14: error: parallelism: invalid value 'lots' (expected a whole number from 1 to 100000)");
+    expect_message("log: syslog\n", ":1:6: error: log: invalid value 'syslog' (expected auto, journald or stderr)");
+    expect_message("backend: k8s\n", ":1:10: error: backend: invalid value 'k8s' (expected local or swarm)");
+    expect_message("policy:\n  allow_privileged: maybe\n",
+                   ":2:21: error: policy.allow_privileged: invalid value 'maybe' (expected true or false)");
+    expect_message("pools: {spark: 2, etl: 0}\n",
+                   ":1:24: error: pools.etl: invalid value '0' (expected a number of slots, a whole number from 1 "
+                   "to 100000)");
+    expect_message("pools: spark\n", ":1:8: error: pools: invalid value 'spark' (expected name=slots,name=slots)");
+    expect_env_message("DAGD_POOLS", "spark:1", "DAGD_POOLS: invalid value 'spark:1' (expected name=slots,name=slots)");
+    expect_env_message("DAGD_POOLS", "spark=2,etl=x",
+                       "DAGD_POOLS: invalid value 'spark=2,etl=x' (expected name=slots,name=slots)");
+    expect_env_message("DAGD_PARALLELISM", "many",
+                       "DAGD_PARALLELISM: invalid value 'many' (expected a whole number from 1 to 100000)");
+    expect_env_message("DAGD_POLICY_ALLOW_PRIVILEGED", "maybe",
+                       "DAGD_POLICY_ALLOW_PRIVILEGED: invalid value 'maybe' (expected true or false)");
+    expect_env_message("DAGD_LOG", "syslog", "DAGD_LOG: invalid value 'syslog' (expected auto, journald or stderr)");
 }
 
 Test(config, missing_file) {

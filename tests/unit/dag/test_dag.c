@@ -166,7 +166,7 @@ Test(dag, pools_checked_only_when_known) {
     const char *pools[] = {"etl2", NULL};
     dg_dag_opts opts = {.known_pools = pools};
     dg_diags d = load_bad(text, &opts);
-    cr_assert_str_eq(d.v[0].msg, "unknown pool 'etl' (did you mean 'etl2'?)");
+    cr_assert_str_eq(d.v[0].msg, "unknown pool 'etl' (did you mean 'etl2'? the pools are etl2)");
     cr_assert_eq(d.v[0].line, 3);
     cr_assert_eq(d.v[0].col, 23);
     dg_diags_free(&d);
@@ -412,6 +412,107 @@ Test(dag, all_errors_collected_in_file_order) {
     dg_diags_free(&d);
 }
 
+/* A template error is reported with every other problem of the file, at the value that
+ * holds it: a list item, an env value, a sensor's file, a notification field. */
+Test(dag, template_errors_at_their_values) {
+    dg_diags d = load_bad("dag: d\n"
+                          "tasks:\n"
+                          "  a:\n"
+                          "    image: x\n"
+                          "    retires: 2\n"
+                          "    command: [echo, \"{{ ds \"]\n"
+                          "    depends_on: [zz]\n"
+                          "    env:\n"
+                          "      OK: '{{ ds }}'\n"
+                          "      BAD: {secret: '{{ ds | uper }}'}\n"
+                          "  s:\n"
+                          "    sensor: {file: '/data/{{ next_ds }}/*'}\n"
+                          "  n: {notify: ops}\n"
+                          "notifications:\n"
+                          "  ops:\n"
+                          "    webhook: {url: '{{ conn.x.uri', body: '{{ state }} {{ dag_id }}'}\n",
+                          NULL);
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    dg_diags_print(&d, f);
+    fclose(f);
+    cr_assert_str_eq(out, "t.yml:5:5: error: unknown key 'retires' in task 'a' (did you mean 'retries'?)\n"
+                          "t.yml:6:21: error: command: unterminated '{{' at offset 0 in template '{{ ds '\n"
+                          "t.yml:7:18: error: unknown task 'zz' in depends_on\n"
+                          "t.yml:10:21: error: env 'BAD': unknown filter 'uper' (did you mean 'upper'?) at offset 8 in "
+                          "template '{{ ds | uper }}'\n"
+                          "t.yml:12:20: error: sensor file: 'next_ds' is not provided by dagd (Airflow 2 deprecated "
+                          "it; use data_interval_end, or macros.ds_add(ds, 1) for the next day) in template "
+                          "'{{ next_ds }}'\n"
+                          "t.yml:16:20: error: webhook url: unterminated '{{' at offset 0 in template '{{ conn.x.uri'\n");
+    free(out);
+    dg_diags_free(&d);
+
+    /* a template in defaults is reported once, where defaults has it */
+    d = load_bad("dag: d\ndefaults: {working_dir: '/w/{{ tomorrow_ds }}'}\ntasks:\n  a: {image: x}\n  b: {image: x}\n",
+                 NULL);
+    cr_assert_eq(d.n, 1);
+    cr_assert_eq(d.v[0].line, 2);
+    cr_assert_eq(d.v[0].col, 25);
+    cr_assert(strstr(d.v[0].msg, "working_dir: 'tomorrow_ds' is not provided by dagd"), "%s", d.v[0].msg);
+    dg_diags_free(&d);
+
+    expect_error("dag: d\ntasks:\n  a: {image: 'repo/{{ params.tag | lower }}', command: [echo, '{{ state }}']}\n",
+                 3, 63, "command: 'state' is set only in notifications in template '{{ state }}'");
+    expect_error("dag: d\ntasks:\n  a: {image: 'x:{% if y %}1{% endif %}'}\n", 3, 14,
+                 "image: '{% ... %}' statements are not supported");
+    expect_error("dag: d\ntasks:\n  a: {image: x, volumes: ['/d:/d', '/{{ ds:/e']}\n", 3, 36,
+                 "volumes: unterminated '{{' at offset 1");
+    /* a string command is split into words first: a {{ }} with spaces comes apart */
+    expect_error("dag: d\ntasks:\n  a: {image: x, command: 'echo {{ ds }}'}\n", 3, 26,
+                 "command: unterminated '{{' at offset 0 in template '{{' (a string 'command' is split into words "
+                 "before rendering: write it as a list, or with no spaces inside {{ }})");
+    dg_dag *dag = load_ok("dag: d\ntasks:\n  a: {image: x, command: 'echo {{ds}} {{ds_nodash}}'}\n", NULL);
+    cr_assert_str_eq(dag->tasks[0].command[1], "{{ds}}");
+    dg_dag_free(dag);
+}
+
+/* A problem in one part of a value does not hide the problems in the rest of it. */
+Test(dag, nothing_stops_early) {
+    dg_diags d = load_bad("dag: d\n"
+                          "tasks:\n"
+                          "  a:\n"
+                          "    image: '{{ ds '\n"
+                          "    sensor: {file: /x, interval: soon}\n"
+                          "    command: [[x], '{{ nope }}']\n"
+                          "    volumes: [[y], '/a:/b:rx']\n"
+                          "  n: {notify: ops}\n"
+                          "notifications:\n"
+                          "  ops:\n"
+                          "    email: {to: a@b, subject: '{{ state | uper }}'}\n"
+                          "    webhook: {url: '{{ url'}\n",
+                          NULL);
+    static const struct {
+        int line, col;
+        const char *msg;
+    } want[] = {
+        {3, 3, "task 'a' has more than one kind (image and sensor)"},
+        {4, 12, "image: unterminated '{{'"},
+        {5, 34, "bad duration 'soon' for 'interval'"},
+        {6, 15, "items of 'command' must be strings"},
+        {6, 20, "command: 'nope' is not a name dagd provides"},
+        {7, 15, "items of 'volumes' must be strings"},
+        {7, 20, "bad volume '/a:/b:rx'"},
+        {10, 3, "notification 'ops' needs exactly one of email or webhook"},
+        {11, 31, "email subject: unknown filter 'uper' (did you mean 'upper'?)"},
+        {12, 20, "webhook url: unterminated '{{'"},
+    };
+    if (d.n != ARRAY_SIZE(want)) dg_diags_print(&d, stderr);
+    cr_assert_eq(d.n, ARRAY_SIZE(want));
+    for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+        cr_assert(strstr(d.v[i].msg, want[i].msg), "%zu: '%s' lacks '%s'", i, d.v[i].msg, want[i].msg);
+        cr_assert(d.v[i].line == want[i].line && d.v[i].col == want[i].col, "%zu: '%s' at %d:%d, want %d:%d", i,
+                  d.v[i].msg, d.v[i].line, d.v[i].col, want[i].line, want[i].col);
+    }
+    dg_diags_free(&d);
+}
+
 Test(dag, cycles) {
     expect_error("dag: d\ntasks:\n  a: {image: x, depends_on: c}\n  b: {image: x, depends_on: a}\n"
                  "  c: {image: x, depends_on: b}\n",
@@ -569,6 +670,32 @@ Test(dag, hostile_inputs) {
                            cases[i].needle);
         dg_diags_free(&d);
     }
+}
+
+/* libyaml says what it found; the message adds the usual cause. */
+Test(dag, yaml_errors_name_the_usual_cause) {
+    expect_error("dag: d\nschedule: @daily\nstart_date: 2025-01-01\ntasks:\n  a: {image: x}\n", 2, 11,
+                 "YAML syntax error: found character that cannot start any token (a value that starts with '@' "
+                 "must be quoted: schedule: \"@daily\")");
+    expect_error("dag: d\ntasks:\n  a: {image: x, command: [echo, `date`]}\n", 3, 33,
+                 "(a value that starts with '`' must be quoted: \"`date`\")");
+    expect_error("dag: d\ntasks:\n  a:\n\timage: x\n", 4, 1,
+                 "(line 4 is indented with a tab; YAML indents with spaces only)");
+    expect_error("dag: d\ntasks:\n  a:\n    image: x\n\tcommand: y\n", 5, 1,
+                 "(line 5 is indented with a tab; YAML indents with spaces only)");
+    expect_error("dag: d\ntasks:\n  a:\n    image: x\n    command: echo a: b  # note\n", 5, 20,
+                 "mapping values are not allowed in this context (a value that contains ': ' must be quoted: "
+                 "command: \"echo a: b\")");
+    expect_error("dag: d\ntasks:\n  a:\n    image: x\n     command: y\n", 5, 13,
+                 "(line 5 is indented deeper than line 4: the keys of one mapping line up)");
+    expect_error("dag: d\ntasks:\n  a:\n    image: x\n\n   command: y\n", 6, 4,
+                 "(line 6 is indented less than line 4: the keys of one mapping line up)");
+    /* `{{ ds }}` unquoted is a mapping to YAML */
+    expect_error("dag: d\ntasks:\n  a:\n    image: x\n    command: [echo, {{ ds }}]\n", 5, 21,
+                 "a value that starts with '{{' must be quoted (YAML reads {{ ... }} as a mapping): \"{{ ds }}\"");
+    expect_error("dag: d\ntasks:\n  a:\n    image: x\n    working_dir: {{ params.dir }}\n", 5, 18,
+                 "a value that starts with '{{' must be quoted (YAML reads {{ ... }} as a mapping): "
+                 "\"{{ params.dir }}\"");
 }
 
 Test(dag, billion_laughs_and_depth) {

@@ -29,6 +29,10 @@ Test(docker_transport, unreachable_engine_fails_queued_calls) {
     cr_assert_not_null(strstr(a.err.msg, "Docker engine at unix:///nonexistent/docker.sock could "
                                          "not be reached"),
                        "%s", a.err.msg);
+    /* the socket and the system's reason, not libcurl's "localhost port 80" */
+    cr_assert_not_null(strstr(a.err.msg, "socket /nonexistent/docker.sock: No such file or directory"), "%s",
+                       a.err.msg);
+    cr_assert_null(strstr(a.err.msg, "port 80"), "%s", a.err.msg);
     cr_assert_str_eq(b.err.msg, a.err.msg);
     cr_assert_null(dg_docker_api_version(d));
     res_clear(&a);

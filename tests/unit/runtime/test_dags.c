@@ -67,7 +67,38 @@ Test(dags, templates_are_part_of_validation) {
     _cleanup_(dg_config_free) dg_config c = {0};
     config(&c);
     _cleanup_free_ char *v = verdict(&c, p);
-    cr_assert_str_eq(v, "3:3: task 'a' command: unterminated '{{' at offset 5 in template '{{ ds '");
+    cr_assert_str_eq(v, "5:23: command: unterminated '{{' at offset 5 in template '{{ ds '");
+}
+
+/* Every problem of a file in one pass: a key, a template, a dependency, a schedule, a
+ * cycle and what the configuration knows, each at the value that holds it. */
+Test(dags, every_problem_in_one_pass) {
+    _cleanup_free_ char *p = put("all.yml", "dag: all\n"
+                                            "schedule: '0 25 * * *'\n"
+                                            "tasks:\n"
+                                            "  a:\n"
+                                            "    image: busybox\n"
+                                            "    retires: 2\n"
+                                            "    command: [echo, \"{{ ds \"]\n"
+                                            "    depends_on: [b, nope]\n"
+                                            "    pool: spark\n"
+                                            "  b:\n"
+                                            "    image: busybox\n"
+                                            "    env: {DAY: \"{{ next_ds }}\"}\n"
+                                            "    depends_on: [a]\n");
+    _cleanup_(dg_config_free) dg_config c = {0};
+    config(&c);
+    _cleanup_free_ char *v = verdict(&c, p);
+    cr_assert_str_eq(v, "2:11: bad schedule '0 25 * * *': hour field: 25 is out of range 0-23\n"
+                        "2:11: a schedule needs a start_date\n"
+                        "4:3: cycle: a -> b -> a\n"
+                        "6:5: unknown key 'retires' in task 'a' (did you mean 'retries'?)\n"
+                        "7:21: command: unterminated '{{' at offset 0 in template '{{ ds '\n"
+                        "8:21: unknown task 'nope' in depends_on\n"
+                        "9:11: unknown pool 'spark' (no pools are configured, only default_pool; define it under "
+                        "'pools' in the configuration file, or in DAGD_POOLS as spark=SLOTS)\n"
+                        "12:16: env 'DAY': 'next_ds' is not provided by dagd (Airflow 2 deprecated it; use "
+                        "data_interval_end, or macros.ds_add(ds, 1) for the next day) in template '{{ next_ds }}'");
 }
 
 Test(dags, policy_is_part_of_validation) {
@@ -99,20 +130,31 @@ Test(dags, names_the_configuration_knows) {
                                           "  a:\n"
                                           "    image: busybox\n"
                                           "    pool: gpu\n"
-                                          "    connections: [mart, wherehouse]\n");
-    /* nothing configured: nothing to check against */
+                                          "    connections: [mart, wherehouse]\n"
+                                          "  b: {image: busybox, pool: default_pool}\n");
+    /* no pools configured: only default_pool exists; connections are not checked */
     _cleanup_(dg_config_free) dg_config c = {0};
     config(&c);
     _cleanup_free_ char *v = verdict(&c, p);
-    cr_assert_str_eq(v, "ok");
-    setenv("DAGD_POOLS", "spark=2", 1);
+    cr_assert_str_eq(v, "5:11: unknown pool 'gpu' (no pools are configured, only default_pool; define it under "
+                        "'pools' in the configuration file, or in DAGD_POOLS as gpu=SLOTS)");
+    setenv("DAGD_POOLS", "spark=2,etl=1", 1);
     setenv("DAGD_CONN_MART", "postgres://u:p@h/db", 1);
     _cleanup_(dg_config_free) dg_config c2 = {0};
     config(&c2);
     _cleanup_free_ char *v2 = verdict(&c2, p);
-    cr_assert(strstr(v2, "unknown pool 'gpu'"), "%s", v2);
+    cr_assert(strstr(v2, "5:11: unknown pool 'gpu' (the pools are default_pool, spark and etl; define it under "
+                         "'pools' in the configuration file, or in DAGD_POOLS as gpu=SLOTS)"),
+              "%s", v2);
     cr_assert(strstr(v2, "unknown connection 'wherehouse'"), "%s", v2);
     cr_assert_null(strstr(v2, "'mart'"), "%s", v2);
+    cr_assert_null(strstr(v2, "default_pool'"), "%s", v2);
+    setenv("DAGD_POOLS", "gpu=1", 1);
+    unsetenv("DAGD_CONN_MART");
+    _cleanup_(dg_config_free) dg_config c3 = {0};
+    config(&c3);
+    _cleanup_free_ char *v3 = verdict(&c3, p);
+    cr_assert_str_eq(v3, "ok");
 }
 
 Test(dags, scan_and_resolve) {
@@ -137,7 +179,24 @@ Test(dags, scan_and_resolve) {
     cr_assert_eq(dg_dags_resolve(&c, "second", dir, &dag, &d, &err), 0, "%s", err.msg);
     cr_assert_str_eq(dag->dag_id, "second");
     dg_dag_free(dag);
+    /* the id a broken file declares: that file is named */
     cr_assert_eq(dg_dags_resolve(&c, "broken", dir, &dag, &d, &err), -ENOENT);
-    cr_assert(strstr(err.msg, "no DAG 'broken' in") && strstr(err.msg, "some files there have errors"), "%s",
+    cr_assert(strstr(err.msg, "DAG 'broken' is declared in") && strstr(err.msg, "/c.yml, which has errors"), "%s",
               err.msg);
+    dg_error_clear(&err);
+    cr_assert_eq(dg_dags_resolve(&c, "nosuch", dir, &dag, &d, &err), -ENOENT);
+    cr_assert(strstr(err.msg, "no DAG 'nosuch' in") && strstr(err.msg, "some files there have errors"), "%s",
+              err.msg);
+}
+
+Test(dags, declared_id_of_a_broken_file) {
+    _cleanup_free_ char *bad_key = put("k.yml", "dag: keyed\ntasks: {a: {image: busybox, retires: 2}}\n");
+    _cleanup_free_ char *bad_yaml = put("y.yml", "dag: [unclosed\n");
+    _cleanup_free_ char *no_id = put("n.yml", "tasks: {a: {image: busybox}}\n");
+    _cleanup_free_ char *id = dg_dags_declared_id(bad_key);
+    cr_assert_str_eq(id, "keyed");
+    cr_assert_null(dg_dags_declared_id(bad_yaml));
+    cr_assert_null(dg_dags_declared_id(no_id));
+    _cleanup_free_ char *missing = xasprintf("%s/missing.yml", dir);
+    cr_assert_null(dg_dags_declared_id(missing));
 }

@@ -73,7 +73,7 @@ static void expect_error(const char *src, const char *want) {
 
 Test(tmpl, plain_text_is_copied) {
     expect_render("", "");
-    expect_render("echo hello } { }} %} {% x %}", "echo hello } { }} %} {% x %}");
+    expect_render("echo hello } { }} %} {%s", "echo hello } { }} %} {%s");
     expect_render("a { {b", "a { {b");
 }
 
@@ -243,7 +243,8 @@ Test(tmpl, syntax_errors) {
     expect_error("{{ params. }}", "expected a name after '.' at offset 11 in template '{{ params. }}'");
     expect_error("{{ params['a' }}", "expected ']' at offset 14 in template '{{ params['a' }}'");
     expect_error("{{ ds | }}", "expected a filter name after '|' at offset 8 in template '{{ ds | }}'");
-    expect_error("{{ ds | shout }}", "unknown filter 'shout' at offset 8 in template '{{ ds | shout }}'");
+    expect_error("{{ ds | shout }}", "unknown filter 'shout' (the filters are default, upper, lower and tojson) at "
+                                     "offset 8 in template '{{ ds | shout }}'");
     expect_error("{{ ds + 1 }}", "unexpected '+' at offset 6 in template '{{ ds + 1 }}'");
     expect_error("{{ 99999999999999999999 }}",
                  "integer out of range at offset 3 in template '{{ 99999999999999999999 }}'");
@@ -256,7 +257,8 @@ Test(tmpl, syntax_errors) {
 
 Test(tmpl, call_errors) {
     expect_error("{{ os.system('ls') }}",
-                 "unknown function 'os.system' at offset 3 in template '{{ os.system('ls') }}'");
+                 "unknown function 'os.system' (the functions are ti.xcom_pull, macros.ds_add and "
+                 "macros.ds_format) at offset 3 in template '{{ os.system('ls') }}'");
     expect_error("{{ params['a']('x') }}",
                  "unknown function 'params['a']' at offset 3 in template '{{ params['a']('x') }}'");
     expect_error("{{ macros.ds_add(ds) }}",
@@ -334,7 +336,7 @@ Test(tmpl, deep_nesting_is_refused) {
     for (int i = 0; i < 200; i++) dg_buf_puts(&src, ")");
     dg_buf_puts(&src, " }}");
     dg_error err = {0};
-    cr_assert_eq(dg_tmpl_check(src.data, &err), -EINVAL);
+    cr_assert_eq(dg_tmpl_check(src.data, DG_TMPL_TASK, &err), -EINVAL);
     cr_assert(strstr(err.msg, "expression nested too deeply") == err.msg, "%s", err.msg);
     dg_error_clear(&err);
     dg_buf_free(&src);
@@ -343,21 +345,115 @@ Test(tmpl, deep_nesting_is_refused) {
 
 /* ---- check and uses_xcom ---- */
 
-Test(tmpl, check_is_syntax_only) {
+Test(tmpl, check_syntax_and_names) {
     dg_error err = {0};
-    cr_assert_eq(dg_tmpl_check("{{ no.such.name }} {{ params['x'] | default('y') }}", &err), 0);
-    cr_assert_eq(dg_tmpl_check("{{ ti.xcom_pull('a') }} {{ macros.ds_add('bad', 1) }}", &err), 0);
-    cr_assert_eq(dg_tmpl_check("plain", &err), 0);
+    cr_assert_eq(dg_tmpl_check("{{ params.no.such }} {{ params['x'] | default('y') }}", DG_TMPL_TASK, &err), 0);
+    cr_assert_eq(dg_tmpl_check("{{ ti.xcom_pull('a') }} {{ macros.ds_add('bad', 1) }}", DG_TMPL_TASK, &err), 0);
+    cr_assert_eq(dg_tmpl_check("plain", DG_TMPL_TASK, &err), 0);
     cr_assert_null(err.msg);
-    cr_assert_eq(dg_tmpl_check("ok {{ ds }} then {{ ds", &err), -EINVAL);
+    cr_assert_eq(dg_tmpl_check("ok {{ ds }} then {{ ds", DG_TMPL_TASK, &err), -EINVAL);
     cr_assert_str_eq(err.msg, "unterminated '{{' at offset 17 in template '{{ ds'");
     cr_assert_eq(err.code, -EINVAL);
-    cr_assert_eq(dg_tmpl_check("{{ a | nope }}", &err), -EINVAL);
-    cr_assert_str_eq(err.msg, "unknown filter 'nope' at offset 7 in template '{{ a | nope }}'");
-    cr_assert_eq(dg_tmpl_check("{{ f(1) }}", &err), -EINVAL);
-    cr_assert_str_eq(err.msg, "unknown function 'f' at offset 3 in template '{{ f(1) }}'");
+    cr_assert_eq(dg_tmpl_check("{{ a | nope }}", DG_TMPL_TASK, &err), -EINVAL);
+    cr_assert_str_eq(err.msg, "unknown filter 'nope' (the filters are default, upper, lower and tojson) at offset 7 "
+                              "in template '{{ a | nope }}'");
+    cr_assert_eq(dg_tmpl_check("{{ f(1) }}", DG_TMPL_TASK, &err), -EINVAL);
+    cr_assert_str_eq(err.msg, "unknown function 'f' (the functions are ti.xcom_pull, macros.ds_add and "
+                              "macros.ds_format) at offset 3 in template '{{ f(1) }}'");
     dg_error_clear(&err);
-    cr_assert_eq(dg_tmpl_check("{{", NULL), -EINVAL);
+    cr_assert_eq(dg_tmpl_check("{{", DG_TMPL_TASK, NULL), -EINVAL);
+}
+
+static void expect_check(dg_tmpl_use use, const char *src, const char *want) {
+    dg_error err = {0};
+    cr_assert_eq(dg_tmpl_check(src, use, &err), -EINVAL, "check '%s' should fail", src);
+    cr_assert_str_eq(err.msg, want, "check '%s': %s", src, err.msg);
+    dg_error_clear(&err);
+}
+
+static void expect_check_ok(dg_tmpl_use use, const char *src) {
+    dg_error err = {0};
+    cr_assert_eq(dg_tmpl_check(src, use, &err), 0, "check '%s': %s", src, err.msg);
+}
+
+Test(tmpl, nearest_filter_and_function) {
+    expect_error("{{ ds | uper }}", "unknown filter 'uper' (did you mean 'upper'?) at offset 8 in template "
+                                    "'{{ ds | uper }}'");
+    expect_error("{{ ds | to_json }}", "unknown filter 'to_json' (did you mean 'tojson'?) at offset 8 in template "
+                                       "'{{ ds | to_json }}'");
+    expect_check(DG_TMPL_TASK, "{{ macros.ds_ad(ds, 1) }}",
+                 "unknown function 'macros.ds_ad' (did you mean 'macros.ds_add'?) at offset 3 in template "
+                 "'{{ macros.ds_ad(ds, 1) }}'");
+    expect_check(DG_TMPL_TASK, "{{ var.value.get('x') }}",
+                 "unknown function 'var.value.get' ('var' is not provided by dagd: dagd has no Airflow Variables; "
+                 "use params, dag_run.conf or conn.ID) at offset 3 in template '{{ var.value.get('x') }}'");
+}
+
+Test(tmpl, statements_are_refused) {
+    static const char *const want = "'{% ... %}' statements are not supported (dagd templates have only {{ expr }}; "
+                                    "for a literal '{%' write {{ '{%' }}) at offset 5 in template '{% if x %}'";
+    expect_error("echo {% if x %}a{% endif %}", want);
+    expect_check(DG_TMPL_TASK, "echo {% if x %}a{% endif %}", want);
+    expect_check(DG_TMPL_TASK, "{{ ds }} {% for i in x %}{{ i }}{% endfor %}",
+                 "'{% ... %}' statements are not supported (dagd templates have only {{ expr }}; for a literal "
+                 "'{%' write {{ '{%' }}) at offset 9 in template '{% for i in x %}'");
+    /* a '{%' that opens no statement, and one inside a string literal, are text */
+    expect_render("printf '{%s}' {{ ds }}", "printf '{%s}' 2025-03-01");
+    expect_render("{{ '{% x %}' }}", "{% x %}");
+    expect_check_ok(DG_TMPL_TASK, "{{ '{%' }} if {{ '%}' }}");
+}
+
+Test(tmpl, names_dagd_does_not_provide) {
+    expect_check(DG_TMPL_TASK, "{{ next_ds }}",
+                 "'next_ds' is not provided by dagd (Airflow 2 deprecated it; use data_interval_end, or "
+                 "macros.ds_add(ds, 1) for the next day) in template '{{ next_ds }}'");
+    expect_check(DG_TMPL_TASK, "x {{ prev_ds_nodash | upper }}",
+                 "'prev_ds_nodash' is not provided by dagd (Airflow 2 deprecated it; use macros.ds_add(ds, -1) for "
+                 "the day before) in template '{{ prev_ds_nodash | upper }}'");
+    expect_check(DG_TMPL_TASK, "{{ execution_date }}",
+                 "'execution_date' is not provided by dagd (Airflow 2 deprecated it; use logical_date, or ds for "
+                 "the date) in template '{{ execution_date }}'");
+    expect_check(DG_TMPL_TASK, "{{ var.value.bucket }}",
+                 "'var.value.bucket' is not provided by dagd (dagd has no Airflow Variables; use params, "
+                 "dag_run.conf or conn.ID) in template '{{ var.value.bucket }}'");
+    expect_check(DG_TMPL_TASK, "{{ ti.try_number }}",
+                 "'ti.try_number' is not provided by dagd (of ti, only the call ti.xcom_pull('task_id') is; the try "
+                 "is try_number) in template '{{ ti.try_number }}'");
+    expect_check(DG_TMPL_TASK, "{{ macros.ds_add }}",
+                 "'macros.ds_add' is not provided by dagd (the macros are macros.ds_add(ds, days) and "
+                 "macros.ds_format(ds, in, out)) in template '{{ macros.ds_add }}'");
+    expect_check(DG_TMPL_TASK, "{{ dag_run.start_date }}",
+                 "'dag_run.start_date' is not provided by dagd (dag_run has conf, run_id and logical_date) in "
+                 "template '{{ dag_run.start_date }}'");
+    expect_check(DG_TMPL_TASK, "{{ logical_date.year }}",
+                 "'logical_date.year' is not provided by dagd ('logical_date' is a single value, without parts) in "
+                 "template '{{ logical_date.year }}'");
+    expect_check(DG_TMPL_TASK, "{{ dss }}",
+                 "'dss' is not a name dagd provides (did you mean 'ds'?) in template '{{ dss }}'");
+    expect_check(DG_TMPL_TASK, "{{ region }}",
+                 "'region' is not a name dagd provides (the names are ds, ds_nodash, ts, ts_nodash, logical_date, "
+                 "data_interval_start, data_interval_end, run_id, dag_id, task_id, try_number, params, dag_run, "
+                 "conn) in template '{{ region }}'");
+    /* state exists only where a notification is rendered */
+    expect_check(DG_TMPL_TASK, "{{ state }}", "'state' is set only in notifications in template '{{ state }}'");
+    expect_check_ok(DG_TMPL_NOTIFICATION, "{{ dag_id }} {{ state }}");
+    /* names inside calls, subscripts and filter arguments are checked too */
+    expect_check(DG_TMPL_TASK, "{{ macros.ds_add(next_ds, 1) }}",
+                 "'next_ds' is not provided by dagd (Airflow 2 deprecated it; use data_interval_end, or "
+                 "macros.ds_add(ds, 1) for the next day) in template '{{ macros.ds_add(next_ds, 1) }}'");
+    expect_check(DG_TMPL_TASK, "{{ params[ts_nodsh] }}",
+                 "'ts_nodsh' is not a name dagd provides (did you mean 'ts_nodash'?) in template "
+                 "'{{ params[ts_nodsh] }}'");
+    /* what a run's conf may bring, and what `| default` stands in for, waits for rendering */
+    expect_check_ok(DG_TMPL_TASK, "{{ params.anything.deep }} {{ dag_run.conf.x }} {{ conn.db.host }} "
+                                  "{{ dag_run.run_id }} {{ dag_run['x'] }} {{ try_number }}");
+    expect_check_ok(DG_TMPL_TASK, "{{ next_ds | default(ds) }} {{ var.value.x | upper | default('') }}");
+    expect_check(DG_TMPL_TASK, "{{ nope | default(next_ds) }}",
+                 "'next_ds' is not provided by dagd (Airflow 2 deprecated it; use data_interval_end, or "
+                 "macros.ds_add(ds, 1) for the next day) in template '{{ nope | default(next_ds) }}'");
+    expect_check(DG_TMPL_TASK, "{{ macros.ds_add(yesterday_ds, 1) | default('x') }}",
+                 "'yesterday_ds' is not provided by dagd (Airflow 2 deprecated it; use macros.ds_add(ds, -1)) in "
+                 "template '{{ macros.ds_add(yesterday_ds, 1) | default('x') }}'");
 }
 
 Test(tmpl, uses_xcom) {
@@ -405,7 +501,7 @@ Test(tmpl, random_garbage_never_crashes) {
             cr_assert_null(out);
             cr_assert_not_null(err.msg);
         }
-        int c = dg_tmpl_check(buf, &err);
+        int c = dg_tmpl_check(buf, DG_TMPL_TASK, &err);
         /* Rendering can only fail where checking does, or later at evaluation. */
         if (c < 0) cr_assert_neq(r, 0, "check failed but render passed: '%s'", buf);
         (void)dg_tmpl_uses_xcom(buf);
