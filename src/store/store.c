@@ -687,6 +687,22 @@ int dg_store_unfinished_runs(dg_store *st, dg_run_rec ***ret, size_t *ret_n) {
     return r < 0 ? r : collect_runs(st, s, ret, ret_n);
 }
 
+/* The first row of a run query, -ENOENT when there is none (finalizes s). */
+static int first_run(dg_store *st, sqlite3_stmt *s, dg_run_rec **ret) {
+    dg_run_rec **v = NULL;
+    size_t n = 0;
+    int r = collect_runs(st, s, &v, &n);
+    if (r < 0) return r;
+    if (n == 0) {
+        free(v);
+        return -ENOENT;
+    }
+    for (size_t i = 1; i < n; i++) dg_run_rec_free(v[i]);
+    *ret = v[0];
+    free(v);
+    return 0;
+}
+
 int dg_store_last_run(dg_store *st, const char *dag, const char *run_type, dg_run_rec **ret) {
     sqlite3_stmt *s;
     int r = prepare(st,
@@ -696,16 +712,7 @@ int dg_store_last_run(dg_store *st, const char *dag, const char *run_type, dg_ru
     if (r < 0) return r;
     sqlite3_bind_text(s, 1, dag, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 2, run_type, -1, SQLITE_TRANSIENT);
-    dg_run_rec **v = NULL;
-    size_t n = 0;
-    if ((r = collect_runs(st, s, &v, &n)) < 0) return r;
-    if (n == 0) {
-        free(v);
-        return -ENOENT;
-    }
-    *ret = v[0];
-    free(v);
-    return 0;
+    return first_run(st, s, ret);
 }
 
 int dg_store_run_at(dg_store *st, const char *dag, int64_t logical_ms, dg_run_rec **ret) {
@@ -718,16 +725,7 @@ int dg_store_run_at(dg_store *st, const char *dag, int64_t logical_ms, dg_run_re
     if (r < 0) return r;
     sqlite3_bind_text(s, 1, dag, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 2, logical_ms);
-    dg_run_rec **v = NULL;
-    size_t n = 0;
-    if ((r = collect_runs(st, s, &v, &n)) < 0) return r;
-    if (n == 0) {
-        free(v);
-        return -ENOENT;
-    }
-    *ret = v[0];
-    free(v);
-    return 0;
+    return first_run(st, s, ret);
 }
 
 int dg_store_count_states(dg_store *st, bool tasks, char ***ret_states, int64_t **ret_counts, size_t *ret_n) {
