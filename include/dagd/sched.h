@@ -67,7 +67,7 @@ typedef struct dg_run {
 typedef enum {
     DG_CMD_START = 0,  /* begin try `try_number` of (run, task); it holds a slot now */
     DG_CMD_STOP,       /* stop the running try (reason says why); an on_finished follows */
-    DG_CMD_PREPARE,    /* hint: try 1 of (run, task) will likely start soon (create early) */
+    DG_CMD_PREPARE,    /* hint: try `try_number` of (run, task) will likely start soon (create early) */
     DG_CMD_UNPREPARE,  /* withdraw a PREPARE hint: it will not start (skipped/failed/cancel) */
     DG_CMD_TI_CHANGED, /* a task instance changed state: persist/show it */
     DG_CMD_RUN_CHANGED,/* a run changed state (queued→running→success|failed) */

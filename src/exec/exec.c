@@ -473,11 +473,18 @@ static void start_sensor(exec_try *t) {
 
 /* ---- command handling ---- */
 
+static void handle_unprepare(dg_exec *x, dg_run *run, size_t task);
+
 static void handle_start(dg_exec *x, dg_run *run, size_t task, int try_number) {
     exec_run *er = run->userdata;
     const dg_task *tk = &run->dag->tasks[task];
     exec_try *t = er->prepared[task];
-    if (t && try_number == 1 && !t->unprepared) {
+    if (t && t->try_number != try_number) {
+        /* made ahead for another try (the task was cleared since): not this one's */
+        handle_unprepare(x, run, task);
+        t = NULL;
+    }
+    if (t && !t->unprepared) {
         er->prepared[task] = NULL;
         t->prepare_only = false;
         t->start_requested = true;
@@ -514,7 +521,7 @@ static void handle_stop(dg_exec *x, dg_run *run, size_t task, int try_number) {
     }
 }
 
-static void handle_prepare(dg_exec *x, dg_run *run, size_t task) {
+static void handle_prepare(dg_exec *x, dg_run *run, size_t task, int try_number) {
     exec_run *er = run->userdata;
     const dg_task *tk = &run->dag->tasks[task];
     if (tk->kind != DG_KIND_CONTAINER || er->prepared[task] || er->cur[task]) return;
@@ -527,7 +534,7 @@ static void handle_prepare(dg_exec *x, dg_run *run, size_t task) {
         if (dg_tmpl_uses_xcom(tk->env[i].value)) return;
     for (size_t i = 0; tk->volumes && tk->volumes[i]; i++)
         if (dg_tmpl_uses_xcom(tk->volumes[i])) return;
-    exec_try *t = try_new(er, task, 1);
+    exec_try *t = try_new(er, task, try_number);
     t->prepare_only = true;
     er->prepared[task] = t;
     create_job(t);
@@ -547,7 +554,7 @@ static void handle(dg_exec *x, const dg_cmd *c) {
     switch (c->type) {
     case DG_CMD_START: handle_start(x, c->run, c->task, c->try_number); break;
     case DG_CMD_STOP: handle_stop(x, c->run, c->task, c->try_number); break;
-    case DG_CMD_PREPARE: handle_prepare(x, c->run, c->task); break;
+    case DG_CMD_PREPARE: handle_prepare(x, c->run, c->task, c->try_number); break;
     case DG_CMD_UNPREPARE: handle_unprepare(x, c->run, c->task); break;
     case DG_CMD_TI_CHANGED:
         /* a state already left again in the same tick (scheduled → queued) is not news */

@@ -230,7 +230,7 @@ static void unprepare(dg_sched *s, dg_run *run, size_t i) {
     dg_ti *ti = &run->ti[i];
     if (!ti->prepared) return;
     ti->prepared = false;
-    push_cmd(s, DG_CMD_UNPREPARE, run, i)->try_number = 1;
+    push_cmd(s, DG_CMD_UNPREPARE, run, i)->try_number = ti->try_number + 1;
 }
 
 /* A task that will never run: skipped or upstream_failed without a try. */
@@ -579,7 +579,7 @@ static void prepare_hints(dg_sched *s, dg_run *run) {
         }
         if (!ok || !pending) continue;
         ti->prepared = true;
-        push_cmd(s, DG_CMD_PREPARE, run, i)->try_number = 1;
+        push_cmd(s, DG_CMD_PREPARE, run, i)->try_number = ti->try_number + 1;
     }
 }
 

@@ -905,6 +905,32 @@ Test(sched, prepare_rules) {
     free_dag(dag);
 }
 
+/* A hint names the try it is for: after a task that ran is cleared (and its upstream
+ * runs again), the container made ahead is for its next try, not for try 1 again. */
+Test(sched, prepare_names_the_next_try) {
+    dg_dag *dag = mk_dag("d", "a b:a");
+    h *x = h_new(NULL);
+    dg_run *r = dg_sched_add_run(x->s, dag, "r", 0);
+    tick(x);
+    run_exit(x, r, 0, 0);
+    run_exit(x, r, 1, 0);
+    cr_assert_eq(r->state, DG_RUN_SUCCESS);
+    cr_assert_eq(dg_sched_mark_ti(x->s, r, 1, DG_TI_SUCCESS, 5), 0); /* withdraws b's hint */
+    cr_assert_eq(dg_sched_clear_ti(x->s, r, 0, 6), 0);
+    cr_assert_eq(dg_sched_clear_ti(x->s, r, 1, 6), 0);
+    size_t m = x->n;
+    tick(x);
+    const dg_cmd *c = find_cmd(x, m, DG_CMD_PREPARE, r, 1);
+    cr_assert_not_null(c);
+    cr_assert_eq(c->try_number, 2);
+    run_exit(x, r, 0, 0);
+    c = find_cmd(x, m, DG_CMD_START, r, 1);
+    cr_assert_not_null(c);
+    cr_assert_eq(c->try_number, 2);
+    h_free(x);
+    free_dag(dag);
+}
+
 Test(sched, stale_reports_ignored) {
     dg_dag *dag = mk_dag("d", "a");
     dag->tasks[0].retries = 1;
