@@ -1,4 +1,4 @@
-/* api — the REST API of SPEC §7 on libmicrohttpd, driven by the server's libuv loop
+/* api — the REST API of docs/api.md on libmicrohttpd, driven by the server's libuv loop
  * (MHD's epoll fd on a uv_poll, its timeout on a uv_timer; no threads). Bearer-token auth
  * for everything but /api/v1/health; JSON errors {"error","detail"} with 4xx for bad input;
  * bodies over the cap answer 413; log follow streams with suspend/resume. The API borrows

@@ -1,4 +1,4 @@
-/* cli — argument parsing and the verbs of SPEC §6. `run`, `validate`, `test` run
+/* cli — argument parsing and the verbs of docs/cli.md. `run`, `validate`, `test` run
  * in-process; returns the process exit status (0 ok, 1 failed, 2 usage/input error). */
 #pragma once
 

@@ -1,4 +1,4 @@
-/* cron — schedule expressions (SPEC §1): 5-field cron with lists, ranges, steps and
+/* cron — schedule expressions (docs/dags.md): 5-field cron with lists, ranges, steps and
  * month/day names; presets (@once @hourly @daily @weekly @monthly @yearly); "every <duration>".
  * This header is the parse/validate surface; next-time computation builds on dg_cron. */
 #pragma once
@@ -23,7 +23,7 @@ typedef struct dg_cron {
 /* err gets a message naming the bad field, e.g. "minute field: 61 is out of range 0-59". */
 int dg_cron_parse(const char *expr, dg_cron *ret, dg_error *err);
 
-/* ---- schedules in time (SPEC §2: Airflow 2 data intervals) ---- */
+/* ---- schedules in time (docs/daemon.md: Airflow 2 data intervals) ---- */
 
 /* A parsed `schedule:` with its timezone. */
 typedef struct dg_schedule {

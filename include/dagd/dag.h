@@ -1,4 +1,4 @@
-/* dag — DAG files (SPEC §1): libyaml parse into an immutable model, then validation.
+/* dag — DAG files (docs/dags.md): libyaml parse into an immutable model, then validation.
  * A dg_dag and everything it points to is owned by the dag and freed by dg_dag_free;
  * nothing in it changes after dg_dag_load returns. */
 #pragma once

@@ -1,4 +1,4 @@
-/* docker — an asynchronous Docker Engine API client on a libuv loop (SPEC §8).
+/* docker — an asynchronous Docker Engine API client on a libuv loop (docs/daemon.md).
  * libcurl multi driven by uv_poll + uv_timer; unix:// or tcp:// (TLS from
  * DOCKER_TLS_VERIFY / DOCKER_CERT_PATH); API version negotiated via /_ping (floor 1.41).
  * Every call completes through its callback, on the loop, exactly once (also when the

@@ -1,4 +1,4 @@
-/* log — the daemon's own log (SPEC §10): structured journald entries with DAGD_DAG,
+/* log — the daemon's own log (docs/daemon.md): structured journald entries with DAGD_DAG,
  * DAGD_RUN, DAGD_TASK, DAGD_TRY fields when running under systemd (JOURNAL_STREAM set)
  * or when asked (`--log journald`), plain timestamped stderr lines otherwise; plus the
  * sd_notify protocol (READY=1, STATUS=, WATCHDOG=1, STOPPING=1). Process-global. */

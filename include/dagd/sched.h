@@ -1,4 +1,4 @@
-/* sched — the scheduler core (SPEC §2): a pure state machine over DAG runs and task
+/* sched — the scheduler core (docs/daemon.md): a pure state machine over DAG runs and task
  * instances. It never does I/O and never reads a clock: every entry point takes `now`
  * (ms since the epoch) and appends commands (start this try, stop that container,
  * a state changed, a run finished) to a queue the driver drains with

@@ -2,7 +2,7 @@
  * scheduler, executor, store), the DAG bag loaded from the DAGs folder (watched and
  * reloaded), the schedule clock that creates runs, crash recovery at start, and the REST
  * API. The functions below are the API's view of it: they answer with JSON objects shaped
- * as SPEC §7 says (Airflow field names, RFC 3339 UTC times) that the caller owns, or fail
+ * as docs/api.md says (Airflow field names, RFC 3339 UTC times) that the caller owns, or fail
  * with a negative errno and err set:
  *   -ENOENT  unknown dag/run/task/try        → 404
  *   -EINVAL  malformed request (types, JSON)  → 400

@@ -1,4 +1,4 @@
-/* tmpl — the `{{ expr }}` template language of SPEC §3, a small Jinja subset (no `{% %}`):
+/* tmpl — the `{{ expr }}` template language of docs/dags.md, a small Jinja subset (no `{% %}`):
  * dotted names, string/integer literals, function calls (ti.xcom_pull, macros.ds_add,
  * macros.ds_format) and filters (| default(x), | upper, | lower, | tojson).
  * Rendering never yields an empty string for an unknown name: it fails, naming it. */
@@ -8,7 +8,7 @@
 
 #include "dagd/util.h"
 
-/* What a template can see. `vars` is a JSON object holding the names of SPEC §3
+/* What a template can see. `vars` is a JSON object holding the names of docs/dags.md
  * (ds, ts, run_id, params{...}, dag_run{conf{...}}, conn{ID{uri,host,...}} ...);
  * the renderer only reads it. xcom_pull answers ti.xcom_pull('task'): return 0 and a
  * malloc'd string, or a negative code with err set (e.g. no such upstream/no output). */

@@ -1,4 +1,4 @@
-/* api/routes — SPEC §7's endpoints: the path table, the bearer-token check, query and body
+/* api/routes — docs/api.md's endpoints: the path table, the bearer-token check, query and body
  * validation, and one handler per (path, method) that calls the matching dg_server_*
  * function and turns its JSON or errno into the reply. Validation here is what makes
  * bad input a 4xx whatever the server does with it: bodies must be JSON objects whose

@@ -1,4 +1,4 @@
-/* cli — the command line (SPEC §6). `run`, `validate` and `test` work in-process on a
+/* cli — the command line (docs/cli.md). `run`, `validate` and `test` work in-process on a
  * libuv loop of their own; they return the process exit status. */
 #include <dirent.h>
 #include <errno.h>

@@ -1,5 +1,5 @@
-/* cli client — the verbs of SPEC §6 that talk to a running `dagd serve` over its REST API
- * (SPEC §7): listings, import errors, logs, trigger, pause/unpause, cancel, clear, mark and
+/* cli client — the verbs of docs/cli.md that talk to a running `dagd serve` over its REST API
+ * (docs/api.md): listings, import errors, logs, trigger, pause/unpause, cancel, clear, mark and
  * backfill (docs/cli.md, Client verbs).
  * Blocking libcurl easy calls on one handle (connections are reused while polling).
  * This file owns the argument parsing of those verbs, token resolution and the human
@@ -156,8 +156,8 @@ static char *trim_token(char *s) {
     return s;
 }
 
-/* DAGD_TOKEN, else --token-file, else <state>/token (SPEC §6). The server's own
- * DAGD_TOKEN_FILE and DAGD_STATE_DIR (SPEC §9) are honoured too, so a shell set up for the
+/* DAGD_TOKEN, else --token-file, else <state>/token (docs/cli.md). The server's own
+ * DAGD_TOKEN_FILE and DAGD_STATE_DIR (docs/daemon.md) are honoured too, so a shell set up for the
  * server finds its token. A named token file that cannot be read is an input error; the
  * default one may simply not exist, in which case the request goes without a token and a
  * 401 explains where the token was looked for. */

@@ -1,4 +1,4 @@
-/* cli/next — `dagd next FILE|DAG [--from TIME] [-n N] [--json] [--dags DIR]` (SPEC §6):
+/* cli/next — `dagd next FILE|DAG [--from TIME] [-n N] [--json] [--dags DIR]` (docs/cli.md):
  * offline, the next N scheduled runs of one DAG. "Next" means the data intervals whose end
  * (the moment the run is created) is after --from, so the interval holding --from comes
  * first, whatever `catchup` says. Times are printed in RFC 3339 UTC. */

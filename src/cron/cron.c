@@ -1,4 +1,4 @@
-/* cron/cron — parses schedule expressions (SPEC §1) into a dg_cron: classic 5-field cron
+/* cron/cron — parses schedule expressions (docs/dags.md) into a dg_cron: classic 5-field cron
  * (lists, ranges, steps, month and day names), the @ presets, and "every <duration>".
  * Parsing only; computing the next fire time is done elsewhere on top of dg_cron.
  * Nothing here allocates except the error message handed back through dg_error. */

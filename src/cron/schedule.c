@@ -1,4 +1,4 @@
-/* cron/schedule — schedules in time (SPEC §2): when a parsed dg_cron fires, evaluated in the
+/* cron/schedule — schedules in time (docs/daemon.md): when a parsed dg_cron fires, evaluated in the
  * DAG's IANA timezone, and the Airflow 2 data intervals built on those fire times.
  *
  * Timezones come from the system tz database: the TZif file is read and parsed here (never

@@ -1,4 +1,4 @@
-/* log — the daemon's own log and the sd_notify protocol (SPEC §10).
+/* log — the daemon's own log and the sd_notify protocol (docs/daemon.md).
  *
  * One process-wide target, chosen by dg_log_setup(): the journal (native protocol, one
  * entry per call with DAGD_* context fields) or stderr (one timestamped line per call,

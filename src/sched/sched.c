@@ -1,4 +1,4 @@
-/* sched — the scheduler core (SPEC §2): runs, task-instance states, trigger rules,
+/* sched — the scheduler core (docs/daemon.md): runs, task-instance states, trigger rules,
  * retries, timeouts, sensor reschedules and slot accounting, as a pure state machine.
  * The scheduler owns every dg_run on its list together with the run's task instances,
  * messages and previous states; a run only borrows its dg_dag. Commands are appended

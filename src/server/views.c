@@ -1,6 +1,6 @@
 /* server/views — what the REST API reads and does (include/dagd/server.h). Reads come
  * from the store, which the executor keeps current on every change; verbs act on the
- * scheduler and let it run. Objects use Airflow's field names (SPEC §7). */
+ * scheduler and let it run. Objects use Airflow's field names (docs/api.md). */
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>

@@ -1,4 +1,4 @@
-/* tmpl/conn — connections for templates (SPEC §5): Airflow-style URIs such as
+/* tmpl/conn — connections for templates (docs/dags.md): Airflow-style URIs such as
  * postgres://user:pass@host:5432/db?sslmode=disable, turned into the JSON objects that
  * `{{ conn.ID.host }}` and friends read. Error messages never repeat the URI, since it
  * usually holds a password. */

@@ -1,4 +1,4 @@
-/* tmpl — the `{{ expr }}` renderer of SPEC §3, written by hand.
+/* tmpl — the `{{ expr }}` renderer of docs/dags.md, written by hand.
  *
  * A template is text with `{{ … }}` blocks. Each block is lexed and parsed into a small
  * tree (names, attributes, subscripts, literals, builtin calls, filters), then evaluated

@@ -1,4 +1,4 @@
-/* tmpl/vars — the standard names of SPEC §3 for one task try, spelled as Airflow spells
+/* tmpl/vars — the standard names of docs/dags.md for one task try, spelled as Airflow spells
  * them so templates written for Airflow keep working. The object returned is a fresh
  * tree the caller owns; nothing in it aliases the params/conf passed in. */
 #include <string.h>

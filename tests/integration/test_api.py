@@ -1,4 +1,4 @@
-"""The REST API (SPEC §7) of a real `dagd serve`, through real HTTP (urllib), against a real
+"""The REST API (docs/api.md) of a real `dagd serve`, through real HTTP (urllib), against a real
 Docker engine: every endpoint, and every error class.
 
 Readings where the contract leaves room:

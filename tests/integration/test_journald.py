@@ -1,4 +1,4 @@
-"""`dagd serve --log journald` against a real systemd-journald (SPEC §10), and the plain
+"""`dagd serve --log journald` against a real systemd-journald (docs/daemon.md), and the plain
 stderr lines of `--log stderr`.
 
 The journald is our own: the whole daemon runs in a private mount namespace with a fresh

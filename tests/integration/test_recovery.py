@@ -1,4 +1,4 @@
-"""Crash recovery of `dagd serve` (SPEC §8, §10): kill -9 and SIGTERM while a task's
+"""Crash recovery of `dagd serve` (docs/daemon.md, §10): kill -9 and SIGTERM while a task's
 container runs, containers that exit or vanish while dagd is down, kill -9 while a
 container's start is in flight and at random moments, and a restart of the Docker daemon
 under a running dagd. A command never runs twice, no log line is doubled, and a try whose

@@ -1,4 +1,4 @@
-"""`dagd serve` end to end (SPEC §2, §6, §7, §9): the DAGs folder and its watch, import
+"""`dagd serve` end to end (docs/daemon.md, §6, §7, §9): the DAGs folder and its watch, import
 errors, the schedule clock (catchup, pause), triggers with outputs between tasks, the token
 file, global parallelism, and the offline `dagd next`.
 """

@@ -1,4 +1,4 @@
-/* Unit tests for dag: loading the SPEC example, defaults, every error class with its
+/* Unit tests for dag: loading the reference example, defaults, every error class with its
  * line:col, cycles, suggestions, a corpus of broken files, hostile inputs. */
 #include <criterion/criterion.h>
 #include <dirent.h>
