@@ -319,7 +319,7 @@ static int get_rerun(const json_t *body, bool *ret, dg_error *err) {
     return 0;
 }
 
-/* One logical date, one run (docs/daemon.md, "Schedules"): a date that has a run is
+/* One logical date, one run (docs/api.md, "Runs and logical dates"): a date that has a run is
  * refused with 409, naming it, unless a rerun is asked for. */
 int dg_server_trigger(dg_server *s, const char *dag, const json_t *body, json_t **ret, dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
