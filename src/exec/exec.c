@@ -789,6 +789,7 @@ static void recover_try(dg_exec *x, dg_run *run, size_t i, const dg_job_info *fo
     exec_try *t = try_new(er, i, ti->try_number);
     er->cur[i] = t;
     t->start_requested = true;
+    dg__exec_try_secrets(t);
     dg_log_ctx lc = try_ctx(t);
     if (found && found->started) {
         /* it ran: follow it to its exit, its output again from the first line */

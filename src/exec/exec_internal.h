@@ -93,4 +93,8 @@ typedef struct exec_spec {
     json_t *labels;
 } exec_spec;
 int dg__exec_build_spec(exec_try *t, exec_spec *ret, dg_error *err);
+/* Add the try's secret env values, rendered, to its run's redaction set: for a job taken
+ * over after a restart, whose spec is not built again, so that its output (read again
+ * from the first line) is redacted as it was before. */
+void dg__exec_try_secrets(exec_try *t);
 void dg__exec_spec_free(exec_spec *s);

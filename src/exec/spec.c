@@ -43,6 +43,18 @@ static void add_secret(exec_run *er, const char *s) {
     er->secrets[n + 1] = NULL;
 }
 
+void dg__exec_try_secrets(exec_try *t) {
+    const dg_task *tk = &t->er->run->dag->tasks[t->task];
+    json_auto_t *vars = NULL;
+    for (size_t i = 0; i < tk->n_env; i++) {
+        if (!tk->env[i].secret) continue;
+        if (!vars) vars = dg__exec_vars(t);
+        _cleanup_free_ char *v = NULL;
+        _cleanup_error_ dg_error err = {0};
+        if (render(t, vars, "env", tk->env[i].value, &v, &err) == 0) add_secret(t->er, v);
+    }
+}
+
 static char *sanitize_name(const char *s) {
     char *r = xstrdup(s);
     for (char *p = r; *p; p++)
@@ -200,7 +212,7 @@ static int build(exec_try *t, exec_spec *sp, dg_error *err) {
         _cleanup_free_ char *v = NULL;
         _cleanup_free_ char *field = xasprintf("env.%s", tk->env[i].key);
         if ((r = render(t, vars, field, tk->env[i].value, &v, err)) < 0) return r;
-        if (tk->env[i].secret) add_secret(er, v);
+        if (tk->env[i].secret) add_secret(er, v); /* as dg__exec_try_secrets does */
         json_object_set_new(envo, tk->env[i].key, json_string(v));
     }
     for (size_t i = 0; tk->connections && tk->connections[i]; i++) {

@@ -436,3 +436,24 @@ def test_engine_out_of_reach_at_start(dg, socat_procs):
         {"one": ("success", 1), "two": ("success", 1)}, tis
     assert "trying again in" in srv.stderr(), srv.stderr()[-3000:]
     srv.term()
+
+
+def test_secrets_stay_redacted_after_readoption(dg):
+    """A secret env value printed before and after a restart of dagd: the re-adopted try's
+    log (read again from its first line), the API's log and the server's log never show it."""
+    secret = "s3cr3t-" + dg.dag_id[-6:]
+    dags, marks = marked_dag(dg, "echo before=$S; echo X >> /marks/ran; sleep 4; echo after=$S",
+                             extra="    env: {S: {secret: %s}}\n" % secret)
+    srv = Server(dg, dags).start()
+    run = start_work(dg, srv, marks)
+    assert srv.term() == 0, srv.stderr()
+    srv.start()
+    r = srv.wait_run(dg.dag_id, run, timeout=40)
+    assert r["state"] == "success", (r, srv.tis(dg.dag_id, run))
+    text = dg.log("work", 1, run_id=run)
+    assert text.splitlines() == ["before=***", "after=***"], text
+    status, body = srv.request("GET", "/api/v1/dags/%s/runs/%s/tasks/work/logs/1"
+                               % (dg.dag_id, run), raw=True)
+    assert status == 200 and "before=***" in body and "after=***" in body and secret not in body, (status, body)
+    assert secret not in srv.all_stderr()
+    no_containers_left(dg)
