@@ -341,6 +341,16 @@ int dg_server_trigger(dg_server *s, const char *dag, const json_t *body, json_t 
     int64_t logical = dg_now_ms();
     bool has_date;
     if ((r = parse_date_field(body, "logical_date", false, &logical, &has_date, err)) < 0) goto out;
+    if (!has_date) {
+        /* "now" is a date nobody asked for: triggers in the same millisecond each get
+         * their own (the next free one), so none is refused as a second run of a date */
+        dg_run_rec *taken = NULL;
+        while (dg_store_run_at(s->store, e->dag_id, logical, &taken) == 0) {
+            dg_run_rec_free(taken);
+            taken = NULL;
+            logical++;
+        }
+    }
     json_t *rid = json_object_get(body, "dag_run_id");
     if (rid && !json_is_null(rid) && (!json_is_string(rid) || !*json_string_value(rid) || strlen(json_string_value(rid)) > 250)) {
         r = dg_error_set(err, -EINVAL, "dag_run_id must be a non-empty string");

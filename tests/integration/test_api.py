@@ -730,3 +730,28 @@ def test_durations_are_rounded_to_milliseconds(dg):
         assert re.fullmatch(r"\d+(\.\d{1,3})?", v), text
     ti = srv.ok_json("GET", "%s/%s/tasks/a" % (runs_path, q(run["dag_run_id"])))
     assert ti["duration"] > 0, ti
+
+
+def test_concurrent_triggers_get_their_own_runs(dg):
+    """Triggers without a date that arrive in the same millisecond each get a run of their
+    own (the next free millisecond), instead of 409 for a second run of one date."""
+    import concurrent.futures
+    d = dags_dir(dg)
+    dg.write("""\
+        dag: @DAG@
+        paused: true
+        tasks:
+          a:
+            image: @IMAGE@
+            command: ["true"]
+        """, name="dags/dag.yml")
+    srv = Server(dg, d)
+    runs_path = "/api/v1/dags/%s/runs" % dg.dag_id
+    n = 60
+    with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda _: srv.request("POST", runs_path, {}), range(n)))
+    statuses = [a.status for a in answers]
+    assert statuses == [200] * n, [(a.status, a.text[:200]) for a in answers if a.status != 200]
+    ids = [a.json()["dag_run_id"] for a in answers]
+    dates = [a.json()["logical_date"] for a in answers]
+    assert len(set(ids)) == n and len(set(dates)) == n, ids
