@@ -1,8 +1,10 @@
 /* runtime — the working parts from a configuration (see include/dagd/runtime.h). */
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "dagd/backend_local.h"
+#include "dagd/log.h"
 #include "dagd/runtime.h"
 
 /* The backends this build has, by their `backend:` name. */
@@ -35,7 +37,15 @@ int dg_runtime_new(uv_loop_t *loop, const dg_config *cfg, const dg_runtime_opts 
     rt->loop = loop;
     dg_config_copy(&rt->cfg, cfg);
     int r;
-    if (opts->keep_state && (r = dg_store_open(rt->cfg.state_dir, &rt->store, err)) < 0) goto fail;
+    if (opts->keep_state) {
+        if ((r = dg_store_open(rt->cfg.state_dir, &rt->store, err)) < 0) goto fail;
+        struct stat st;
+        if (stat(rt->cfg.state_dir, &st) == 0 && (st.st_mode & 077))
+            dg_log(DG_LOG_WARNING, NULL,
+                   "the state directory %s can be read by others (mode %03o); it holds run confs, task outputs "
+                   "and logs: chmod 700 it",
+                   rt->cfg.state_dir, (unsigned)(st.st_mode & 0777));
+    }
     if ((r = make_backend(loop, &rt->cfg, &rt->backend, err)) < 0) goto fail;
     _cleanup_free_ dg_pool_limit *pools = NULL;
     dg_sched_opts so = sched_opts(&rt->cfg, &pools);

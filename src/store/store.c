@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "dagd/store.h"
 
@@ -278,6 +279,16 @@ int dg_store_open(const char *state_dir, dg_store **ret, dg_error *err) {
     }
     sqlite3_extended_result_codes(st->db, 1);
     sqlite3_busy_timeout(st->db, 5000);
+    /* the database holds run confs and task outputs: its owner's only (its -wal and -shm
+     * files take the database's mode when SQLite makes them) */
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < ARRAY_SIZE(suffixes); i++) {
+        _cleanup_free_ char *f = xasprintf("%s%s", path, suffixes[i]);
+        if (chmod(f, 0600) < 0 && errno != ENOENT) {
+            r = dg_error_set(err, -errno, "%s: %s", f, strerror(errno));
+            goto fail;
+        }
+    }
 
     r = query_text(st, "PRAGMA journal_mode=WAL", &mode);
     if (r == -EBADMSG) {

@@ -946,3 +946,32 @@ def test_remove_on_success(dg):
     assert [c["Config"]["Labels"]["io.dagd.task"] for c in left] == ["ko"], left
     assert left[0]["State"]["ExitCode"] == 3
     dg.remove_containers()
+
+
+def test_state_is_private(dg):
+    """The database (run confs, task outputs) is its owner's only, and a state directory
+    others can read is pointed out."""
+    import stat as st
+    f = dg.write("""\
+        dag: @DAG@
+        tasks:
+          a:
+            image: @IMAGE@
+            command: ["true"]
+        """)
+    dg.state.mkdir(parents=True, exist_ok=True)
+    os.chmod(dg.state, 0o755)
+    db = dg.state / "dagd.db"
+    db.write_bytes(b"")
+    os.chmod(db, 0o644)
+    res = dg.run(f)
+    assert res.rc == 0, res
+    assert st.S_IMODE(db.stat().st_mode) == 0o600, oct(db.stat().st_mode)
+    for side in ("dagd.db-wal", "dagd.db-shm"):
+        p = dg.state / side
+        if p.exists():
+            assert st.S_IMODE(p.stat().st_mode) == 0o600, (side, oct(p.stat().st_mode))
+    assert "can be read by others (mode 755)" in res.err and "chmod 700" in res.err, res
+    os.chmod(dg.state, 0o700)
+    res = dg.run(f)
+    assert res.rc == 0 and "can be read by others" not in res.err, res
