@@ -212,9 +212,16 @@ static void debounce_cb(uv_timer_t *h) {
     schedule_clock(s);
 }
 
+static void unwatch(dg_server *s, bool again);
+
+/* The folder itself removed or replaced (rm -r, mv, a checkout) ends its watch: the bag is
+ * rescanned now, and the sweep watches the folder again once it is back. */
 static void watch_cb(uv_fs_event_t *h, const char *name, int events, int status) {
     dg_server *s = h->data;
     if (s->stopping) return;
+    struct stat st;
+    if (status < 0 || stat(s->cfg.dags_folder, &st) < 0 || st.st_ino != s->watch_ino)
+        unwatch(s, false);
     uv_timer_start(&s->debounce, debounce_cb, DEBOUNCE_MS, 0);
 }
 
@@ -361,6 +368,11 @@ void dg__server_kick(dg_server *s) {
 static void sweep_cb(uv_timer_t *h) {
     dg_server *s = h->data;
     bool freed = false;
+    if (!s->watching && !s->watch_closing) {
+        /* the folder came back (or appeared): watch it and load what it holds */
+        watch_folder(s);
+        if (s->watching) uv_timer_start(&s->debounce, debounce_cb, 0, 0);
+    }
     for (dg_run *r = dg_sched_runs(s->sched), *n; r; r = n) {
         n = r->next;
         if (r->state == DG_RUN_SUCCESS || r->state == DG_RUN_FAILED) freed |= dg_exec_forget_run(s->exec, r);
@@ -533,28 +545,56 @@ int dg_server_start(dg_server *s, dg_error *err) {
     return 0;
 }
 
+static void watch_closed(uv_handle_t *h) {
+    dg_server *s = h->data;
+    s->watch_closing = false;
+    if (s->rewatch && !s->stopping) watch_folder(s);
+}
+
+/* again: watch it anew once the old watch is closed (SIGHUP, a new folder). */
+static void unwatch(dg_server *s, bool again) {
+    s->rewatch = again;
+    if (!s->watching) {
+        if (again && !s->watch_closing) watch_folder(s);
+        return;
+    }
+    s->watching = false;
+    s->watch_closing = true;
+    uv_close((uv_handle_t *)&s->watch, watch_closed);
+}
+
 static void watch_folder(dg_server *s) {
+    if (s->watching || s->watch_closing || s->stopping) return;
+    struct stat st;
+    if (stat(s->cfg.dags_folder, &st) < 0) {
+        if (!s->watch_warned)
+            dg_log(DG_LOG_WARNING, NULL, "cannot watch %s: %s (watched again once it exists)", s->cfg.dags_folder,
+                   strerror(errno));
+        s->watch_warned = true;
+        return;
+    }
     if (uv_fs_event_init(s->loop, &s->watch) != 0) return;
     s->watch.data = s;
     int r = uv_fs_event_start(&s->watch, watch_cb, s->cfg.dags_folder, 0);
     if (r < 0) {
-        dg_log(DG_LOG_WARNING, NULL, "cannot watch %s: %s (changes need SIGHUP)", s->cfg.dags_folder, uv_strerror(r));
-        uv_close((uv_handle_t *)&s->watch, NULL);
+        if (!s->watch_warned)
+            dg_log(DG_LOG_WARNING, NULL, "cannot watch %s: %s (changes need SIGHUP)", s->cfg.dags_folder,
+                   uv_strerror(r));
+        s->watch_warned = true;
+        s->watch_closing = true;
+        s->rewatch = false;
+        uv_close((uv_handle_t *)&s->watch, watch_closed);
         return;
     }
+    s->watch_ino = st.st_ino;
+    s->watch_warned = false;
     s->watching = true;
-}
-
-static void rewatch_closed(uv_handle_t *h) {
-    dg_server *s = h->data;
-    if (!s->stopping) watch_folder(s);
 }
 
 void dg_server_reload(dg_server *s, const dg_config *cfg) {
     if (s->stopping) return;
     dg_notify_reloading();
     if (cfg) {
-        bool new_folder = strcmp(cfg->dags_folder, s->cfg.dags_folder) != 0;
         if (strcmp(cfg->listen, s->cfg.listen) || strcmp(cfg->state_dir, s->cfg.state_dir))
             dg_log(DG_LOG_WARNING, NULL, "listen and state_dir changes take effect at the next start");
         free(s->cfg.dags_folder);
@@ -566,11 +606,8 @@ void dg_server_reload(dg_server *s, const dg_config *cfg) {
             free(s->cfg.log);
             s->cfg.log = xstrdup(cfg->log);
         }
-        if (new_folder && s->watching) {
-            s->watching = false;
-            uv_close((uv_handle_t *)&s->watch, rewatch_closed);
-        }
     }
+    unwatch(s, true); /* SIGHUP watches the folder anew, whatever became of it */
     scan_folder(s);
     schedule_clock(s);
     dg_exec_pump(s->exec);
@@ -584,8 +621,7 @@ void dg_server_stop(dg_server *s) {
     /* a start that failed before the server started has no containers to speak of */
     if (s->started)
         dg_log(DG_LOG_NOTICE, NULL, "stopping: running containers keep running and are re-adopted at next start");
-    if (s->watching) uv_close((uv_handle_t *)&s->watch, NULL);
-    s->watching = false;
+    unwatch(s, false);
     if (s->handles_open) {
         uv_close((uv_handle_t *)&s->debounce, NULL);
         uv_close((uv_handle_t *)&s->clock, NULL);

@@ -45,7 +45,8 @@ struct dg_server {
     import_error *errors;
     size_t n_errors;
     uv_fs_event_t watch;
-    bool watching;
+    bool watching, watch_closing, rewatch, watch_warned;
+    ino_t watch_ino; /* the folder the watch is on (a folder made anew is another) */
     uv_timer_t debounce, clock, sweep, watchdog, reconnect;
     int64_t connect_delay_ms; /* the next wait before trying the engine again */
     int handles_open;

@@ -423,3 +423,33 @@ def test_next_prints_the_next_runs_offline(dg):
     assert res.out.splitlines()[0] == "2025-01-01T00:00:00Z 2025-01-01T00:01:00Z", res
     res = dg.exec("next", dg.tmp / "missing.yml")
     assert res.rc != 0, res
+
+
+def test_the_folder_watch_survives_the_folder_made_anew(dg):
+    """The DAGs folder removed and made again (rm -r, a checkout) is watched again by
+    itself; SIGHUP also watches it anew. Nothing else has to be restarted."""
+    import shutil
+    import signal
+    dags = dg.tmp / "dags"
+    dg.write(dag_text("@DAG@", simple_task("a", "true")), name="dags/one.yml", dedent=False)
+    srv = Server(dg, dags).start()
+    srv.wait_dag(dg.dag_id)
+    shutil.rmtree(dags)
+    wait_for("the DAG to leave with its folder", lambda: dg.dag_id not in srv.dag_ids(), 5)
+    dags.mkdir()
+    two = dg.new_dag_id("two")
+    dg.write(dag_text(two, simple_task("a", "true")), name="dags/two.yml", dedent=False)
+    wait_for("the folder made anew to be watched and loaded", lambda: two in srv.dag_ids(), 15)
+    # a file written after that comes through the new watch, not a rescan
+    three = dg.new_dag_id("three")
+    dg.write(dag_text(three, simple_task("a", "true")), name="dags/three.yml", dedent=False)
+    wait_for("a file in the new folder", lambda: three in srv.dag_ids(), 3)
+    # SIGHUP watches anew too: replace the folder and signal at once
+    shutil.rmtree(dags)
+    dags.mkdir()
+    srv.proc.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    four = dg.new_dag_id("four")
+    dg.write(dag_text(four, simple_task("a", "true")), name="dags/four.yml", dedent=False)
+    wait_for("a file after SIGHUP", lambda: four in srv.dag_ids(), 3)
+    assert srv.term() == 0, srv.stderr()
