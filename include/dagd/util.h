@@ -87,6 +87,7 @@ int dg_parse_time(const char *s, int64_t *ret_ms);
  * or operators. Returns a NULL-terminated vector; *ret_n gets its length. */
 int dg_split_words(const char *s, char ***ret_argv, size_t *ret_n);
 void dg_strv_free(char **v); /* NULL-terminated vector */
+static inline void dg_strv_freep(char ***v) { dg_strv_free(*v); }
 size_t dg_strv_len(char *const *v);
 char **dg_strv_copy(char *const *v);
 
@@ -99,6 +100,9 @@ int dg_random_hex(size_t nbytes, char **ret);
 
 bool dg_str_has_prefix(const char *s, const char *prefix);
 int dg_mkdir_p(const char *path, unsigned mode);
+/* text with every occurrence of each secret replaced by "***" (a new string). What literal
+ * replacement cannot catch is in docs/dags.md ("Connections and secrets"). */
+char *dg_redact(char *const *secrets, const char *text, size_t len);
 /* A value kept in a file of the state directory: read back when there (first line, at
  * least 8 characters), else made of nbytes random bytes in hex and written with `mode`.
  * Returns 0 when read, 1 when made. */

@@ -131,6 +131,8 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
     const dg_ti *ti = &run->ti[task];
     const dg_task *tk = &run->dag->tasks[task];
     exec_try *t = er->cur[task];
+    /* a rendered image may hold what a template took from a connection */
+    _cleanup_free_ char *image = t && t->image ? dg_redact(er->secrets, t->image, strlen(t->image)) : NULL;
     dg_ti_rec r = {
         .dag_id = run->dag->dag_id,
         .run_id = run->run_id,
@@ -144,7 +146,7 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
         .exit_code = ti->exit_code,
         .container_id = t ? t->job_id : NULL,
         .container_name = t ? t->name : NULL,
-        .image = t && t->image ? t->image : tk->image,
+        .image = image ? image : tk->image,
         .output = er->outputs[task],
         .message = ti->message,
     };
@@ -301,7 +303,7 @@ static void job_line(void *ud, int stream, const char *line, size_t len) {
     exec_run *er = t->er;
     _cleanup_free_ char *red = NULL;
     if (er->secrets) {
-        red = dg__exec_redact(er->secrets, line, len);
+        red = dg_redact(er->secrets, line, len);
         line = red;
         len = strlen(red);
     }
@@ -333,7 +335,7 @@ static void output_cb(void *ud, const char *content, size_t len, const dg_error 
         t->output_error = xasprintf("output file: %s", err->msg);
     } else {
         free(er->outputs[t->task]);
-        er->outputs[t->task] = xstrndup(content, len);
+        er->outputs[t->task] = dg_redact(er->secrets, content, len); /* as the log's lines are */
     }
     t->output_read = true;
     report_exit(t);

@@ -72,8 +72,6 @@ struct exec_try {
     int64_t start_cmd_ms; /* when START arrived */
 };
 
-/* Replace every secret in line with "***"; returns a new string. */
-char *dg__exec_redact(char *const *secrets, const char *line, size_t len);
 
 void dg__exec_notify_task(exec_try *t);
 void dg__exec_notify_event(dg_exec *x, dg_run *run, size_t task, dg_notify_event ev);

@@ -173,8 +173,25 @@ int dg_server_patch_dag(dg_server *s, const char *dag, const json_t *body, json_
 int dg_server_dag_source(dg_server *s, const char *dag, char **ret, size_t *ret_len, dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
     if (!e) return -ENOENT;
-    int r = dg_read_file(e->file, ret, ret_len);
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    int r = dg_read_file(e->file, &text, &len);
     if (r < 0) return dg_error_set(err, -ENOENT, "%s: %s", e->file, strerror(-r));
+    /* inline `{secret: value}` values are not shown (a template is no secret) */
+    _cleanup_(dg_strv_freep) char **secrets = NULL;
+    size_t n = 0;
+    for (size_t i = 0; e->dag && i < e->dag->n_tasks; i++) {
+        const dg_task *t = &e->dag->tasks[i];
+        for (size_t k = 0; k < t->n_env; k++) {
+            const char *v = t->env[k].value;
+            if (!t->env[k].secret || !v || strlen(v) < 3 || strstr(v, "{{")) continue;
+            secrets = xrealloc(secrets, (n + 2) * sizeof(char *));
+            secrets[n++] = xstrdup(v);
+            secrets[n] = NULL;
+        }
+    }
+    *ret = dg_redact(secrets, text, len);
+    *ret_len = strlen(*ret);
     return 0;
 }
 

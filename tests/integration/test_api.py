@@ -755,3 +755,29 @@ def test_concurrent_triggers_get_their_own_runs(dg):
     ids = [a.json()["dag_run_id"] for a in answers]
     dates = [a.json()["logical_date"] for a in answers]
     assert len(set(ids)) == n and len(set(dates)) == n, ids
+
+
+def test_secrets_redacted_in_outputs_and_source(dg):
+    """An inline secret never comes back through the API: not in an output read from the
+    task's output file, not in the task's log, not in the DAG's source."""
+    secret = "pa55-" + dg.dag_id[-6:]
+    d = dags_dir(dg)
+    f = dg.write("""\
+        dag: @DAG@
+        tasks:
+          a:
+            image: @IMAGE@
+            env: {S: {secret: "%s"}}
+            output: {file: /tmp/out}
+            command: [sh, -c, "echo value=$S > /tmp/out; echo log=$S"]
+        """ % secret, name="dags/dag.yml")
+    srv = Server(dg, d)
+    run = srv.ok_json("POST", "/api/v1/dags/%s/runs" % dg.dag_id, {})["dag_run_id"]
+    assert srv.wait_run(dg.dag_id, run)["state"] == "success"
+    ti = srv.ok_json("GET", "/api/v1/dags/%s/runs/%s/tasks/a" % (dg.dag_id, q(run)))
+    assert ti["output"] == "value=***\n", ti
+    log = srv.ok("GET", "/api/v1/dags/%s/runs/%s/tasks/a/logs/1" % (dg.dag_id, q(run))).text
+    assert log.strip() == "log=***", log
+    src = srv.ok("GET", "/api/v1/dags/%s/source" % dg.dag_id).text
+    assert secret not in src and '{secret: "***"}' in src, src
+    assert src == f.read_text().replace(secret, "***")
