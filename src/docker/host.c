@@ -102,6 +102,16 @@ char **dg_docker_socket_paths(const char *host) {
     for (size_t i = 0; i < ARRAY_SIZE(paths); i++) {
         if (!paths[i]) continue;
         char *r = realpath(paths[i], NULL);
+        if (!r) {
+            /* no socket right now (the engine restarting): resolve its folder instead */
+            _cleanup_free_ char *dir = xstrdup(paths[i]);
+            char *slash = strrchr(dir, '/');
+            if (slash && slash != dir) {
+                *slash = 0;
+                _cleanup_free_ char *rd = realpath(dir, NULL);
+                if (rd) r = xasprintf("%s/%s", rd, slash + 1);
+            }
+        }
         v[n++] = r ? r : xstrdup(paths[i]);
     }
     return v;
