@@ -1,4 +1,4 @@
-/* dag/load — walks the marked YAML tree (dag/yaml.c) of one DAG file (docs/dags.md), checks
+/* dag/load — walks the marked YAML tree (include/dagd/yaml.h) of one DAG file (docs/dags.md), checks
  * every key and value, and builds the immutable dg_dag: defaults applied, notification,
  * connection and pool names checked, templates judged (through tmpl), dependencies linked,
  * cycles found, topological order computed. Every problem becomes a dg_diag at the
