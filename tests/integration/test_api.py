@@ -747,7 +747,7 @@ def test_concurrent_triggers_get_their_own_runs(dg):
         """, name="dags/dag.yml")
     srv = Server(dg, d)
     runs_path = "/api/v1/dags/%s/runs" % dg.dag_id
-    n = 60
+    n = 24
     with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
         answers = list(pool.map(lambda _: srv.request("POST", runs_path, {}), range(n)))
     statuses = [a.status for a in answers]
@@ -755,6 +755,13 @@ def test_concurrent_triggers_get_their_own_runs(dg):
     ids = [a.json()["dag_run_id"] for a in answers]
     dates = [a.json()["logical_date"] for a in answers]
     assert len(set(ids)) == n and len(set(dates)) == n, ids
+    # every one of them runs, and ends; no container outlives its run
+    for rid in ids:
+        assert srv.wait_run(dg.dag_id, rid, timeout=180)["state"] == "success", rid
+    deadline = time.monotonic() + 30 * TIME_SCALE
+    while dg.containers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert dg.containers() == []
 
 
 def test_secrets_redacted_in_outputs_and_source(dg):
@@ -781,3 +788,7 @@ def test_secrets_redacted_in_outputs_and_source(dg):
     src = srv.ok("GET", "/api/v1/dags/%s/source" % dg.dag_id).text
     assert secret not in src and '{secret: "***"}' in src, src
     assert src == f.read_text().replace(secret, "***")
+    deadline = time.monotonic() + 30 * TIME_SCALE
+    while dg.containers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert dg.containers() == []

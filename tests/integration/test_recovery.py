@@ -435,6 +435,7 @@ def test_engine_out_of_reach_at_start(dg, socat_procs):
     assert {t: (ti["state"], ti["try_number"]) for t, ti in tis.items()} == \
         {"one": ("success", 1), "two": ("success", 1)}, tis
     assert "trying again in" in srv.stderr(), srv.stderr()[-3000:]
+    wait_for("the run's containers to be removed", lambda: not containers(dg.dag_id), 30)
     srv.term()
 
 
