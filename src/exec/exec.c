@@ -486,7 +486,7 @@ static void handle_start(dg_exec *x, dg_run *run, size_t task, int try_number) {
         handle_unprepare(x, run, task);
         t = NULL;
     }
-    if (t && !t->unprepared) {
+    if (t) {
         er->prepared[task] = NULL;
         t->prepare_only = false;
         t->start_requested = true;
@@ -547,7 +547,6 @@ static void handle_unprepare(dg_exec *x, dg_run *run, size_t task) {
     exec_try *t = er->prepared[task];
     if (!t) return;
     er->prepared[task] = NULL;
-    t->unprepared = true;
     try_drop_job(t, true); /* a create in flight is undone by the backend */
     try_release(t);
 }
@@ -703,15 +702,7 @@ dg_run *dg_exec_add_run(dg_exec *x, const dg_dag *dag, const char *run_id, const
     /* connection passwords never reach a log */
     const char *cid;
     json_t *c;
-    json_object_foreach(x->conns, cid, c) {
-        const char *pw = json_string_value(json_object_get(c, "password"));
-        if (pw && strlen(pw) >= 3) {
-            size_t n = dg_strv_len(er->secrets);
-            er->secrets = xrealloc(er->secrets, (n + 2) * sizeof(char *));
-            er->secrets[n] = xstrdup(pw);
-            er->secrets[n + 1] = NULL;
-        }
-    }
+    json_object_foreach(x->conns, cid, c) dg__exec_add_secret(er, json_string_value(json_object_get(c, "password")));
     er->n_tasks = dag->n_tasks;
     er->outputs = xcalloc(dag->n_tasks, sizeof(char *));
     er->cur = xcalloc(dag->n_tasks, sizeof(exec_try *));
@@ -911,7 +902,6 @@ void dg_exec_free(dg_exec *x) {
      * dagd re-adopts them) and the executor's references dropped; calls in flight release
      * the rest as the backend cancels them */
     for (exec_try *t = x->tries, *n; t; t = n) {
-        n = t->next;
         try_ref(t);
         try_drop_job(t, false);
         n = t->next;

@@ -60,7 +60,7 @@ struct exec_try {
     dg_job *job;    /* the backend's, until released */
     char *name, *image, *message;
     char *job_id; /* the backend's id of the job (a container id), once created */
-    bool prepare_only, start_requested, unprepared, stopping, released;
+    bool prepare_only, start_requested, stopping, released;
     bool created, started, exited, reported, output_read;
     int exit_code;
     char *output_error;
@@ -95,4 +95,7 @@ int dg__exec_build_spec(exec_try *t, exec_spec *ret, dg_error *err);
  * over after a restart, whose spec is not built again, so that its output (read again
  * from the first line) is redacted as it was before. */
 void dg__exec_try_secrets(exec_try *t);
+/* Add s to the run's redaction set (values under three characters are left out: they
+ * would mangle every line). */
+void dg__exec_add_secret(exec_run *er, const char *s);
 void dg__exec_spec_free(exec_spec *s);

@@ -33,7 +33,7 @@ static int render_strv(exec_try *t, const json_t *vars, const char *field, char 
     return 0;
 }
 
-static void add_secret(exec_run *er, const char *s) {
+void dg__exec_add_secret(exec_run *er, const char *s) {
     if (!s || strlen(s) < 3) return; /* redacting tiny strings would mangle every line */
     size_t n = dg_strv_len(er->secrets);
     for (size_t i = 0; i < n; i++)
@@ -51,7 +51,7 @@ void dg__exec_try_secrets(exec_try *t) {
         if (!vars) vars = dg__exec_vars(t);
         _cleanup_free_ char *v = NULL;
         _cleanup_error_ dg_error err = {0};
-        if (render(t, vars, "env", tk->env[i].value, &v, &err) == 0) add_secret(t->er, v);
+        if (render(t, vars, "env", tk->env[i].value, &v, &err) == 0) dg__exec_add_secret(t->er, v);
     }
 }
 
@@ -212,7 +212,7 @@ static int build(exec_try *t, exec_spec *sp, dg_error *err) {
         _cleanup_free_ char *v = NULL;
         _cleanup_free_ char *field = xasprintf("env.%s", tk->env[i].key);
         if ((r = render(t, vars, field, tk->env[i].value, &v, err)) < 0) return r;
-        if (tk->env[i].secret) add_secret(er, v); /* as dg__exec_try_secrets does */
+        if (tk->env[i].secret) dg__exec_add_secret(er, v); /* as dg__exec_try_secrets does */
         json_object_set_new(envo, tk->env[i].key, json_string(v));
     }
     for (size_t i = 0; tk->connections && tk->connections[i]; i++) {

@@ -285,6 +285,21 @@ static dg_run *restore_run(dg_server *s, dag_entry *e, const dg_run_rec *rr, dg_
     return run;
 }
 
+/* The run of rr in memory, or brought back from the store with its task states. */
+static dg_run *memory_run(dg_server *s, dag_entry *e, const dg_run_rec *rr) {
+    dg_run *run = dg__server_find_run(s, rr->dag_id, rr->run_id);
+    if (run) return run;
+    dg_ti_rec **tis = NULL;
+    size_t n = 0;
+    if (dg_store_list_tis(s->store, rr->dag_id, rr->run_id, &tis, &n) < 0) {
+        dg_log_ctx lc = {.dag = rr->dag_id, .run = rr->run_id};
+        dg_log(DG_LOG_ERR, &lc, "cannot read the run's tasks: %s", dg_store_errmsg(s->store));
+    }
+    run = restore_run(s, e, rr, tis, n);
+    dg_ti_recs_free(tis, n);
+    return run;
+}
+
 int dg__server_load_run(dg_server *s, dag_entry *e, const char *run_id, dg_run **ret, dg_error *err) {
     dg_run *run = dg__server_find_run(s, e->dag_id, run_id);
     if (run) {
@@ -294,11 +309,7 @@ int dg__server_load_run(dg_server *s, dag_entry *e, const char *run_id, dg_run *
     dg_run_rec *rr = NULL;
     if (dg_store_get_run(s->store, e->dag_id, run_id, &rr) < 0)
         return dg_error_set(err, -ENOENT, "DAG '%s' has no run '%s'", e->dag_id, run_id);
-    dg_ti_rec **tis = NULL;
-    size_t n = 0;
-    dg_store_list_tis(s->store, e->dag_id, run_id, &tis, &n);
-    *ret = restore_run(s, e, rr, tis, n);
-    dg_ti_recs_free(tis, n);
+    *ret = memory_run(s, e, rr);
     dg_run_rec_free(rr);
     return 0;
 }
@@ -429,17 +440,7 @@ static void recover(dg_server *s) {
         }
         /* a run already in memory (triggered, or loaded for a clear, while the engine was
          * out of reach) is settled, not restored a second time */
-        dg_run *run = dg__server_find_run(s, rr->dag_id, rr->run_id);
-        if (!run) {
-            dg_ti_rec **tis = NULL;
-            size_t nt = 0;
-            if (dg_store_list_tis(s->store, rr->dag_id, rr->run_id, &tis, &nt) < 0) {
-                dg_log_ctx lc = {.dag = rr->dag_id, .run = rr->run_id};
-                dg_log(DG_LOG_ERR, &lc, "cannot read the run's tasks: %s", dg_store_errmsg(s->store));
-            }
-            run = restore_run(s, e, rr, tis, nt);
-            dg_ti_recs_free(tis, nt);
-        }
+        dg_run *run = memory_run(s, e, rr);
         dg_log_ctx lc = run_ctx(run);
         dg_log(DG_LOG_NOTICE, &lc, "recovering run (%s)", dg_run_state_name(run->state));
         s->pending_recovery++;

@@ -54,7 +54,7 @@ struct local_job {
     char *id, *name, *image, *network;
     dg_job_pull pull;
     json_t *config; /* the create body until create is sent */
-    bool image_ok, network_ok, created, start_requested, started, die_seen, logs_done, vanished, exited_sent;
+    bool image_ok, network_ok, created, started, die_seen, logs_done, vanished, exited_sent;
     bool removing;
     int exit_code;
     dg_docker_stream *logs;
@@ -428,9 +428,7 @@ static void start_step(local_job *j) {
 static const char *local_id(dg_job *jj) { return ((local_job *)jj)->id; }
 
 static void local_start(dg_job *jj) {
-    local_job *j = (local_job *)jj;
-    j->start_requested = true;
-    start_step(j);
+    start_step((local_job *)jj);
 }
 
 static void stop_cb(void *ud, const dg_error *err) {
@@ -500,7 +498,7 @@ static dg_job *local_adopt(dg_backend *bb, const dg_job_info *info, const dg_job
     j->name = xstrdup(info->name ? info->name : info->id);
     j->image_ok = j->network_ok = j->created = true;
     if (info->started) {
-        j->start_requested = j->started = true;
+        j->started = true;
         follow_logs(j);
         reconcile(j);
     }
