@@ -173,6 +173,9 @@ int dg_sched_mark_ti(dg_sched *s, dg_run *run, size_t task, dg_ti_state st, int6
 
 /* Slot accounting, for tests and /metrics. */
 int dg_sched_running(const dg_sched *s);
+/* How many trigger-rule evaluations the scheduler has made so far (tests and benches:
+ * the work follows what changed, see docs/architecture.md). */
+uint64_t dg_sched_evaluations(const dg_sched *s);
 
 /* Behaviour the declarations above leave open (see src/sched/sched.c):
  * - dg_sched_cancel_run and dg_sched_on_* do not cascade: call dg_sched_tick after
