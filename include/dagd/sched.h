@@ -173,8 +173,9 @@ int dg_sched_mark_ti(dg_sched *s, dg_run *run, size_t task, dg_ti_state st, int6
 
 /* Slot accounting, for tests and /metrics. */
 int dg_sched_running(const dg_sched *s);
-/* How many trigger-rule evaluations the scheduler has made so far (tests and benches:
- * the work follows what changed, see docs/architecture.md). */
+/* How many times the scheduler has looked at a task instance to move it on (trigger
+ * rule, due retry or sensor check) so far: for tests and benches, since this work
+ * follows what changed, not the number of runs (docs/architecture.md, sched). */
 uint64_t dg_sched_evaluations(const dg_sched *s);
 
 /* Behaviour the declarations above leave open (see src/sched/sched.c):

@@ -51,8 +51,9 @@ typedef struct run_priv {
     dg_run pub;       /* first member: every dg_run handed out is a run_priv */
     dg_sched *s;      /* the scheduler that owns it */
     uint64_t seq;     /* creation order: older runs win priority ties */
-    int64_t *weight;  /* effective priority weight of each task */
-    size_t *topo_pos; /* position of each task in dag->topo */
+    struct dag_info *info;       /* weights and topological positions, shared */
+    const int64_t *weight;       /* info's: effective priority weight of each task */
+    const size_t *topo_pos;      /* info's: position of each task in dag->topo */
     int held;         /* task instances of this run holding a slot */
     struct run_priv *prev;       /* scheduler's list, backwards */
     struct dag_key *key;         /* the runs of the same dag_id */
@@ -82,6 +83,15 @@ typedef struct group {
     size_t gpos;  /* position in the scheduler's group heap, SIZE_MAX = not in it */
 } group;
 
+/* What every run of one dg_dag shares, computed once for all of them: they borrow the
+ * dag, so it outlives them, and the entry goes with the last of them. */
+typedef struct dag_info {
+    const dg_dag *dag;
+    int64_t *weight;
+    size_t *topo_pos;
+    size_t refs; /* runs using it */
+} dag_info;
+
 /* The versions of one DAG that have queued runs (max_active_runs is the version's). */
 typedef struct bucket {
     const dg_dag *dag;
@@ -99,6 +109,8 @@ typedef struct dag_key {
     size_t n_buckets;
     group **groups;
     size_t n_groups;
+    dag_info **infos;
+    size_t n_infos;
 } dag_key;
 
 typedef struct timer {
@@ -566,14 +578,47 @@ static upstream_count count_upstream(const dg_run *run, size_t i) {
     return c;
 }
 
-/* Airflow's "downstream" weight rule (the model's), computed once per run. */
-static void compute_weights(run_priv *r) {
+/* Airflow's "downstream" weight rule (the model's), computed once per dg_dag. */
+static void attach_info(run_priv *r) {
+    dag_key *k = r->key;
     const dg_dag *dag = r->pub.dag;
-    size_t n = dag->n_tasks;
-    r->weight = xcalloc(n ? n : 1, sizeof(int64_t));
-    r->topo_pos = xcalloc(n ? n : 1, sizeof(size_t));
-    for (size_t k = 0; k < n; k++) r->topo_pos[topo_at(dag, k)] = k;
-    for (size_t t = 0; t < n; t++) r->weight[t] = dg_task_effective_weight(dag, t);
+    for (size_t i = 0; i < k->n_infos; i++)
+        if (k->infos[i]->dag == dag) {
+            r->info = k->infos[i];
+            break;
+        }
+    if (!r->info) {
+        size_t n = dag->n_tasks;
+        dag_info *in = xcalloc(1, sizeof *in);
+        in->dag = dag;
+        in->weight = xcalloc(n ? n : 1, sizeof(int64_t));
+        in->topo_pos = xcalloc(n ? n : 1, sizeof(size_t));
+        for (size_t p = 0; p < n; p++) in->topo_pos[topo_at(dag, p)] = p;
+        for (size_t t = 0; t < n; t++) in->weight[t] = dg_task_effective_weight(dag, t);
+        k->infos = xrealloc(k->infos, (k->n_infos + 1) * sizeof(dag_info *));
+        k->infos[k->n_infos++] = in;
+        r->info = in;
+    }
+    r->info->refs++;
+    r->weight = r->info->weight;
+    r->topo_pos = r->info->topo_pos;
+}
+
+static void info_free(dag_info *in) {
+    free(in->weight);
+    free(in->topo_pos);
+    free(in);
+}
+
+static void detach_info(run_priv *r) {
+    dag_key *k = r->key;
+    if (--r->info->refs > 0) return;
+    for (size_t i = 0; i < k->n_infos; i++)
+        if (k->infos[i] == r->info) {
+            k->infos[i] = k->infos[--k->n_infos];
+            break;
+        }
+    info_free(r->info);
 }
 
 /* ---- candidates: scheduled task instances waiting for a slot ---- */
@@ -816,8 +861,6 @@ static void run_free(dg_run *run) {
     free(run->ti);
     free(run->prev_states);
     free(run->run_id);
-    free(r->weight);
-    free(r->topo_pos);
     free(r->tflags);
     free(r->hint);
     heap_free(&r->dirty);
@@ -836,6 +879,8 @@ void dg_sched_free(dg_sched *s) {
             heap_free(&key->groups[g]->cands);
             free(key->groups[g]);
         }
+        for (size_t i = 0; i < key->n_infos; i++) info_free(key->infos[i]);
+        free(key->infos);
         free(key->groups);
         free(key->buckets);
         free(key->dag_id);
@@ -874,7 +919,7 @@ dg_run *dg_sched_add_run(dg_sched *s, const dg_dag *dag, const char *run_id, int
     r->n_unfinished = n;
     r->tflags = xcalloc(n ? n : 1, sizeof(uint8_t));
     heap_init(&r->dirty, sizeof(size_t), less_size, NULL);
-    compute_weights(r);
+    attach_info(r);
 
     r->prev = priv(s->tail);
     if (s->tail) s->tail->next = run;
@@ -933,6 +978,7 @@ void dg_sched_remove_run(dg_sched *s, dg_run *run) {
     for (size_t i = 0; i < s->n_cmds; i++)
         if (s->cmds[i].run != run) s->cmds[w++] = s->cmds[i];
     s->n_cmds = w;
+    detach_info(r);
     run_free(run);
 }
 
@@ -1035,6 +1081,7 @@ static bool advance_run(dg_sched *s, run_priv *r, int64_t now) {
         size_t i = topo_at(dag, *(size_t *)hat(&r->dirty, 0));
         heap_remove(&r->dirty, 0);
         r->tflags[i] &= (uint8_t)~TF_DIRTY;
+        s->evaluations++;
         dg_ti *ti = &run->ti[i];
         switch (ti->state) {
         case DG_TI_UP_FOR_RETRY:
@@ -1047,7 +1094,6 @@ static bool advance_run(dg_sched *s, run_priv *r, int64_t now) {
             if (ti->not_before_ms && ti->not_before_ms <= now) ti->not_before_ms = 0;
             break;
         case DG_TI_NONE: {
-            s->evaluations++;
             upstream_count c = count_upstream(run, i);
             decision d = decide(dag->tasks[i].trigger_rule, &c);
             if (d == RUN && blocked_by_past(run, i)) d = WAIT;
