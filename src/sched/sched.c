@@ -65,6 +65,7 @@ typedef struct run_priv {
     size_t *hint;                /* tasks to check for a PREPARE hint */
     size_t n_hint, cap_hint;
     bool in_work, in_fin, in_hints;
+    bool rearm;                  /* a timeout came due while the run was not running */
     size_t refs;                 /* entries in the timer and candidate heaps */
 } run_priv;
 
@@ -756,14 +757,16 @@ static void dequeue(run_priv *r) {
     r->in_queue = false;
 }
 
-/* The run became running: everything in it is looked at once, as a full pass would. */
+/* The run became running. What changed in it while it was not active is still marked
+ * (dirty tasks, hints): put it back on the lists that look at them. */
 static void on_running(dg_sched *s, run_priv *r) {
     mark_finish_check(r);
     if (r->pub.cancelled) return;
-    for (size_t i = 0; i < r->pub.dag->n_tasks; i++) {
-        mark_dirty(r, i);
-        mark_hint(r, i);
-        arm_timer(s, r, i);
+    if (r->dirty.n) runvec_add(&s->work, r, &r->in_work);
+    if (r->n_hint) runvec_add(&s->hints, r, &r->in_hints);
+    if (r->rearm) {
+        r->rearm = false;
+        for (size_t i = 0; i < r->pub.dag->n_tasks; i++) arm_timer(s, r, i);
     }
 }
 
@@ -920,6 +923,11 @@ dg_run *dg_sched_add_run(dg_sched *s, const dg_dag *dag, const char *run_id, int
     r->tflags = xcalloc(n ? n : 1, sizeof(uint8_t));
     heap_init(&r->dirty, sizeof(size_t), less_size, NULL);
     attach_info(r);
+    /* a new run: every task is looked at once (roots start, `always` tasks too) */
+    for (size_t i = 0; i < n; i++) {
+        mark_dirty(r, i);
+        mark_hint(r, i);
+    }
 
     r->prev = priv(s->tail);
     if (s->tail) s->tail->next = run;
@@ -1006,7 +1014,10 @@ static void fire_timers(dg_sched *s, int64_t now) {
         dg_ti *ti = &t.r->pub.ti[t.task];
         if (ti->state == DG_TI_QUEUED || ti->state == DG_TI_RUNNING) {
             /* a run that is not running yet arms it again when it starts */
-            if (t.r->pub.state != DG_RUN_RUNNING) continue;
+            if (t.r->pub.state != DG_RUN_RUNNING) {
+                t.r->rearm = true;
+                continue;
+            }
             if (n == cap) {
                 cap = cap ? cap * 2 : 8;
                 fired = xrealloc(fired, cap * sizeof(timer));
@@ -1224,11 +1235,11 @@ static void prepare_hints(dg_sched *s) {
         dg_run *run = &r->pub;
         const dg_dag *dag = run->dag;
         r->in_hints = false;
+        if (!run_active(run)) continue; /* kept for on_running */
         if (r->n_hint > 1) qsort(r->hint, r->n_hint, sizeof(size_t), cmp_size);
         for (size_t h = 0; h < r->n_hint; h++) {
             size_t i = r->hint[h];
             r->tflags[i] &= (uint8_t)~TF_HINT;
-            if (!run_active(run)) continue; /* on_running looks again */
             const dg_task *t = &dag->tasks[i];
             dg_ti *ti = &run->ti[i];
             if (ti->state != DG_TI_NONE || ti->prepared || t->kind != DG_KIND_CONTAINER) continue;

@@ -47,6 +47,7 @@ static inline void dg_layered_dag_free(dg_dag *dag) {
         free(dag->tasks[i].id);
         free(dag->tasks[i].upstream);
         free(dag->tasks[i].downstream);
+        free(dag->tasks[i].pool);
         dg_strv_free(dag->tasks[i].depends_on);
     }
     free(dag->tasks);
