@@ -484,8 +484,8 @@ static void put_state(run_priv *r, size_t i, dg_ti_state st) {
         if (r->n_unfinished == 0) mark_finish_check(r);
     }
     const dg_task *t = task_of(&r->pub, i);
-    /* the trigger rules of the downstream tasks count finished upstreams only */
-    if (was != is)
+    /* the trigger rules of the downstream tasks count finished upstreams, by kind */
+    if (was || is)
         for (size_t k = 0; k < t->n_downstream; k++) mark_dirty(r, t->downstream[k]);
     if (st == DG_TI_NONE || st == DG_TI_SCHEDULED || st == DG_TI_UP_FOR_RETRY) mark_dirty(r, i);
     /* a PREPARE hint wants every upstream in flight or succeeded */
