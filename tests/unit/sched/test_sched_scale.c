@@ -281,3 +281,27 @@ Test(sched_scale, clear_and_mark_look_only_at_neighbours) {
     dg_sched_free(s);
     dg_layered_dag_free(dag);
 }
+
+/* A task marked failed after it succeeded changes what its downstream tasks count
+ * (success → failed, both finished): they are looked at again and end upstream_failed. */
+Test(sched_scale, success_marked_failed_reaches_downstream) {
+    dg_dag *dag = dg_layered_dag("marks", 3, 2);
+    dg_sched_opts o = {.parallelism = 8};
+    dg_sched *s = dg_sched_new(&o);
+    dg_run *r = dg_sched_add_run(s, dag, "r", 0);
+    log_t l = tick(s, 1);
+    log_free(&l);
+    finish(s, r, 0, 0, 2);
+    l = tick(s, 2);
+    log_free(&l);
+    cr_assert_eq(r->ti[0].state, DG_TI_SUCCESS);
+    cr_assert_eq(r->ti[2].state, DG_TI_NONE, "waits for task 1");
+    cr_assert_eq(dg_sched_mark_ti(s, r, 0, DG_TI_FAILED, 3), 0);
+    l = tick(s, 3);
+    cr_assert_eq(r->ti[2].state, DG_TI_UPSTREAM_FAILED);
+    cr_assert_eq(r->ti[3].state, DG_TI_UPSTREAM_FAILED);
+    cr_assert_eq(r->ti[4].state, DG_TI_UPSTREAM_FAILED, "and on down the layers");
+    log_free(&l);
+    dg_sched_free(s);
+    dg_layered_dag_free(dag);
+}
