@@ -69,10 +69,15 @@ typedef struct run_priv {
     size_t refs;                 /* entries in the timer and candidate heaps */
 } run_priv;
 
+/* The sort key is copied in, so that heap operations do not chase the run. */
 typedef struct cand {
+    int64_t weight;
+    uint64_t seq;
     run_priv *r;
-    size_t task;
+    uint32_t topo_pos;
+    uint32_t task;
 } cand;
+
 
 /* Scheduled task instances that wait for a slot, by (dag version, pool): within one
  * group, max_active_tasks and the pool block all members alike. */
@@ -119,6 +124,9 @@ typedef struct timer {
     run_priv *r;
     size_t task;
 } timer;
+
+/* hswap swaps through a 32-byte buffer */
+_Static_assert(sizeof(cand) <= 32 && sizeof(timer) <= 32 && sizeof(size_t) <= 32, "heap element too big");
 
 /* A list of runs, each in it at most once (its flag says so). */
 typedef struct runvec {
@@ -626,11 +634,9 @@ static void detach_info(run_priv *r) {
 
 /* Highest effective priority_weight first, then the older run, then topological order. */
 static int cmp_cand(const cand *x, const cand *y) {
-    int64_t wx = x->r->weight[x->task], wy = y->r->weight[y->task];
-    if (wx != wy) return wx > wy ? -1 : 1;
-    if (x->r->seq != y->r->seq) return x->r->seq < y->r->seq ? -1 : 1;
-    size_t px = x->r->topo_pos[x->task], py = y->r->topo_pos[y->task];
-    return px < py ? -1 : px > py;
+    if (x->weight != y->weight) return x->weight > y->weight ? -1 : 1;
+    if (x->seq != y->seq) return x->seq < y->seq ? -1 : 1;
+    return x->topo_pos < y->topo_pos ? -1 : x->topo_pos > y->topo_pos;
 }
 
 static int less_cand(const void *a, const void *b) { return cmp_cand(a, b) < 0; }
@@ -674,7 +680,7 @@ static void add_cand(dg_sched *s, run_priv *r, size_t i) {
     if (r->tflags[i] & TF_CAND) return;
     r->tflags[i] |= TF_CAND;
     group *g = group_of(s, r, i);
-    cand c = {r, i};
+    cand c = {r->weight[i], r->seq, r, (uint32_t)r->topo_pos[i], (uint32_t)i};
     heap_push(&g->cands, &c);
     r->refs++;
     group_reheap(s, g);
