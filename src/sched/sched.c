@@ -125,8 +125,9 @@ typedef struct timer {
     size_t task;
 } timer;
 
-/* hswap swaps through a 32-byte buffer */
-_Static_assert(sizeof(cand) <= 32 && sizeof(timer) <= 32 && sizeof(size_t) <= 32, "heap element too big");
+/* the heap moves elements as up to four whole words */
+_Static_assert(sizeof(cand) <= 32 && sizeof(cand) % 8 == 0 && sizeof(timer) <= 32 && sizeof(timer) % 8 == 0 &&
+               sizeof(size_t) == 8 && sizeof(group *) == 8, "heap elements are 1 to 4 words");
 
 /* A list of runs, each in it at most once (its flag says so). */
 typedef struct runvec {
@@ -286,35 +287,42 @@ static int64_t sat_add(int64_t a, int64_t b) {
 
 static void *hat(const heap *h, size_t i) { return h->v + i * h->size; }
 
-static void hswap(heap *h, size_t i, size_t j) {
-    char tmp[32];
-    memcpy(tmp, hat(h, i), h->size);
-    memcpy(hat(h, i), hat(h, j), h->size);
-    memcpy(hat(h, j), tmp, h->size);
-    if (h->moved) {
-        h->moved(hat(h, i), i);
-        h->moved(hat(h, j), j);
-    }
+/* Elements are whole words (all of ours are), copied inline rather than through memcpy. */
+static void hcopy(const heap *h, void *dst, const void *src) {
+    uint64_t *d = dst;
+    const uint64_t *s = src;
+    for (size_t k = 0; k < h->size / sizeof(uint64_t); k++) d[k] = s[k];
 }
 
+/* Sifts with a hole: the element moves once, the others one step each. */
 static void sift_up(heap *h, size_t i) {
+    uint64_t tmp[4];
+    hcopy(h, tmp, hat(h, i));
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!h->less(hat(h, i), hat(h, p))) break;
-        hswap(h, i, p);
+        if (!h->less(tmp, hat(h, p))) break;
+        hcopy(h, hat(h, i), hat(h, p));
+        if (h->moved) h->moved(hat(h, i), i);
         i = p;
     }
+    hcopy(h, hat(h, i), tmp);
+    if (h->moved) h->moved(hat(h, i), i);
 }
 
 static void sift_down(heap *h, size_t i) {
+    uint64_t tmp[4];
+    hcopy(h, tmp, hat(h, i));
     for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < h->n && h->less(hat(h, l), hat(h, m))) m = l;
-        if (r < h->n && h->less(hat(h, r), hat(h, m))) m = r;
-        if (m == i) break;
-        hswap(h, i, m);
+        size_t l = 2 * i + 1, r = l + 1, m = l;
+        if (l >= h->n) break;
+        if (r < h->n && h->less(hat(h, r), hat(h, l))) m = r;
+        if (!h->less(hat(h, m), tmp)) break;
+        hcopy(h, hat(h, i), hat(h, m));
+        if (h->moved) h->moved(hat(h, i), i);
         i = m;
     }
+    hcopy(h, hat(h, i), tmp);
+    if (h->moved) h->moved(hat(h, i), i);
 }
 
 static void heap_init(heap *h, size_t size, int (*less)(const void *, const void *),
