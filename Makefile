@@ -1,4 +1,4 @@
-# dagd — plain Makefile (see docs/operations.md). Targets: deps all test unit engine integration check layers valgrind bench run install clean
+# dagd — plain Makefile (see docs/operations.md). Targets: deps all test unit engine integration check layers valgrind bench bench-sched run install clean
 CC      ?= cc
 PKGS    := libuv libcurl jansson yaml-0.1 sqlite3 libarchive libmicrohttpd libsystemd
 CFLAGS  ?= -O2 -g

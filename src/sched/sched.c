@@ -14,7 +14,11 @@
  *   refreshes prev_states when the previous run moves on.
  * - A try stopped because its run was cancelled ends failed whatever it exited with.
  * - A task with no pool counts against a configured pool named "default_pool", as in
- *   Airflow; any other pool that the server does not list is unbounded. */
+ *   Airflow; any other pool that the server does not list is unbounded.
+ *
+ * The work of a tick follows what changed (dirty tasks per run, candidate heaps by DAG
+ * version and pool, one timer heap), never the number of runs: see docs/architecture.md,
+ * sched, and docs/benchmarks.md, "Scheduler at scale". */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
