@@ -70,7 +70,8 @@ typedef struct run_priv {
     size_t n_hint, cap_hint;
     bool in_work, in_fin, in_hints;
     bool rearm;                  /* a timeout came due while the run was not running */
-    size_t refs;                 /* entries in the timer and candidate heaps */
+    size_t refs;                 /* entries in the candidate heaps */
+    size_t *tpos;                /* each task's entry in the timer heap, SIZE_MAX = none */
 } run_priv;
 
 /* The sort key is copied in, so that heap operations do not chase the run. */
@@ -468,7 +469,7 @@ static void mark_hint(run_priv *r, size_t i) {
 }
 
 /* When task i next needs the scheduler by itself (retry due, sensor check due, timeout),
- * or -1. A timer entry whose time is no longer this one is stale and skipped. */
+ * or -1. Each task has at most one timer entry, kept equal to this. */
 static int64_t due_of(const dg_ti *ti) {
     if ((ti->state == DG_TI_SCHEDULED || ti->state == DG_TI_UP_FOR_RETRY) && ti->not_before_ms > 0)
         return ti->not_before_ms;
@@ -481,16 +482,32 @@ static int less_timer(const void *a, const void *b) {
     return ((const timer *)a)->due < ((const timer *)b)->due;
 }
 
-static void arm_timer(dg_sched *s, run_priv *r, size_t i) {
-    int64_t due = due_of(&r->pub.ti[i]);
-    if (due < 0) return;
-    timer t = {due, r, i};
-    heap_push(&s->timers, &t);
-    r->refs++;
+static void timer_moved(void *e, size_t pos) {
+    timer *t = e;
+    t->r->tpos[t->task] = pos;
 }
 
-static bool timer_valid(const timer *t) {
-    return !run_over(&t->r->pub) && due_of(&t->r->pub.ti[t->task]) == t->due;
+static void timer_drop(dg_sched *s, run_priv *r, size_t i) {
+    size_t pos = r->tpos[i];
+    if (pos == SIZE_MAX) return;
+    r->tpos[i] = SIZE_MAX;
+    heap_remove(&s->timers, pos);
+}
+
+/* Brings task i's timer entry in line with its state: added, moved or removed. */
+static void sync_timer(dg_sched *s, run_priv *r, size_t i) {
+    int64_t due = due_of(&r->pub.ti[i]);
+    size_t pos = r->tpos[i];
+    if (due < 0) {
+        timer_drop(s, r, i);
+    } else if (pos == SIZE_MAX) {
+        timer t = {due, r, i};
+        heap_push(&s->timers, &t);
+    } else if (((timer *)hat(&s->timers, pos))->due != due) {
+        ((timer *)hat(&s->timers, pos))->due = due;
+        sift_down(&s->timers, pos);
+        sift_up(&s->timers, r->tpos[i]);
+    }
 }
 
 /* Every state change goes through here so that each one is reported exactly once;
@@ -512,6 +529,7 @@ static void put_state(run_priv *r, size_t i, dg_ti_state st) {
     if (st == DG_TI_QUEUED || st == DG_TI_RUNNING || st == DG_TI_SUCCESS)
         for (size_t k = 0; k < t->n_downstream; k++) mark_hint(r, t->downstream[k]);
     if (st == DG_TI_NONE) mark_hint(r, i);
+    sync_timer(r->s, r, i);
 }
 
 static void set_state(dg_sched *s, dg_run *run, size_t i, dg_ti_state st) {
@@ -784,7 +802,7 @@ static void on_running(dg_sched *s, run_priv *r) {
     if (r->n_hint) runvec_add(&s->hints, r, &r->in_hints);
     if (r->rearm) {
         r->rearm = false;
-        for (size_t i = 0; i < r->pub.dag->n_tasks; i++) arm_timer(s, r, i);
+        for (size_t i = 0; i < r->pub.dag->n_tasks; i++) sync_timer(s, r, i);
     }
 }
 
@@ -869,7 +887,7 @@ dg_sched *dg_sched_new(const dg_sched_opts *opts) {
     dg_sched *s = xcalloc(1, sizeof *s);
     s->retry_cap_ms = DEFAULT_RETRY_CAP_MS;
     heap_init(&s->groups, sizeof(group *), less_group, group_moved);
-    heap_init(&s->timers, sizeof(timer), less_timer, NULL);
+    heap_init(&s->timers, sizeof(timer), less_timer, timer_moved);
     dg_sched_set_limits(s, opts ? opts->parallelism : 0, opts ? opts->pools : NULL, opts ? opts->n_pools : 0);
     if (opts && opts->default_max_retry_delay_ms > 0) s->retry_cap_ms = opts->default_max_retry_delay_ms;
     return s;
@@ -883,6 +901,7 @@ static void run_free(dg_run *run) {
     free(run->prev_states);
     free(run->run_id);
     free(r->tflags);
+    free(r->tpos);
     free(r->hint);
     heap_free(&r->dirty);
     free(r);
@@ -939,6 +958,8 @@ dg_run *dg_sched_add_run(dg_sched *s, const dg_dag *dag, const char *run_id, int
     r->key = key_of(s, dag);
     r->n_unfinished = n;
     r->tflags = xcalloc(n ? n : 1, sizeof(uint8_t));
+    r->tpos = xcalloc(n ? n : 1, sizeof(size_t));
+    for (size_t i = 0; i < n; i++) r->tpos[i] = SIZE_MAX;
     heap_init(&r->dirty, sizeof(size_t), less_size, NULL);
     attach_info(r);
     /* a new run: every task is looked at once (roots start, `always` tasks too) */
@@ -970,7 +991,6 @@ void dg_sched_set_prev_states(dg_run *run, const dg_ti_state *states) {
     memcpy(run->prev_states, states, n * sizeof(dg_ti_state));
 }
 
-static bool keep_timer(const void *e, const void *arg) { return ((const timer *)e)->r != arg; }
 static bool keep_cand(const void *e, const void *arg) { return ((const cand *)e)->r != arg; }
 
 void dg_sched_remove_run(dg_sched *s, dg_run *run) {
@@ -990,8 +1010,8 @@ void dg_sched_remove_run(dg_sched *s, dg_run *run) {
     if (r->in_work) runvec_drop(&s->work, r);
     if (r->in_fin) runvec_drop(&s->fin, r);
     if (r->in_hints) runvec_drop(&s->hints, r);
+    for (size_t i = 0; i < run->dag->n_tasks; i++) timer_drop(s, r, i);
     if (r->refs) {
-        heap_filter(&s->timers, keep_timer, r);
         for (size_t k = 0; k < s->n_keys; k++)
             for (size_t g = 0; g < s->keys[k]->n_groups; g++) {
                 group *gr = s->keys[k]->groups[g];
@@ -1026,9 +1046,8 @@ static void fire_timers(dg_sched *s, int64_t now) {
     while (s->timers.n > 0) {
         timer t = *(timer *)hat(&s->timers, 0);
         if (t.due > now) break;
-        heap_remove(&s->timers, 0);
-        t.r->refs--;
-        if (!timer_valid(&t)) continue;
+        timer_drop(s, t.r, t.task);
+        if (run_over(&t.r->pub)) continue;
         dg_ti *ti = &t.r->pub.ti[t.task];
         if (ti->state == DG_TI_QUEUED || ti->state == DG_TI_RUNNING) {
             /* a run that is not running yet arms it again when it starts */
@@ -1049,7 +1068,6 @@ static void fire_timers(dg_sched *s, int64_t now) {
     for (size_t k = 0; k < n; k++) {
         dg_run *run = &fired[k].r->pub;
         dg_ti *ti = &run->ti[fired[k].task];
-        if (ti->stopping) continue; /* the same deadline armed twice */
         ti->stopping = ti->timed_out = true;
         dg_cmd *c = push_cmd(s, DG_CMD_STOP, run, fired[k].task);
         c->try_number = ti->try_number;
@@ -1120,7 +1138,10 @@ static bool advance_run(dg_sched *s, run_priv *r, int64_t now) {
             changed = true;
             break;
         case DG_TI_SCHEDULED:
-            if (ti->not_before_ms && ti->not_before_ms <= now) ti->not_before_ms = 0;
+            if (ti->not_before_ms && ti->not_before_ms <= now) {
+                ti->not_before_ms = 0;
+                sync_timer(s, r, i);
+            }
             break;
         case DG_TI_NONE: {
             upstream_count c = count_upstream(run, i);
@@ -1297,7 +1318,6 @@ void dg_sched_on_started(dg_sched *s, dg_run *run, size_t task, int try_number, 
     int64_t timeout = task_of(run, task)->timeout_ms;
     if (timeout > 0) ti->deadline_ms = sat_add(now, timeout);
     set_state(s, run, task, DG_TI_RUNNING);
-    arm_timer(s, priv(run), task);
 }
 
 static void end_failed(dg_sched *s, dg_run *run, size_t i, char *msg, int64_t now) {
@@ -1319,7 +1339,6 @@ static void try_failed(dg_sched *s, dg_run *run, size_t i, char *msg, int64_t no
     ti->not_before_ms = sat_add(now, delay);
     set_message(ti, msg);
     set_state(s, run, i, DG_TI_UP_FOR_RETRY);
-    arm_timer(s, priv(run), i);
     if (has_names(task_of(run, i)->on_retry)) notify(s, run, i, DG_EVENT_RETRY);
 }
 
@@ -1374,7 +1393,6 @@ void dg_sched_on_finished(dg_sched *s, dg_run *run, size_t task, int try_number,
         ti->not_before_ms = sat_add(now, t->sensor.interval_ms > 0 ? t->sensor.interval_ms : 0);
         set_message(ti, NULL);
         set_state(s, run, task, DG_TI_SCHEDULED);
-        arm_timer(s, priv(run), task);
         return;
     case DG_RES_EXITED:
         ti->has_exit_code = true;
@@ -1412,6 +1430,7 @@ void dg_sched_cancel_run(dg_sched *s, dg_run *run, int64_t now) {
         case DG_TI_RUNNING: {
             if (ti->stopping) break;
             ti->stopping = true;
+            sync_timer(s, priv(run), i);
             dg_cmd *c = push_cmd(s, DG_CMD_STOP, run, i);
             c->try_number = ti->try_number;
             c->reason = DG_STOP_CANCEL;
@@ -1434,9 +1453,8 @@ int64_t dg_sched_next_wakeup(const dg_sched *cs) {
     dg_sched *s = (dg_sched *)cs;
     while (s->timers.n > 0) {
         timer *t = hat(&s->timers, 0);
-        if (timer_valid(t)) return t->due;
-        t->r->refs--;
-        heap_remove(&s->timers, 0);
+        if (!run_over(&t->r->pub)) return t->due;
+        timer_drop(s, t->r, t->task);
     }
     return -1;
 }
@@ -1496,7 +1514,7 @@ void dg_sched_restore_ti(dg_sched *s, dg_run *run, size_t i, const dg_ti_restore
         put_state(priv(run), i, r->state);
         break;
     }
-    arm_timer(s, priv(run), i);
+    sync_timer(s, priv(run), i);
 }
 
 /* Airflow's clear: the task instance goes back to `none` with a fresh retry budget on
