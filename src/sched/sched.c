@@ -1076,7 +1076,7 @@ static void fire_timers(dg_sched *s, int64_t now) {
     free(fired);
 }
 
-static int cmp_run_seq(const void *a, const void *b) { return cmp_seq(a, b); }
+
 
 /* Starts the queued runs that max_active_runs lets start, oldest first, looking only at
  * the DAGs where something changed. */
@@ -1112,7 +1112,7 @@ static bool activate_runs(dg_sched *s, int64_t now) {
         }
     }
     free(keys);
-    if (n > 1) qsort(started, n, sizeof(run_priv *), cmp_run_seq);
+    if (n > 1) qsort(started, n, sizeof(run_priv *), cmp_seq);
     for (size_t i = 0; i < n; i++) push_cmd(s, DG_CMD_RUN_CHANGED, &started[i]->pub, SIZE_MAX);
     free(started);
     return n > 0;
