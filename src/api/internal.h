@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "dagd/api.h"
@@ -17,6 +18,17 @@
 
 typedef struct dg__api_stream dg__api_stream;
 
+/* One open connection while a request head is awaited on it (see docs/api.md, "Limits"):
+ * from the accept, and again from the end of each request, until the head is in. Owned by
+ * MHD's connection as its socket context (made and freed in the notify-connection
+ * callback); linked into dg_api's waiting list, oldest first, while waiting. */
+typedef struct dg__api_conn {
+    struct MHD_Connection *conn;
+    uint64_t since; /* uv_now when the wait began */
+    bool waiting;
+    struct dg__api_conn *prev, *next;
+} dg__api_conn;
+
 struct dg_api {
     uv_loop_t *loop;
     dg_server *server;
@@ -26,6 +38,9 @@ struct dg_api {
     size_t token_len;
     uv_poll_t poll;
     uv_timer_t timer;
+    uv_timer_t head_timer; /* fires at the oldest waiting head's deadline */
+    uint64_t head_timeout_ms;
+    dg__api_conn *waiting_first, *waiting_last;
     int open_handles; /* freed when this reaches zero after stop */
     bool stopping;
     dg__api_stream *streams;

@@ -546,7 +546,7 @@ static int serve_start(serve_ctx *c, uv_loop_t *loop, const dg_config *cfg, dg_e
     bool made;
     if ((r = dg_api_token(cfg, &token, &made, err)) < 0) return r;
     if (made) dg_log(DG_LOG_NOTICE, NULL, "API token written to %s/token", cfg->state_dir);
-    if ((r = dg_api_start(loop, c->server, cfg->listen, token, &c->api, err)) < 0) return r;
+    if ((r = dg_api_start(loop, c->server, cfg, token, &c->api, err)) < 0) return r;
     dg_log(DG_LOG_INFO, NULL, "API listening on %s (port %d)", cfg->listen, dg_api_port(c->api));
     if ((r = write_port_file(cfg->state_dir, dg_api_port(c->api), err)) < 0) return r;
     return dg_server_start(c->server, err);

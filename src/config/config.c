@@ -11,9 +11,10 @@
 extern char **environ;
 
 static const char *const top_keys[] = {"dags_folder", "state_dir", "listen", "token_file", "parallelism", "pools",
-                                       "backend", "docker_host", "smtp", "connections_file", "policy", "log"};
+                                       "backend", "docker_host", "smtp", "connections_file", "policy", "log", "api"};
 static const char *const smtp_keys[] = {"url", "from", "user", "password"};
 static const char *const policy_keys[] = {"allow_privileged", "allowed_volume_prefixes", "allow_docker_socket"};
+static const char *const api_keys[] = {"max_connections", "max_connections_per_address", "request_head_timeout"};
 
 char *dg_config_default_state_dir(void) {
     const char *s = getenv("STATE_DIRECTORY");
@@ -34,13 +35,15 @@ static int set_bool(const char *v, bool *ret) {
     return 0;
 }
 
-static int set_int(const char *v, int *ret) {
+static int set_int_range(const char *v, long max, int *ret) {
     char *end;
     long n = strtol(v, &end, 10);
-    if (!*v || *end || n < 1 || n > 100000) return -EINVAL;
+    if (!*v || *end || n < 1 || n > max) return -EINVAL;
     *ret = (int)n;
     return 0;
 }
+
+static int set_int(const char *v, int *ret) { return set_int_range(v, 100000, ret); }
 
 static void add_pool(dg_config *c, const char *name, int slots) {
     for (size_t i = 0; i < c->n_pools; i++)
@@ -80,6 +83,9 @@ static const char *expected_form(const char *key) {
     if (!strcmp(key, "backend")) return "local or swarm";
     if (!strcmp(key, "log")) return "auto, journald or stderr";
     if (!strcmp(key, "policy_allowed_volume_prefixes")) return "a list of absolute paths";
+    if (!strcmp(key, "api_max_connections") || !strcmp(key, "api_max_connections_per_address"))
+        return "a whole number from 1 to 100000";
+    if (!strcmp(key, "api_request_head_timeout")) return "a number of seconds from 1 to 3600";
     return "true or false";
 }
 
@@ -111,7 +117,10 @@ static int apply(dg_config *c, const char *key, const char *v, dg_error *err) {
         for (char *p = copy; *p; p++)
             if (*p == ',') *p = ' ';
         if (dg_split_words(copy, &c->allowed_volume_prefixes, &n) < 0) r = -EINVAL;
-    } else if (!strcmp(key, "log")) {
+    } else if (!strcmp(key, "api_max_connections")) r = set_int(v, &c->api_max_connections);
+    else if (!strcmp(key, "api_max_connections_per_address")) r = set_int(v, &c->api_max_connections_per_address);
+    else if (!strcmp(key, "api_request_head_timeout")) r = set_int_range(v, 3600, &c->api_request_head_timeout);
+    else if (!strcmp(key, "log")) {
         if (strcmp(v, "auto") && strcmp(v, "journald") && strcmp(v, "stderr")) r = -EINVAL;
         else set_str(&c->log, v);
     } else
@@ -142,7 +151,7 @@ static int load_file(dg_config *c, const char *file, dg_error *err) {
     for (size_t i = 0; i + 1 < root->n && r >= 0; i += 2) {
         const dg_ynode *k = root->kids[i], *v = root->kids[i + 1];
         const char *key = k->str;
-        bool nested = !strcmp(key, "smtp") || !strcmp(key, "policy");
+        bool nested = !strcmp(key, "smtp") || !strcmp(key, "policy") || !strcmp(key, "api");
         bool known = false;
         for (size_t t = 0; t < ARRAY_SIZE(top_keys); t++) known |= !strcmp(key, top_keys[t]);
         if (!known) {
@@ -158,8 +167,10 @@ static int load_file(dg_config *c, const char *file, dg_error *err) {
                 r = dg_error_set(err, -EINVAL, "%s: error: '%s' must be a mapping", where, key);
                 break;
             }
-            const char *const *sub = !strcmp(key, "smtp") ? smtp_keys : policy_keys;
-            size_t nsub = !strcmp(key, "smtp") ? ARRAY_SIZE(smtp_keys) : ARRAY_SIZE(policy_keys);
+            const char *const *sub = !strcmp(key, "smtp") ? smtp_keys : !strcmp(key, "api") ? api_keys : policy_keys;
+            size_t nsub = !strcmp(key, "smtp")  ? ARRAY_SIZE(smtp_keys)
+                          : !strcmp(key, "api") ? ARRAY_SIZE(api_keys)
+                                                : ARRAY_SIZE(policy_keys);
             for (size_t j = 0; j + 1 < v->n && r >= 0; j += 2) {
                 const dg_ynode *sk = v->kids[j], *sv = v->kids[j + 1];
                 bool ok = false;
@@ -265,10 +276,12 @@ static const char *const env_keys[] = {
     "dags_folder",      "state_dir",   "listen",    "token_file",  "parallelism",
     "pools",            "backend",     "docker_host", "smtp_url",  "smtp_from",
     "smtp_user", "smtp_password", "connections_file", "policy_allow_privileged", "policy_allow_docker_socket",
-    "policy_allowed_volume_prefixes", "log"};
+    "policy_allowed_volume_prefixes", "log", "api_max_connections", "api_max_connections_per_address",
+    "api_request_head_timeout"};
 
 int dg_config_load(const char *file, dg_config *ret, dg_error *err) {
-    dg_config c = {.parallelism = 32};
+    dg_config c = {.parallelism = 32, .api_max_connections = 1024, .api_max_connections_per_address = 64,
+                   .api_request_head_timeout = 10};
     int r = 0;
     if (file && (r = load_file(&c, file, err)) < 0) goto fail;
     for (size_t i = 0; i < ARRAY_SIZE(env_keys); i++) {
