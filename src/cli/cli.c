@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -552,6 +553,20 @@ static int serve_start(serve_ctx *c, uv_loop_t *loop, const dg_config *cfg, dg_e
     return dg_server_start(c->server, err);
 }
 
+/* The API's connections, the engine's and the store's all take descriptors: the soft limit
+ * goes up to the hard one, at most FD_LIMIT_WANTED (docs/operations.md, "Descriptors").
+ * Where it cannot, the API fits its connection limit under what there is. */
+#define FD_LIMIT_WANTED 65536
+
+static void raise_fd_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= FD_LIMIT_WANTED || rl.rlim_cur >= rl.rlim_max) return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max < FD_LIMIT_WANTED ? rl.rlim_max : FD_LIMIT_WANTED;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        dg_log(DG_LOG_DEBUG, NULL, "descriptor limit stays %llu: %s", (unsigned long long)was, strerror(errno));
+}
+
 static int cmd_serve(args *a) {
     if (a->n_pos != 0) {
         fputs(a->usage, stderr);
@@ -573,6 +588,7 @@ static int cmd_serve(args *a) {
         dg_error_clear(&err);
         return EXIT_USAGE;
     }
+    raise_fd_limit();
     uv_loop_t loop;
     uv_loop_init(&loop);
     serve_ctx c = {.a = a};

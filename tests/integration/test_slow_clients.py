@@ -6,15 +6,19 @@ health keeps answering a fresh connection while hundreds of slow ones are open.
 The slow clients come from other loopback addresses (127.0.0.2, ...; Linux routes all of
 127/8 to lo) than the health probes (127.0.0.1), as they would from other hosts.
 """
+import pathlib
+import resource
 import selectors
+import signal
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
 from conftest import TIME_SCALE, VALGRIND
-from serve_helpers import Server, dag_text, simple_task
+from serve_helpers import Server, clean_env, dag_text, read_port_file, simple_task, wait_for
 
 HEAD_START = b"GET /api/v1/health HTTP/1.1\r\nHost: dagd\r\n"
 
@@ -195,3 +199,48 @@ def test_keep_alive_connection_waits_under_the_head_deadline(dg):
         assert 2.5 < took < 3 + 5 * TIME_SCALE, "closed after %.1f s, not at the 3 s head deadline" % took
     finally:
         s.close()
+
+
+@pytest.mark.skipif(VALGRIND, reason="valgrind keeps descriptors of its own above the soft limit and refuses "
+                                     "to raise it")
+def test_serve_raises_the_descriptor_limit(dg):
+    """`dagd serve` raises its soft RLIMIT_NOFILE to the hard one (at most 65536), so a low
+    default soft limit does not cap the API's connections (docs/operations.md, "Descriptors")."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip("the hard descriptor limit (%d) leaves nothing to raise" % hard)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # inherited by the daemon
+    try:
+        srv = start_server(dg)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    limits = (pathlib.Path("/proc/%d/limits" % srv.proc.pid)).read_text()
+    line = next(l for l in limits.splitlines() if l.startswith("Max open files"))
+    assert line.split()[3] == str(want), line
+    assert "lowered" not in srv.stderr(), srv.stderr()
+
+
+@pytest.mark.skipif(VALGRIND, reason="valgrind keeps descriptors of its own above the soft limit and refuses "
+                                     "to raise it")
+def test_connection_limit_fits_under_a_low_descriptor_limit(dg):
+    """Where even the hard limit is low, the API's connection limit is lowered to leave 256
+    descriptors to the engine and the store, and the server says so."""
+    dg.write(dag_text("@DAG@", simple_task("a", "true")), name="dags/d.yml", dedent=False)
+    err_path = dg.tmp / "serve.err"
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))  # the daemon's only
+
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen([dg.bin, "serve", "--dags", str(dg.tmp / "dags"), "--state", str(dg.state),
+                                 "--listen", "127.0.0.1:0", "--log", "stderr"], stdout=subprocess.DEVNULL,
+                                stderr=err, stdin=subprocess.DEVNULL, env=clean_env(), cwd=dg.tmp,
+                                preexec_fn=low_limit)
+    dg.procs.append(proc)
+    port = wait_for("dagd serve to listen", lambda: proc.poll() is None and read_port_file(dg.state / "api.port"), 20)
+    assert health_from("127.0.0.1", port, timeout=5)[0] == 200
+    assert ("api.max_connections lowered from 1024 to 144: the descriptor limit is 400"
+            in err_path.read_text()), err_path.read_text()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0

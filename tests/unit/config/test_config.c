@@ -14,7 +14,8 @@ static void setup(void) {
     cr_assert_not_null(mkdtemp(dir));
     const char *vars[] = {"DAGD_DAGS_FOLDER", "DAGD_STATE_DIR", "DAGD_LISTEN", "DAGD_PARALLELISM", "DAGD_POOLS",
                           "DAGD_LOG", "DAGD_SMTP_URL", "DAGD_POLICY_ALLOW_PRIVILEGED", "DAGD_BACKEND",
-                          "STATE_DIRECTORY", "XDG_STATE_HOME"};
+                          "DAGD_API_MAX_CONNECTIONS", "DAGD_API_MAX_CONNECTIONS_PER_ADDRESS",
+                          "DAGD_API_REQUEST_HEAD_TIMEOUT", "STATE_DIRECTORY", "XDG_STATE_HOME"};
     for (size_t i = 0; i < ARRAY_SIZE(vars); i++) unsetenv(vars[i]);
     setenv("HOME", dir, 1);
 }
@@ -38,6 +39,9 @@ Test(config, defaults) {
     cr_assert_str_eq(c.listen, "127.0.0.1:8080");
     cr_assert_eq(c.parallelism, 32);
     cr_assert_str_eq(c.backend, "local");
+    cr_assert_eq(c.api_max_connections, 1024);
+    cr_assert_eq(c.api_max_connections_per_address, 64);
+    cr_assert_eq(c.api_request_head_timeout, 10);
     cr_assert_str_eq(c.log, "auto");
     char *want = xasprintf("%s/.local/state/dagd", dir);
     cr_assert_str_eq(c.state_dir, want);
@@ -56,8 +60,11 @@ Test(config, file_then_environment) {
                                            "pools: {spark: 2, db: 4}\n"
                                            "smtp: {url: 'smtp://mail:25', from: dagd@example.com}\n"
                                            "policy:\n  allow_privileged: true\n  allowed_volume_prefixes: [/data, /apps]\n"
-                                           "log: stderr\n");
+                                           "log: stderr\n"
+                                           "api: {max_connections: 300, max_connections_per_address: 8, "
+                                           "request_head_timeout: 5}\n");
     setenv("DAGD_PARALLELISM", "3", 1);
+    setenv("DAGD_API_REQUEST_HEAD_TIMEOUT", "7", 1);
     setenv("DAGD_POOLS", "db=1,gpu=2", 1);
     dg_config c;
     dg_error err = {0};
@@ -81,6 +88,10 @@ Test(config, file_then_environment) {
     cr_assert_eq(dg_strv_len(c.allowed_volume_prefixes), 2);
     cr_assert_str_eq(c.allowed_volume_prefixes[1], "/apps");
     cr_assert_str_eq(c.log, "stderr");
+    cr_assert_eq(c.api_max_connections, 300);
+    cr_assert_eq(c.api_max_connections_per_address, 8);
+    cr_assert_eq(c.api_request_head_timeout, 7, "the environment wins over the file");
+    unsetenv("DAGD_API_REQUEST_HEAD_TIMEOUT");
     dg_config_free(&c);
 }
 
@@ -165,6 +176,14 @@ Test(config, errors_name_the_setting_and_the_form) {
                        "DAGD_PARALLELISM: invalid value 'many' (expected a whole number from 1 to 100000)");
     expect_env_message("DAGD_POLICY_ALLOW_PRIVILEGED", "maybe",
                        "DAGD_POLICY_ALLOW_PRIVILEGED: invalid value 'maybe' (expected true or false)");
+    expect_message("api:\n  max_connections_per_address: 0\n",
+                   ":2:32: error: api.max_connections_per_address: invalid value '0' (expected a whole number "
+                   "from 1 to 100000)");
+    expect_message("api: {max_conections: 9}\n",
+                   ":1:7: error: unknown setting 'api.max_conections' (did you mean 'api.max_connections'?)");
+    expect_env_message("DAGD_API_REQUEST_HEAD_TIMEOUT", "3601",
+                       "DAGD_API_REQUEST_HEAD_TIMEOUT: invalid value '3601' (expected a number of seconds from 1 to "
+                       "3600)");
     expect_env_message("DAGD_LOG", "syslog", "DAGD_LOG: invalid value 'syslog' (expected auto, journald or stderr)");
 }
 
