@@ -1,8 +1,9 @@
 /* api — the REST API of docs/api.md on libmicrohttpd, driven by the server's libuv loop
  * (MHD's epoll fd on a uv_poll, its timeout on a uv_timer; no threads). Bearer-token auth
  * for everything but /api/v1/health; JSON errors {"error","detail"} with 4xx for bad input;
- * bodies over the cap answer 413; log follow streams with suspend/resume. The API borrows
- * the server. */
+ * bodies over the cap answer 413; per-address and total connection limits and a deadline
+ * for request heads (docs/api.md, "Limits"); log follow streams with suspend/resume. The
+ * API borrows the server. */
 #pragma once
 #include <uv.h>
 
