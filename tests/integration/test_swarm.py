@@ -268,7 +268,7 @@ def test_timeout_stops_the_service(dg, one_node):
     path = dg.write("""
         dag: @DAG@
         tasks:
-          slow: {image: @IMAGE@, timeout: 2s, command: ["sh", "-c", "echo begun; sleep 60"]}
+          slow: {image: @IMAGE@, timeout: 8s, command: ["sh", "-c", "echo begun; sleep 60"]}
     """)
     t0 = time.monotonic()
     res = dg.run(path, env=swarm_env(one_node), timeout=90)

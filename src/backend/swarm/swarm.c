@@ -374,6 +374,8 @@ static dg_job *swarm_create(dg_backend *bb, const dg_job_spec *s, const dg_job_e
 
 static void poll_start(swarm_backend *b);
 
+static void delete_for_stop(swarm_job *j);
+
 static void log_line_cb(void *ud, int stream, const char *line, size_t len) {
     swarm_job *j = ud;
     if (live(j)) j->ev->line(j->ud, stream, line, len);
@@ -391,7 +393,12 @@ static void logs_done_cb(void *ud, const dg_error *err) {
         _cleanup_free_ char *m = xasprintf("[dagd] log stream ended with an error: %s", err->msg);
         emit_line(j, m);
     }
-    if (j->ended) send_exited(j);
+    if (j->ended) {
+        send_exited(j);
+    } else if (j->stopping && live(j)) {
+        cancel_later(j);
+        delete_for_stop(j);
+    }
     job_unref(j);
 }
 
@@ -463,14 +470,26 @@ static void stop_cb(void *ud, int status, json_t *body, const dg_error *err) {
     job_unref(j);
 }
 
+static void delete_for_stop(swarm_job *j) {
+    if (j->removing || j->ended) return;
+    j->removing = true;
+    service_path_call(j->b, "DELETE", j->id, stop_cb, job_ref(j));
+}
+
 /* A service's task cannot be signalled through the swarm: removing the service stops it
- * (SIGTERM, then SIGKILL after its stop grace period). */
+ * (SIGTERM, then SIGKILL after its stop grace period), and its output goes with it. So
+ * the output so far is read first (one plain read, as at an exit), then the service is
+ * removed, a few seconds later at the latest. */
 static void swarm_stop(dg_job *jj, int grace_s) {
     swarm_job *j = (swarm_job *)jj;
     if (!j->started || !j->id || j->ended || j->stopping) return;
     j->stopping = true;
-    j->removing = true;
-    service_path_call(j->b, "DELETE", j->id, stop_cb, job_ref(j));
+    if (j->logs && !j->logs_done) {
+        dg_docker_logs_exited(j->logs);
+        later(j, LOGS_GRACE_MS, delete_for_stop);
+    } else {
+        delete_for_stop(j);
+    }
 }
 
 typedef struct file_req {
