@@ -93,6 +93,7 @@ valgrind: all $(UNIT_BINS) $(ENGINE_BINS)
 bench: deps all
 	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_chain.py
 	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_serve.py
+	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_swarm.py
 
 run: deps all
 	bash examples/run-demo.sh $(abspath $(BUILD)/dagd)

@@ -42,6 +42,8 @@ typedef struct dg_job_spec {
     char *const *binds;        /* "host:container[:mode]" */
     char *const *volumes;      /* anonymous volumes: container paths */
     char *const *extra_hosts;  /* "name:address" */
+    char *const *constraints;  /* placement on a cluster ("node.hostname==a"); one host ignores it */
+    char *const *preferences;  /* "spread=node.labels.zone" */
     double cpus;               /* 0 = unlimited */
     int64_t memory, shm_size;  /* bytes, 0 = unset */
     bool privileged;

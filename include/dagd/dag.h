@@ -80,6 +80,8 @@ typedef struct dg_task {
     char **extra_hosts;
     int64_t shm_size;
     char **connections;
+    char **placement_constraints; /* placement: swarm backend only; NULL-terminated or NULL */
+    char **placement_preferences; /* "spread=node.labels.KEY" */
     char *output_file; /* output: {file: /path} */
 
     /* sensor tasks */

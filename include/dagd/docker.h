@@ -51,6 +51,13 @@ void dg_docker_image_ensure(dg_docker *d, const char *image, dg_docker_pull pull
 
 /* Create a bridge network named `name` with our label when it does not exist. */
 void dg_docker_network_ensure(dg_docker *d, const char *name, dg_docker_done_cb cb, void *ud);
+/* The same for a swarm: an attachable overlay network; one of that name with another
+ * driver is an error. */
+void dg_docker_overlay_ensure(dg_docker *d, const char *name, dg_docker_done_cb cb, void *ud);
+/* A "filters" query value (JSON, URL-escaped): {key: values}, e.g. "label" with
+ * "key=value" strings (objects carrying every one), "service" with ids (tasks of any).
+ * Caller frees. */
+char *dg_docker_filters(const char *key, const char *const *values);
 
 /* POST /containers/create?name=NAME with config (borrowed). id is valid for the callback. */
 typedef void (*dg_docker_id_cb)(void *ud, const char *id, const dg_error *err);
@@ -86,6 +93,11 @@ dg_docker_stream *dg_docker_logs_follow(dg_docker *d, const char *id, dg_docker_
  * may end a follow before sending the container's last message. The stream is freed
  * once done has run: do not cancel it after that. dg_docker_free runs done with
  * -ECANCELED. Needs a container created with Tty: false (else done gets -EPROTO). */
+
+/* The same for a Swarm service's tasks (GET /services/{id}/logs). The follow does not
+ * end when the service's task does: call dg_docker_logs_exited once the task has ended. */
+dg_docker_stream *dg_docker_service_logs_follow(dg_docker *d, const char *id, dg_docker_line_cb line_cb,
+                                                dg_docker_done_cb done, void *ud);
 
 /* The container of a logs stream has exited (its `die` event came): finish the stream with
  * one plain read of what is left instead of waiting for the follow to end. */

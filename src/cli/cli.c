@@ -269,7 +269,8 @@ static void connected_cb(void *ud, const dg_error *err) {
     fg *f = ud;
     if (err) {
         fprintf(stderr, "dagd: %s\n", err->msg ? err->msg : "cannot reach the Docker engine");
-        fprintf(stderr, "dagd: hint: is the Docker engine running there? Point to it with DOCKER_HOST.\n");
+        if (err->code != -ENOTSUP)
+            fprintf(stderr, "dagd: hint: is the Docker engine running there? Point to it with DOCKER_HOST.\n");
         f->connect_failed = true;
         maybe_finish(f);
         return;

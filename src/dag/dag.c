@@ -92,6 +92,8 @@ static void task_clear(dg_task *t) {
     kv_free(t->labels, t->n_labels);
     free(t->hostname);
     dg_strv_free(t->extra_hosts);
+    dg_strv_free(t->placement_constraints);
+    dg_strv_free(t->placement_preferences);
     dg_strv_free(t->connections);
     free(t->output_file);
     free(t->sensor.file);

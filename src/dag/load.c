@@ -571,6 +571,32 @@ static void get_resources(ctx *c, const node *n, dg_task *t) {
     if (v[1]) get_size(c, v[1], "memory", &t->memory);
 }
 
+/* placement: {constraints: [...], preferences: [...]}, for the swarm backend
+ * (docs/dags.md, "Placement"); the local backend has one node and ignores it. */
+static void get_placement(ctx *c, const node *n, dg_task *t) {
+    if (n->type != DG_YMAP) {
+        err_at(c, n, "'placement' must be a mapping {constraints, preferences}, not %s", type_name(n));
+        return;
+    }
+    static const char *const keys[] = {"constraints", "preferences"};
+    const node *v[2] = {0};
+    collect(c, n, keys, 2, NULL, v, " in placement");
+    if (v[0] && get_strv(c, v[0], "constraints", false, &t->placement_constraints))
+        for (size_t i = 0; t->placement_constraints[i]; i++) {
+            const char *x = t->placement_constraints[i];
+            if (!strstr(x, "==") && !strstr(x, "!="))
+                err_at(c, v[0]->type == DG_YSEQ ? v[0]->kids[i] : v[0],
+                       "bad placement constraint '%.100s' (use \"node.hostname==NAME\", \"node.role!=manager\", "
+                       "\"node.labels.KEY==VALUE\")", x);
+        }
+    if (v[1] && get_strv(c, v[1], "preferences", false, &t->placement_preferences))
+        for (size_t i = 0; t->placement_preferences[i]; i++)
+            if (strncmp(t->placement_preferences[i], "spread=", 7) != 0 || !t->placement_preferences[i][7])
+                err_at(c, v[1]->type == DG_YSEQ ? v[1]->kids[i] : v[1],
+                       "bad placement preference '%.100s' (use \"spread=node.labels.KEY\")",
+                       t->placement_preferences[i]);
+}
+
 static void get_output(ctx *c, const node *n, dg_task *t) {
     if (n->type != DG_YMAP) {
         err_at(c, n, "'output' must be a mapping {file: /absolute/path}, not %s", type_name(n));
@@ -639,7 +665,7 @@ enum {
     K_IMAGE, K_SENSOR, K_NOTIFY,
     K_COMMAND, K_ENTRYPOINT, K_ENV, K_ENV_FILE, K_WORKING_DIR, K_USER, K_NETWORK, K_VOLUMES,
     K_RESOURCES, K_PULL, K_REMOVE, K_SKIP_ON_EXIT_CODE, K_PRIVILEGED, K_LABELS, K_HOSTNAME,
-    K_EXTRA_HOSTS, K_SHM_SIZE, K_CONNECTIONS, K_OUTPUT,
+    K_EXTRA_HOSTS, K_SHM_SIZE, K_CONNECTIONS, K_PLACEMENT, K_OUTPUT,
     K_DEPENDS_ON, K_TRIGGER_RULE, K_RETRIES, K_RETRY_DELAY, K_RETRY_EXPONENTIAL_BACKOFF,
     K_MAX_RETRY_DELAY, K_TIMEOUT, K_POOL, K_PRIORITY_WEIGHT, K_DEPENDS_ON_PAST, K_ON_FAILURE,
     K_ON_SUCCESS, K_ON_RETRY, K_DOC,
@@ -652,7 +678,7 @@ static const char *const task_keys[K__MAX] = {
     "image", "sensor", "notify",
     "command", "entrypoint", "env", "env_file", "working_dir", "user", "network", "volumes",
     "resources", "pull", "remove", "skip_on_exit_code", "privileged", "labels", "hostname",
-    "extra_hosts", "shm_size", "connections", "output",
+    "extra_hosts", "shm_size", "connections", "placement", "output",
     "depends_on", "trigger_rule", "retries", "retry_delay", "retry_exponential_backoff",
     "max_retry_delay", "timeout", "pool", "priority_weight", "depends_on_past", "on_failure",
     "on_success", "on_retry", "doc",
@@ -736,6 +762,7 @@ static void task_value(ctx *c, dg_task *t, int k, const node *v, const char *whe
                 check_extra_host(c, v->kids[i], t->extra_hosts[i]);
         break;
     case K_SHM_SIZE: get_size(c, v, key, &t->shm_size); break;
+    case K_PLACEMENT: get_placement(c, v, t); break;
     case K_CONNECTIONS:
         if (get_strv(c, v, key, true, &t->connections) && c->opts && c->opts->check_connections) {
             static const char *const none[] = {NULL};

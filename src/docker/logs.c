@@ -31,6 +31,7 @@
 typedef struct logs_stream {
     dg_docker_stream s; /* first: the client sees only this */
     char *id;
+    const char *kind;   /* "containers" or "services": whose log endpoint */
     dg_docker_line_cb line_cb;
     dg_docker_done_cb done;
     void *ud;
@@ -192,8 +193,7 @@ static void start_read(logs_stream *l) {
     _cleanup_free_ char *eid = dg__escape(l->id);
     _cleanup_free_ char *path = NULL;
     if (!l->catchup && l->max_sec < 0 && l->resumes == 0) {
-        path = xasprintf(
-            "/containers/%s/logs?follow=1&stdout=1&stderr=1&timestamps=1&since=0", eid);
+        path = xasprintf("/%s/%s/logs?follow=1&stdout=1&stderr=1&timestamps=1&since=0", l->kind, eid);
     } else {
         /* catch-up or resume: from a little before the newest frame, skipping what was
          * delivered */
@@ -202,8 +202,8 @@ static void start_read(logs_stream *l) {
         l->skip_left = 0;
         for (size_t i = 0; i < SECOND_SLOTS; i++)
             if (l->slots[i].n && l->slots[i].sec >= since) l->skip_left += l->slots[i].n;
-        path = xasprintf("/containers/%s/logs?follow=%d&stdout=1&stderr=1&timestamps=1&since=%" PRId64, eid,
-                         l->catchup ? 0 : 1, since);
+        path = xasprintf("/%s/%s/logs?follow=%d&stdout=1&stderr=1&timestamps=1&since=%" PRId64, l->kind,
+                         eid, l->catchup ? 0 : 1, since);
         l->dm = (dg_demux){0};
         l->in_ts = true;
         l->skipping = false;
@@ -217,9 +217,10 @@ static void start_read(logs_stream *l) {
     dg__req_submit(r);
 }
 
-dg_docker_stream *dg_docker_logs_follow(dg_docker *d, const char *id, dg_docker_line_cb line_cb,
-                                        dg_docker_done_cb done, void *ud) {
+static dg_docker_stream *follow(dg_docker *d, const char *kind, const char *id, dg_docker_line_cb line_cb,
+                                dg_docker_done_cb done, void *ud) {
     logs_stream *l = xcalloc(1, sizeof *l);
+    l->kind = kind;
     l->id = xstrdup(id ? id : "");
     l->line_cb = line_cb;
     l->done = done;
@@ -231,6 +232,16 @@ dg_docker_stream *dg_docker_logs_follow(dg_docker *d, const char *id, dg_docker_
     dg__stream_link(d, &l->s);
     start_read(l);
     return &l->s;
+}
+
+dg_docker_stream *dg_docker_logs_follow(dg_docker *d, const char *id, dg_docker_line_cb line_cb,
+                                        dg_docker_done_cb done, void *ud) {
+    return follow(d, "containers", id, line_cb, done, ud);
+}
+
+dg_docker_stream *dg_docker_service_logs_follow(dg_docker *d, const char *id, dg_docker_line_cb line_cb,
+                                                dg_docker_done_cb done, void *ud) {
+    return follow(d, "services", id, line_cb, done, ud);
 }
 
 /* The engine emits `die` only after the container's output has been copied into its log

@@ -283,6 +283,8 @@ static void job_started(void *ud, const dg_error *err) {
         return;
     }
     t->started = true;
+    /* a backend may name its job only once it runs (a swarm service) */
+    if (!t->job_id) t->job_id = xstrdup(dg_job_id(t->job));
     dg_exec *x = t->x;
     int64_t now = now_ms();
     x->starts++;

@@ -278,6 +278,8 @@ static int build(exec_try *t, exec_spec *sp, dg_error *err) {
         .binds = sp->binds,
         .volumes = sp->volumes,
         .extra_hosts = tk->extra_hosts,
+        .constraints = tk->placement_constraints,
+        .preferences = tk->placement_preferences,
         .cpus = tk->cpus,
         .memory = tk->memory,
         .shm_size = tk->shm_size,

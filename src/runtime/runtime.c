@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "dagd/backend_local.h"
+#include "dagd/backend_swarm.h"
 #include "dagd/log.h"
 #include "dagd/runtime.h"
 
@@ -13,15 +14,14 @@ static const struct {
     int (*make)(uv_loop_t *loop, const char *host, dg_backend **ret, dg_error *err);
 } backends[] = {
     {"local", dg_backend_local_new},
+    {"swarm", dg_backend_swarm_new},
 };
 
 static int make_backend(uv_loop_t *loop, const dg_config *cfg, dg_backend **ret, dg_error *err) {
     const char *name = cfg->backend ? cfg->backend : "local";
     for (size_t i = 0; i < ARRAY_SIZE(backends); i++)
         if (!strcmp(backends[i].name, name)) return backends[i].make(loop, cfg->docker_host, ret, err);
-    if (!strcmp(name, "swarm"))
-        return dg_error_set(err, -EINVAL, "backend 'swarm' is not available in this version; use backend: local");
-    return dg_error_set(err, -EINVAL, "backend '%s' is unknown; the backends are: local", name);
+    return dg_error_set(err, -EINVAL, "backend '%s' is unknown; the backends are: local, swarm", name);
 }
 
 static dg_sched_opts sched_opts(const dg_config *cfg, dg_pool_limit **ret_pools) {

@@ -776,3 +776,21 @@ Test(dag, free_accepts_null) {
     cr_assert_eq(dg_dag_task_index(NULL, "a"), -1);
     cr_assert_null(dg_dag_notification(NULL, "a"));
 }
+
+Test(dag, placement) {
+    dg_dag *d = load_ok("dag: d\ntasks:\n  a:\n    image: x\n    placement:\n      constraints: [\"node.role==worker\", "
+                        "\"node.labels.zone!=eu\"]\n      preferences: [\"spread=node.labels.rack\"]\n",
+                        NULL);
+    const dg_task *t = &d->tasks[task(d, "a")];
+    cr_assert_eq(dg_strv_len(t->placement_constraints), 2);
+    cr_assert_str_eq(t->placement_constraints[1], "node.labels.zone!=eu");
+    cr_assert_str_eq(t->placement_preferences[0], "spread=node.labels.rack");
+    dg_dag_free(d);
+    expect_error("dag: d\ntasks:\n  a: {image: x, placement: [a]}\n", 3, 28, "'placement' must be a mapping");
+    expect_error("dag: d\ntasks:\n  a: {image: x, placement: {constraint: [a]}}\n", 3, 29,
+                 "unknown key 'constraint' in placement (did you mean 'constraints'?)");
+    expect_error("dag: d\ntasks:\n  a: {image: x, placement: {constraints: [node.role=worker]}}\n", 3, 43,
+                 "bad placement constraint 'node.role=worker'");
+    expect_error("dag: d\ntasks:\n  a: {image: x, placement: {preferences: [node.labels.x]}}\n", 3, 43,
+                 "bad placement preference 'node.labels.x'");
+}
