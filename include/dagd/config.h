@@ -32,7 +32,9 @@ typedef struct dg_config {
     char *connections_file;
     json_t *connections; /* {dg_conn_id(id): URI}, never NULL after load */
     bool allow_privileged, allow_docker_socket;
+    bool allow_host_network, allow_container_network;
     char **allowed_volume_prefixes; /* NULL-terminated, NULL = any */
+    char **allowed_sensitive_paths; /* NULL-terminated, NULL = none */
     char *log;          /* auto | journald | stderr */
 } dg_config;
 
