@@ -144,9 +144,9 @@ char *dg_exec_bind_source(const char *dag_file, const char *spec) {
 
 /* Host paths a bind may not reach unless policy.allowed_sensitive_paths allows them: the
  * host's configuration, devices and kernel interfaces, and the state folders and sockets
- * of the container runtimes (see docs/dags.md, "Volumes and the container policy"). A
- * folder above one of them (/, /var, /run, ...) reaches it too. Both spellings of the run
- * folder are listed for hosts where /var/run is not a link to /run. */
+ * of the container runtimes (see docs/dags.md, "The container policy"). A folder above
+ * one of them (/, /var, /run, ...) reaches it too. Both spellings of the run folder are
+ * listed for hosts where /var/run is not a link to /run. */
 static const char *const sensitive_paths[] = {
     "/etc",
     "/dev",

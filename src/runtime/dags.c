@@ -63,7 +63,7 @@ static void task_refused(void *ud, const char *msg) {
 
 /* The container policy, on what a file says before any template is rendered: every thing
  * the server would refuse at run time is refused here already (one judge for both, in
- * exec; see docs/dags.md, "Volumes and the container policy"). */
+ * exec; see docs/dags.md, "The container policy"). */
 static void check_policy(void *ud, const dg_dag *dag, const dg_task *t, dg_diags *d) {
     const dg_exec_policy *p = ud;
     _cleanup_error_ dg_error err = {0};

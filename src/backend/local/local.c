@@ -247,7 +247,7 @@ static void create_cb(void *ud, const char *id, const dg_error *err) {
 }
 
 /* The engine's network modes that are no network to create and take no alias: the host's
- * stack, another container's, none (docs/dags.md, "Networks"). */
+ * stack, another container's, none (docs/dags.md, "The container policy"). */
 static bool network_mode(const char *net) {
     return !strcmp(net, "host") || !strcmp(net, "none") || dg_str_has_prefix(net, "container:");
 }

@@ -1,7 +1,7 @@
-/* exec/spec: the container policy's judge (docs/dags.md, "Volumes and the container
- * policy"): host paths cleaned and resolved as the engine would mount them, every refused
- * form of bind and network, and the opt-ins. Pure: real paths of this host and a temporary
- * folder, no engine. */
+/* exec/spec: the container policy's judge (docs/dags.md, "The container policy"): host
+ * paths cleaned and resolved as the engine would mount them, every refused form of bind
+ * and network, and the opt-ins. Pure: real paths of this host and a temporary folder, no
+ * engine. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
