@@ -170,3 +170,4 @@ def test_container_network_when_allowed(dg):
         assert "container:" + peer not in nets, nets
     finally:
         docker("rm", "-f", peer, check=False)
+        docker("network", "rm", "container:" + peer, check=False)  # what dagd made before the fix
