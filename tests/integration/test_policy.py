@@ -118,54 +118,34 @@ def test_binds_from_the_run_conf_are_judged_when_rendered(dg):
     assert dg.containers() == []
 
 
-def test_allowed_sensitive_path_is_mounted(dg):
-    """policy.allowed_sensitive_paths allows that path and below; a link to it is judged,
-    and mounted, as the path it leads to."""
+def test_opt_ins_allow_each_form(dg):
+    """Each opt-in allows its form, for real, in one run:
+    - policy.allowed_sensitive_paths allows that path and below; a link to it is judged,
+      and mounted, as the path it leads to;
+    - with policy.allow_host_network, `network: host` is the engine's host mode (no network
+      to create, no alias): the container sees the host's name;
+    - with policy.allow_container_network, `network: container:NAME` joins that container's
+      network stack (it sees that container's name), and no network named
+      `container:NAME` is created."""
     os.symlink("/etc", str(dg.tmp / "etclink"))
-    f = dg.write("""\
-        dag: @DAG@
-        tasks:
-          read:
-            image: @IMAGE@
-            volumes: ["%s/etclink/:/hostetc:ro"]
-            command: [cat, /hostetc/hostname]
-        """ % dg.tmp)
-    env = policy_env(DAGD_POLICY_ALLOWED_SENSITIVE_PATHS="/etc")
-    res = dg.run(f, env=env)
-    assert res.rc == 0, res
-    ti = dg.tis(run_id=dg.the_run()["run_id"])["read"]
-    assert ti["output"] == open("/etc/hostname").read().strip(), ti
-
-
-def test_host_network_when_allowed(dg):
-    """With policy.allow_host_network, `network: host` is the engine's host mode (no network
-    to create, no alias): the container sees the host's name."""
-    f = dg.write("""\
-        dag: @DAG@
-        tasks:
-          where: {image: @IMAGE@, network: host, command: [hostname]}
-        """)
-    res = dg.run(f, env=policy_env(DAGD_POLICY_ALLOW_HOST_NETWORK="true"))
-    assert res.rc == 0, res
-    ti = dg.tis(run_id=dg.the_run()["run_id"])["where"]
-    assert ti["output"] == socket.gethostname(), ti
-
-
-def test_container_network_when_allowed(dg):
-    """With policy.allow_container_network, `network: container:NAME` joins that container's
-    network stack, and no network named `container:NAME` is created."""
     peer = "%s_peer" % dg.dag_id
     docker("run", "-d", "--name", peer, IMAGE, "sleep", "60")
     try:
         f = dg.write("""\
             dag: @DAG@
             tasks:
-              where: {image: @IMAGE@, network: "container:%s", command: [hostname]}
-            """ % peer)
-        res = dg.run(f, env=policy_env(DAGD_POLICY_ALLOW_CONTAINER_NETWORK="true"))
+              read: {image: @IMAGE@, volumes: ["%s/etclink/:/hostetc:ro"], command: [cat, /hostetc/hostname]}
+              on_host: {image: @IMAGE@, network: host, command: [hostname]}
+              on_peer: {image: @IMAGE@, network: "container:%s", command: [hostname]}
+            """ % (dg.tmp, peer))
+        env = policy_env(DAGD_POLICY_ALLOWED_SENSITIVE_PATHS="/etc", DAGD_POLICY_ALLOW_HOST_NETWORK="true",
+                         DAGD_POLICY_ALLOW_CONTAINER_NETWORK="true")
+        res = dg.run(f, env=env)
         assert res.rc == 0, res
-        ti = dg.tis(run_id=dg.the_run()["run_id"])["where"]
-        assert ti["output"] == inspect(peer)["Config"]["Hostname"], ti
+        tis = dg.tis(run_id=dg.the_run()["run_id"])
+        assert tis["read"]["output"] == open("/etc/hostname").read().strip(), tis["read"]
+        assert tis["on_host"]["output"] == socket.gethostname(), tis["on_host"]
+        assert tis["on_peer"]["output"] == inspect(peer)["Config"]["Hostname"], tis["on_peer"]
         nets = docker("network", "ls", "--format", "{{.Name}}").stdout.split()
         assert "container:" + peer not in nets, nets
     finally:
