@@ -33,7 +33,9 @@ typedef struct dg_config {
     char *connections_file;
     json_t *connections; /* {dg_conn_id(id): URI}, never NULL after load */
     bool allow_privileged, allow_docker_socket;
+    bool allow_host_network, allow_container_network;
     char **allowed_volume_prefixes; /* NULL-terminated, NULL = any */
+    char **allowed_sensitive_paths; /* NULL-terminated, NULL = none */
     char *log;          /* auto | journald | stderr */
     /* api: see docs/api.md, "Limits" */
     int api_max_connections;             /* default 1024 (lowered to fit the descriptor limit) */

@@ -35,11 +35,14 @@ typedef struct dg_exec_hooks {
     void *ud;
 } dg_exec_hooks;
 
-/* The server's container policy (docs/daemon.md, "Policy"). */
+/* The server's container policy (docs/operations.md, "The container policy"). */
 typedef struct dg_exec_policy {
     bool allow_privileged;
     bool allow_docker_socket;             /* binds reaching protected_paths */
+    bool allow_host_network;              /* network: host */
+    bool allow_container_network;         /* network: container:NAME */
     char *const *allowed_volume_prefixes; /* host paths a bind may use; NULL = any */
+    char *const *allowed_sensitive_paths; /* sensitive host paths (and below) a bind may use */
     const char *const *protected_paths;   /* the backend's own socket(s), resolved */
 } dg_exec_policy;
 
@@ -111,7 +114,17 @@ void dg_exec_free(dg_exec *x);
  * (./x, ../x, ~/x) resolved against the DAG file's folder (or $HOME), as compose does.
  * NULL when spec names a volume, not a host path. Caller frees. */
 char *dg_exec_bind_source(const char *dag_file, const char *spec);
-/* 0, or -EPERM with the reason: a bind reaching a protected path, or outside the prefixes. */
-int dg_exec_check_bind(const dg_exec_policy *p, const char *source, dg_error *err);
-/* 0, or -EPERM when the task asks for what the policy refuses (privileged). */
+/* A host path as the policy judges it and the engine is given it: cleaned of "//", "."
+ * and ".." as the engine cleans it, then the links of its longest existing part resolved
+ * (a path not there yet keeps its missing tail). A relative path is returned as is. */
+char *dg_exec_host_path(const char *source);
+/* 0, or -EPERM with the reason: a bind reaching the engine's socket or a sensitive host
+ * path (/etc, /proc, a runtime's state or socket, or a folder above one), or outside the
+ * prefixes. ret_path (may be NULL) gets the judged path, dg_exec_host_path(source). */
+int dg_exec_check_bind(const dg_exec_policy *p, const char *source, char **ret_path, dg_error *err);
+/* Each thing the task asks for that the policy refuses (privileged: true, network: host,
+ * network: container:NAME), one message each through refused; returns how many. */
+size_t dg_exec_task_refusals(const dg_exec_policy *p, const dg_task *t,
+                             void (*refused)(void *ud, const char *msg), void *ud);
+/* 0, or -EPERM with the first of dg_exec_task_refusals. */
 int dg_exec_check_task(const dg_exec_policy *p, const dg_task *t, dg_error *err);

@@ -13,7 +13,8 @@ extern char **environ;
 static const char *const top_keys[] = {"dags_folder", "state_dir", "listen", "token_file", "parallelism", "pools",
                                        "backend", "docker_host", "smtp", "connections_file", "policy", "log", "api"};
 static const char *const smtp_keys[] = {"url", "from", "user", "password"};
-static const char *const policy_keys[] = {"allow_privileged", "allowed_volume_prefixes", "allow_docker_socket"};
+static const char *const policy_keys[] = {"allow_privileged",   "allowed_volume_prefixes", "allow_docker_socket",
+                                          "allow_host_network", "allow_container_network", "allowed_sensitive_paths"};
 static const char *const api_keys[] = {"max_connections", "max_connections_per_address", "request_head_timeout"};
 
 char *dg_config_default_state_dir(void) {
@@ -71,6 +72,17 @@ static int parse_pools(dg_config *c, const char *v) {
     return 0;
 }
 
+/* "a,b c": a list of paths, comma- or space-separated. */
+static int set_paths(const char *v, char ***ret) {
+    dg_strv_free(*ret);
+    *ret = NULL;
+    size_t n;
+    _cleanup_free_ char *copy = xstrdup(v);
+    for (char *p = copy; *p; p++)
+        if (*p == ',') *p = ' ';
+    return dg_split_words(copy, ret, &n) < 0 ? -EINVAL : 0;
+}
+
 static void set_str(char **dst, const char *v) {
     free(*dst);
     *dst = xstrdup(v);
@@ -82,7 +94,8 @@ static const char *expected_form(const char *key) {
     if (!strcmp(key, "pools")) return "name=slots,name=slots";
     if (!strcmp(key, "backend")) return "local or swarm";
     if (!strcmp(key, "log")) return "auto, journald or stderr";
-    if (!strcmp(key, "policy_allowed_volume_prefixes")) return "a list of absolute paths";
+    if (!strcmp(key, "policy_allowed_volume_prefixes") || !strcmp(key, "policy_allowed_sensitive_paths"))
+        return "a list of absolute paths";
     if (!strcmp(key, "api_max_connections") || !strcmp(key, "api_max_connections_per_address"))
         return "a whole number from 1 to 100000";
     if (!strcmp(key, "api_request_head_timeout")) return "a number of seconds from 1 to 3600";
@@ -110,14 +123,11 @@ static int apply(dg_config *c, const char *key, const char *v, dg_error *err) {
     else if (!strcmp(key, "connections_file")) set_str(&c->connections_file, v);
     else if (!strcmp(key, "policy_allow_privileged")) r = set_bool(v, &c->allow_privileged);
     else if (!strcmp(key, "policy_allow_docker_socket")) r = set_bool(v, &c->allow_docker_socket);
-    else if (!strcmp(key, "policy_allowed_volume_prefixes")) {
-        dg_strv_free(c->allowed_volume_prefixes);
-        size_t n;
-        _cleanup_free_ char *copy = xstrdup(v);
-        for (char *p = copy; *p; p++)
-            if (*p == ',') *p = ' ';
-        if (dg_split_words(copy, &c->allowed_volume_prefixes, &n) < 0) r = -EINVAL;
-    } else if (!strcmp(key, "api_max_connections")) r = set_int(v, &c->api_max_connections);
+    else if (!strcmp(key, "policy_allow_host_network")) r = set_bool(v, &c->allow_host_network);
+    else if (!strcmp(key, "policy_allow_container_network")) r = set_bool(v, &c->allow_container_network);
+    else if (!strcmp(key, "policy_allowed_volume_prefixes")) r = set_paths(v, &c->allowed_volume_prefixes);
+    else if (!strcmp(key, "policy_allowed_sensitive_paths")) r = set_paths(v, &c->allowed_sensitive_paths);
+    else if (!strcmp(key, "api_max_connections")) r = set_int(v, &c->api_max_connections);
     else if (!strcmp(key, "api_max_connections_per_address")) r = set_int(v, &c->api_max_connections_per_address);
     else if (!strcmp(key, "api_request_head_timeout")) r = set_int_range(v, 3600, &c->api_request_head_timeout);
     else if (!strcmp(key, "log")) {
@@ -276,7 +286,8 @@ static const char *const env_keys[] = {
     "dags_folder",      "state_dir",   "listen",    "token_file",  "parallelism",
     "pools",            "backend",     "docker_host", "smtp_url",  "smtp_from",
     "smtp_user", "smtp_password", "connections_file", "policy_allow_privileged", "policy_allow_docker_socket",
-    "policy_allowed_volume_prefixes", "log", "api_max_connections", "api_max_connections_per_address",
+    "policy_allowed_volume_prefixes", "policy_allow_host_network", "policy_allow_container_network",
+    "policy_allowed_sensitive_paths", "log", "api_max_connections", "api_max_connections_per_address",
     "api_request_head_timeout"};
 
 int dg_config_load(const char *file, dg_config *ret, dg_error *err) {
@@ -344,6 +355,7 @@ void dg_config_copy(dg_config *dst, const dg_config *src) {
     dst->connections = src->connections ? json_deep_copy(src->connections) : NULL;
     dst->connections_file = xstrdup(src->connections_file);
     dst->allowed_volume_prefixes = dg_strv_copy(src->allowed_volume_prefixes);
+    dst->allowed_sensitive_paths = dg_strv_copy(src->allowed_sensitive_paths);
     dst->log = xstrdup(src->log);
 }
 
@@ -365,6 +377,7 @@ void dg_config_free(dg_config *c) {
     json_decref(c->connections);
     free(c->connections_file);
     dg_strv_free(c->allowed_volume_prefixes);
+    dg_strv_free(c->allowed_sensitive_paths);
     free(c->log);
     memset(c, 0, sizeof *c);
 }

@@ -643,7 +643,10 @@ dg_exec *dg_exec_new(const dg_exec_opts *opts) {
     x->stop_grace_s = opts->stop_grace_s > 0 ? opts->stop_grace_s : 10;
     x->allow_privileged = opts->policy.allow_privileged;
     x->allow_docker_socket = opts->policy.allow_docker_socket;
+    x->allow_host_network = opts->policy.allow_host_network;
+    x->allow_container_network = opts->policy.allow_container_network;
     x->allowed_volume_prefixes = dg_strv_copy(opts->policy.allowed_volume_prefixes);
+    x->allowed_sensitive_paths = dg_strv_copy(opts->policy.allowed_sensitive_paths);
     x->protected_paths = dg_strv_copy((char *const *)opts->policy.protected_paths);
     x->conn_uris = opts->connections ? json_deep_copy(opts->connections) : json_object();
     x->conns = dg_conn_parse_all(x->conn_uris);
@@ -879,6 +882,7 @@ bool dg_exec_forget_run(dg_exec *x, dg_run *run) {
 
 static void exec_release(dg_exec *x) {
     dg_strv_free(x->allowed_volume_prefixes);
+    dg_strv_free(x->allowed_sensitive_paths);
     dg_strv_free(x->protected_paths);
     json_decref(x->conn_uris);
     json_decref(x->conns);

@@ -13,8 +13,9 @@ struct dg_exec {
     char *state_dir;
     char *instance; /* io.dagd.instance label value of this process */
     int stop_grace_s;
-    bool allow_privileged, allow_docker_socket;
+    bool allow_privileged, allow_docker_socket, allow_host_network, allow_container_network;
     char **allowed_volume_prefixes;
+    char **allowed_sensitive_paths;
     char **protected_paths;
     json_t *conn_uris; /* {id: URI} */
     json_t *conns;     /* {id: parsed}, what templates see under conn */

@@ -56,13 +56,7 @@ int dg_runtime_new(uv_loop_t *loop, const dg_config *cfg, const dg_runtime_opts 
         .sched = rt->sched,
         .store = rt->store,
         .state_dir = rt->store ? rt->cfg.state_dir : NULL,
-        .policy =
-            {
-                .allow_privileged = rt->cfg.allow_privileged,
-                .allow_docker_socket = rt->cfg.allow_docker_socket,
-                .allowed_volume_prefixes = rt->cfg.allowed_volume_prefixes,
-                .protected_paths = dg_backend_protected_paths(rt->backend),
-            },
+        .policy = dg_runtime_policy(&rt->cfg, dg_backend_protected_paths(rt->backend)),
         .connections = rt->cfg.connections,
         .smtp = {rt->cfg.smtp_url, rt->cfg.smtp_from, rt->cfg.smtp_user, rt->cfg.smtp_password},
         .instance = opts->instance,

@@ -246,6 +246,12 @@ static void create_cb(void *ud, const char *id, const dg_error *err) {
     job_unref(j);
 }
 
+/* The engine's network modes that are no network to create and take no alias: the host's
+ * stack, another container's, none (docs/dags.md, "The container policy"). */
+static bool network_mode(const char *net) {
+    return !strcmp(net, "host") || !strcmp(net, "none") || dg_str_has_prefix(net, "container:");
+}
+
 static void create_step(local_job *j) {
     local_backend *b = j->b;
     if (!j->image_ok) {
@@ -255,7 +261,7 @@ static void create_step(local_job *j) {
             return;
         }
     }
-    if (j->network && !j->network_ok) {
+    if (j->network && !j->network_ok && !network_mode(j->network)) {
         _cleanup_free_ char *key = xasprintf("network:%s", j->network);
         if (!cache_has(b, key)) {
             dg_docker_network_ensure(b->docker, j->network, network_cb, job_ref(j));
@@ -294,8 +300,8 @@ static json_t *container_config(const dg_job_spec *s) {
         json_object_set_new(cfg, "Volumes", anon);
     }
     json_object_set_new(host, "Binds", strv_json(s->binds));
-    if (s->network) {
-        json_object_set_new(host, "NetworkMode", json_string(s->network));
+    if (s->network) json_object_set_new(host, "NetworkMode", json_string(s->network));
+    if (s->network && !network_mode(s->network)) {
         json_t *ep = json_pack("{s:{s:{s:[s]}}}", "EndpointsConfig", s->network, "Aliases",
                                s->network_alias ? s->network_alias : s->name);
         json_object_set_new(cfg, "NetworkingConfig", ep);

@@ -199,7 +199,9 @@ Test(config, missing_file) {
 Test(config, copy_is_independent) {
     _cleanup_free_ char *path = write_file("dags_folder: /srv/dags\n"
                                            "pools: {spark: 2, db: 4}\n"
-                                           "policy:\n  allowed_volume_prefixes: [/data]\n");
+                                           "policy:\n  allowed_volume_prefixes: [/data]\n"
+                                           "  allowed_sensitive_paths: [/etc/ssl, /run/containerd]\n"
+                                           "  allow_host_network: true\n");
     dg_config c, d;
     dg_error err = {0};
     cr_assert_eq(dg_config_load(path, &c, &err), 0, "%s", err.msg);
@@ -212,6 +214,10 @@ Test(config, copy_is_independent) {
     cr_assert_str_eq(d.pools[0].name, "spark");
     cr_assert_eq(d.pools[1].slots, 4);
     cr_assert_str_eq(d.allowed_volume_prefixes[0], "/data");
+    cr_assert_eq(dg_strv_len(d.allowed_sensitive_paths), 2);
+    cr_assert_str_eq(d.allowed_sensitive_paths[1], "/run/containerd");
+    cr_assert(d.allow_host_network);
+    cr_assert(!d.allow_container_network);
     dg_config_pool one[] = {{.name = (char *)"gpu", .slots = 1}};
     dg_config_set_pools(&d, one, 1);
     cr_assert_eq(d.n_pools, 1);
@@ -252,4 +258,22 @@ Test(config, connections_file_then_environment) {
     cr_assert_str_eq(json_string_value(json_object_get(d.connections, "other")), "sqlite:///x");
     cr_assert_str_eq(d.smtp_url, "smtp://m:25");
     dg_config_free(&d);
+}
+
+Test(config, container_network_policy_from_the_environment) {
+    setenv("DAGD_POLICY_ALLOW_CONTAINER_NETWORK", "yes", 1);
+    setenv("DAGD_POLICY_ALLOWED_SENSITIVE_PATHS", "/etc,/proc", 1);
+    dg_config c;
+    dg_error err = {0};
+    int r = dg_config_load(NULL, &c, &err);
+    unsetenv("DAGD_POLICY_ALLOW_CONTAINER_NETWORK");
+    unsetenv("DAGD_POLICY_ALLOWED_SENSITIVE_PATHS");
+    cr_assert_eq(r, 0, "%s", err.msg);
+    cr_assert(c.allow_container_network);
+    cr_assert(!c.allow_host_network);
+    cr_assert_eq(dg_strv_len(c.allowed_sensitive_paths), 2);
+    cr_assert_str_eq(c.allowed_sensitive_paths[0], "/etc");
+    dg_config_free(&c);
+    expect_env_message("DAGD_POLICY_ALLOW_HOST_NETWORK", "maybe",
+                       "DAGD_POLICY_ALLOW_HOST_NETWORK: invalid value 'maybe' (expected true or false)");
 }
