@@ -114,6 +114,16 @@ static json_t *dag_json(dg_server *s, dag_entry *e) {
     json_t *ids = json_array();
     for (size_t i = 0; i < d->n_tasks; i++) json_array_append_new(ids, json_string(d->tasks[i].id));
     json_object_set_new(o, "task_ids", ids);
+    /* What the web UI's graph and trigger form are drawn from (see docs/ui.md). */
+    json_t *tasks = json_array();
+    for (size_t i = 0; i < d->n_tasks; i++) {
+        json_t *up = json_array();
+        for (size_t k = 0; k < d->tasks[i].n_upstream; k++)
+            json_array_append_new(up, json_string(d->tasks[d->tasks[i].upstream[k]].id));
+        json_array_append_new(tasks, json_pack("{s:s, s:o}", "task_id", d->tasks[i].id, "upstream", up));
+    }
+    json_object_set_new(o, "tasks", tasks);
+    json_object_set_new(o, "params", json_deep_copy(d->params));
     return o;
 }
 
