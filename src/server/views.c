@@ -648,6 +648,26 @@ int dg_server_get_task(dg_server *s, const char *dag, const char *run, const cha
         json_decref(doc);
         return dg_error_set(err, -ENOENT, "run '%s' has no task '%s'", run, task);
     }
+    /* every try, for the web UI's task page and Gantt (see docs/api.md) */
+    dg_try_rec **v = NULL;
+    size_t n = 0;
+    json_t *tries = json_array();
+    if (dg_store_list_tries(s->store, dag, run, task, &v, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            const dg_try_rec *t = v[i];
+            json_t *x = json_object();
+            json_object_set_new(x, "try_number", json_integer(t->try_number));
+            json_object_set_new(x, "state", str_or_null(t->state));
+            json_object_set_new(x, "start_date", dg__json_time(t->start_ms));
+            json_object_set_new(x, "end_date", dg__json_time(t->end_ms));
+            json_object_set_new(x, "exit_code", t->has_exit_code ? json_integer(t->exit_code) : json_null());
+            json_object_set_new(x, "container_name", str_or_null(t->container_name));
+            json_object_set_new(x, "message", str_or_null(t->message));
+            json_array_append_new(tries, x);
+        }
+        dg_try_recs_free(v, n);
+    }
+    json_object_set_new(o, "tries", tries);
     *ret = o;
     return 0;
 }
