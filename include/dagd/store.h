@@ -91,6 +91,10 @@ typedef struct dg_tasklog dg_tasklog;
 int dg_tasklog_open(const char *path, dg_tasklog **ret); /* creates parent dirs */
 void dg_tasklog_line(dg_tasklog *l, int stream, const char *line, size_t len);
 void dg_tasklog_close(dg_tasklog *l); /* flushes; NULL is fine */
+/* The log at log_path with each line prefixed by the stream it came from: "stdout\t",
+ * "stderr\t", or "-\t" when that is not known (a log written before streams were
+ * recorded). -ENOENT when there is no log. */
+int dg_tasklog_read_streams(const char *log_path, char **ret, size_t *ret_len);
 
 /* Additions by the store module. */
 

@@ -719,6 +719,23 @@ int dg_server_log(dg_server *s, const char *dag, const char *run, const char *ta
     return 0;
 }
 
+int dg_server_log_streams(dg_server *s, const char *dag, const char *run, const char *task, int try_number,
+                          char **ret, size_t *ret_len, dg_error *err) {
+    _cleanup_free_ char *path = NULL;
+    bool live = false;
+    int r = dg_server_log(s, dag, run, task, try_number, &path, &live, err);
+    if (r < 0) return r;
+    r = dg_tasklog_read_streams(path, ret, ret_len);
+    if (r == -ENOENT && live) {
+        *ret = xstrdup("");
+        *ret_len = 0;
+        return 0;
+    }
+    if (r < 0) return dg_error_set(err, r == -ENOENT ? -ENOENT : -EIO, "try %d of '%s': %s", try_number, task,
+                                   strerror(-r));
+    return 0;
+}
+
 bool dg_server_log_live(dg_server *s, const char *dag, const char *run, const char *task, int try_number) {
     if (!s->exec) return false;
     dg_run *rn = dg__server_find_run(s, dag, run);

@@ -138,6 +138,44 @@ def test_sessions_csrf_and_the_embedded_files(dg):
     assert srv.dag(dg.dag_id)["is_paused"] is False
 
 
+def test_the_api_tells_log_streams_apart_and_lists_tries(dg):
+    """What the UI's task page needs from the API: each try's times and exit code, and the
+    log with stdout and stderr told apart (docs/api.md)."""
+    dags = dg.tmp / "dags"
+    dg.write(dag_text("@DAG@", simple_task(
+        "t", "echo out-{{ try_number }}; echo err-{{ try_number }} >&2; echo out-again; "
+             "[ {{ try_number }} -ge 2 ] || exit 3",
+        "    retries: 1\n    retry_delay: 1s\n")), name="dags/d.yml", dedent=False)
+    srv = Server(dg, dags).start()
+    srv.wait_dag(dg.dag_id)
+    run = srv.trigger(dg.dag_id)["dag_run_id"]
+    assert srv.wait_run(dg.dag_id, run, timeout=60)["state"] == "success"
+    base = "/dags/%s/runs/%s/tasks/t" % (dg.dag_id, run)
+    ti = srv.get(base)
+    tries = ti["tries"]
+    assert [(x["try_number"], x["state"], x["exit_code"]) for x in tries] == [(1, "failed", 3), (2, "success", 0)], ti
+    for x in tries:
+        assert x["start_date"] and x["end_date"] and x["start_date"] <= x["end_date"], x
+        assert x["container_name"], x
+    assert tries[0]["end_date"] <= tries[1]["start_date"], tries
+    # the plain log is as it was; ?streams=1 prefixes each line with its stream
+    st, plain = srv.request("GET", "/api/v1" + base + "/logs/1", raw=True)
+    assert st == 200 and sorted(plain.splitlines()) == ["err-1", "out-1", "out-again"], plain
+    st, text = srv.request("GET", "/api/v1" + base + "/logs/1?streams=1", raw=True)
+    assert st == 200, text
+    lines = text.splitlines()
+    assert sorted(lines) == ["stderr\terr-1", "stdout\tout-1", "stdout\tout-again"], text
+    assert [l.split("\t", 1)[1] for l in lines] == plain.splitlines(), "the same lines in the same order"
+    st, text = srv.request("GET", "/api/v1" + base + "/logs/2?streams=true", raw=True)
+    assert st == 200 and "stderr\terr-2" in text.splitlines(), text
+    for q, want in (("streams=2", 400), ("streams=1&follow=1", 400)):
+        st, body = srv.request("GET", "/api/v1" + base + "/logs/1?" + q, raw=True)
+        assert st == want and "streams" in body, (q, st, body)
+    st, body = srv.request("GET", "/api/v1" + base + "/logs/3?streams=1", raw=True)
+    assert st == 404, body
+    wait_for("the run's containers to go", lambda: not dg.containers(), 30)
+
+
 # --------------------------------------------------------------------------- the browser
 
 def _chromium():
@@ -303,6 +341,7 @@ def test_browser_sign_in_list_trigger_grid_graph_log_clear_pause(dg, browser):
     cell.click()
     until("the failed try's log", lambda: "boom-on-stderr" in drv.find_element("id", "log").text)
     assert "3" in drv.find_element("id", "exit-code").text
+    assert "boom-on-stderr" in css(drv, "#log .stderr")[0].text, "stderr lines are marked as such"
     drv.find_element("id", "log-search").send_keys("boom")
     until("the search to mark the match", lambda: css(drv, "#log mark"))
     shot("failed-task")

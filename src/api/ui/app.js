@@ -463,7 +463,7 @@
     const info = slot(root, "log-info");
     if (!tr) { logState.text = ""; info.textContent = "no try yet"; paintLog(); return live; }
     try {
-      logState.text = await api("GET", runPath(dag, run) + "/tasks/" + enc(task) + "/logs/" + tr, undefined, true);
+      logState.text = await api("GET", runPath(dag, run) + "/tasks/" + enc(task) + "/logs/" + tr + "?streams=1", undefined, true);
       info.textContent = live && +tr === n ? "following (live)" : "";
     } catch (e) {
       if (e.status !== 404) throw e;
@@ -480,17 +480,17 @@
     const q = ($("log-search") || {}).value || "";
     const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
     const lines = logState.text.replace(/\n$/, "").split("\n");
-    pre.replaceChildren(...lines.filter((l) => !q || l.toLowerCase().includes(q.toLowerCase())).map((l) => {
-      const m = /^(stderr|stdout)\t/.exec(l);
-      const span = h("span", { class: m ? m[1] : "" });
-      const body = m ? l.slice(m[0].length) : l;
-      if (q) {
-        const i = body.toLowerCase().indexOf(q.toLowerCase());
-        if (i >= 0) span.append(body.slice(0, i), h("mark", { text: body.slice(i, i + q.length) }), body.slice(i + q.length));
-        else span.append(body);
-      } else span.append(body);
-      span.append("\n");
-      return span;
+    const ql = q.toLowerCase();
+    pre.replaceChildren(...lines.map((l) => {
+      const m = /^(stderr|stdout|-)\t/.exec(l);
+      return { stream: m && m[1] !== "-" ? m[1] : "", body: m ? l.slice(m[0].length) : l };
+    }).filter((x) => !q || x.body.toLowerCase().includes(ql)).map((x) => {
+      const line = h("span", { class: "line " + x.stream });
+      if (x.stream === "stderr") line.append(h("span", { class: "visually-hidden", text: "stderr: " }));
+      const i = q ? x.body.toLowerCase().indexOf(ql) : -1;
+      if (i >= 0) line.append(x.body.slice(0, i), h("mark", { text: x.body.slice(i, i + q.length) }), x.body.slice(i + q.length));
+      else line.append(x.body || "\u200b");
+      return line;
     }));
     if (atEnd) pre.scrollTop = pre.scrollHeight;
   }
