@@ -566,7 +566,7 @@ static enum MHD_Result h_sign_in(dg_api *a, struct MHD_Connection *c, dg__api_re
 
 static enum MHD_Result h_session(dg_api *a, struct MHD_Connection *c, dg__api_req *r) {
     dg__api_session *s = dg__api_session_find(a, c);
-    if (!s) return dg__api_reply_error(c, 404, "this request is not signed in with a session cookie");
+    if (!s) return dg__api_reply_error(c, 401, "this request is not signed in with a session cookie");
     return reply_session(c, 200, session_json(s), s, false);
 }
 

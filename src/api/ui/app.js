@@ -379,6 +379,10 @@
         h("h2", { text: "Gantt" }), h("div", { class: "scroll", "data-slot": "gantt" }));
     });
     const [r, t] = await Promise.all([api("GET", runPath(dag, run)), api("GET", runPath(dag, run) + "/tasks")]);
+    /* a task's tries (with their times) come with the task instance itself */
+    const full = await Promise.all(t.task_instances.map((ti) => ti.try_number > 0
+      ? api("GET", runPath(dag, run) + "/tasks/" + enc(ti.task_id)).catch(() => ti) : ti));
+    t.task_instances = full;
     if (id !== renderId) return false;
     slot(root, "head").replaceChildren(h("dl", { class: "kv" },
       h("dt", { text: "state" }), h("dd", {}, stateBadge(r.state)), h("dt", { text: "logical date" }), h("dd", { text: fmtTime(r.logical_date) }),
@@ -404,9 +408,11 @@
           out.push(s("rect", { class: "queued", x: L + (qa - t0) * sc, y: 4, width: Math.max(1, (qb - qa) * sc), height: RH - 8 },
             s("title", { text: "try " + x.try_number + " queued " + fmtDur((qb - qa) / 1000) })));
         }
+        if (!x.start_date) return out;
         const a = Date.parse(x.start_date), b = x.end_date ? Date.parse(x.end_date) : now;
         out.push(s("g", { class: "node st-" + (x.state || "running") }, s("rect", { class: "bar", x: L + (a - t0) * sc, y: 4, width: Math.max(2, (b - a) * sc), height: RH - 8, rx: 2 },
-          s("title", { text: sp.ti.task_id + " try " + x.try_number + ": " + (x.state || "") + ", " + fmtDur((b - a) / 1000) }))));
+          s("title", { text: sp.ti.task_id + " try " + x.try_number + ": " + (x.state || "") + ", " + fmtDur((b - a) / 1000) })),
+          sp.tries.length > 1 ? s("text", { x: L + (a - t0) * sc + 3, y: 15, class: "bar-label", text: String(x.try_number) }) : null));
         return out;
       })));
     const h_ = 30 + spans.length * RH;
