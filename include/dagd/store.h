@@ -9,7 +9,7 @@
 
 #include "dagd/util.h"
 
-#define DG_STORE_SCHEMA_VERSION 2
+#define DG_STORE_SCHEMA_VERSION 3
 
 typedef struct dg_store dg_store;
 
@@ -32,6 +32,7 @@ typedef struct dg_try_rec {
     char *dag_id, *run_id, *task_id, *state;
     int try_number;
     int64_t start_ms, end_ms;
+    int64_t running_ms; /* the container started running; 0 = not (yet); a put with 0 keeps the stored one */
     bool has_exit_code;
     int exit_code;
     char *container_id, *container_name, *message;

@@ -163,6 +163,7 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
             .state = (char *)dg_ti_state_name(ti->state == DG_TI_UP_FOR_RETRY ? DG_TI_FAILED : ti->state),
             .try_number = ti->try_number,
             .start_ms = ti->start_ms,
+            .running_ms = ti->running_ms,
             .end_ms = ti->end_ms ? ti->end_ms : (t ? t->end_ms : 0),
             .has_exit_code = ti->has_exit_code,
             .exit_code = ti->exit_code,

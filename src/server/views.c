@@ -659,6 +659,7 @@ int dg_server_get_task(dg_server *s, const char *dag, const char *run, const cha
             json_object_set_new(x, "try_number", json_integer(t->try_number));
             json_object_set_new(x, "state", str_or_null(t->state));
             json_object_set_new(x, "start_date", dg__json_time(t->start_ms));
+            json_object_set_new(x, "running_date", dg__json_time(t->running_ms));
             json_object_set_new(x, "end_date", dg__json_time(t->end_ms));
             json_object_set_new(x, "exit_code", t->has_exit_code ? json_integer(t->exit_code) : json_null());
             json_object_set_new(x, "container_name", str_or_null(t->container_name));

@@ -155,7 +155,7 @@ def test_the_api_tells_log_streams_apart_and_lists_tries(dg):
     tries = ti["tries"]
     assert [(x["try_number"], x["state"], x["exit_code"]) for x in tries] == [(1, "failed", 3), (2, "success", 0)], ti
     for x in tries:
-        assert x["start_date"] and x["end_date"] and x["start_date"] <= x["end_date"], x
+        assert x["start_date"] <= x["running_date"] <= x["end_date"], x
         assert x["container_name"], x
     assert tries[0]["end_date"] <= tries[1]["start_date"], tries
     # the plain log is as it was; ?streams=1 prefixes each line with its stream
@@ -316,7 +316,7 @@ def test_browser_sign_in_list_trigger_grid_graph_log_clear_pause(dg, browser):
 
     # the run's Gantt, a task's output and log
     drv.get("http://127.0.0.1:%d/ui/#/dag/%s/run/%s" % (srv.port, dg.dag_id, run_id))
-    until("the Gantt bars", lambda: len(css(drv, "#gantt rect.bar")) == 2)
+    until("the Gantt bars", lambda: len(css(drv, "#gantt rect.bar")) == 2 and len(css(drv, "#gantt rect.queued")) == 2)
     shot("gantt")
     drv.get("http://127.0.0.1:%d/ui/#/dag/%s/run/%s/task/extract" % (srv.port, dg.dag_id, run_id))
     until("extract's log", lambda: "count=5 label=hi" in drv.find_element("id", "log").text)
@@ -354,6 +354,13 @@ def test_browser_sign_in_list_trigger_grid_graph_log_clear_pause(dg, browser):
     opts = [o.text for o in css(drv, "#try-select option")]
     assert opts == ["try 1", "try 2"], opts
     shot("rerun-task")
+    drv.get("http://127.0.0.1:%d/ui/#/dag/%s/run/%s" % (srv.port, flaky, frun))
+    bars = until("both tries in the Gantt", lambda: len(css(drv, "#gantt g.node[data-try]")) == 2
+                 and css(drv, "#gantt g.node[data-try]"))
+    assert [b.get_attribute("class") for b in bars] == ["node st-failed", "node st-success"]
+    xs = [float(b.find_element("css selector", "rect").get_attribute("x")) for b in bars]
+    assert 150 <= xs[0] < xs[1], "both tries inside the chart, in order: %r" % xs
+    shot("rerun-gantt")
 
     # pause from the list; a bad CSRF token is refused in the browser too
     drv.get("http://127.0.0.1:%d/ui/#/" % srv.port)

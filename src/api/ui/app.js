@@ -392,10 +392,12 @@
     return r.state === "queued" || r.state === "running";
   }
   function gantt(dag, run, r, tis) {
-    const t0 = Date.parse(r.start_date || r.logical_date);
     const now = Date.now();
     const spans = tis.map((ti) => ({ ti, tries: ti.tries && ti.tries.length ? ti.tries :
-      ti.start_date ? [{ try_number: ti.try_number, start_date: ti.start_date, end_date: ti.end_date, state: ti.state }] : [] }));
+      ti.start_date ? [{ try_number: ti.try_number, start_date: ti.start_date, running_date: ti.start_date, end_date: ti.end_date, state: ti.state }] : [] }));
+    /* from the first try (a cleared run starts again, its earlier tries stay) */
+    let t0 = Date.parse(r.start_date || r.logical_date);
+    spans.forEach((sp) => sp.tries.forEach((x) => { if (x.start_date) t0 = Math.min(t0, Date.parse(x.start_date)); }));
     let t1 = t0 + 1000;
     spans.forEach((sp) => sp.tries.forEach((x) => { t1 = Math.max(t1, x.end_date ? Date.parse(x.end_date) : now); }));
     const L = 150, W = 560, RH = 24, sc = W / (t1 - t0);
@@ -403,14 +405,15 @@
       s("text", { x: 0, y: 15, text: sp.ti.task_id }),
       sp.tries.flatMap((x) => {
         const out = [];
-        if (x.queued_date && x.start_date) {
-          const qa = Date.parse(x.queued_date), qb = Date.parse(x.start_date);
-          out.push(s("rect", { class: "queued", x: L + (qa - t0) * sc, y: 4, width: Math.max(1, (qb - qa) * sc), height: RH - 8 },
-            s("title", { text: "try " + x.try_number + " queued " + fmtDur((qb - qa) / 1000) })));
-        }
         if (!x.start_date) return out;
-        const a = Date.parse(x.start_date), b = x.end_date ? Date.parse(x.end_date) : now;
-        out.push(s("g", { class: "node st-" + (x.state || "running") }, s("rect", { class: "bar", x: L + (a - t0) * sc, y: 4, width: Math.max(2, (b - a) * sc), height: RH - 8, rx: 2 },
+        /* a try is queued from its start_date until its container runs (running_date) */
+        const q = Date.parse(x.start_date), run = x.running_date ? Date.parse(x.running_date) : null;
+        const qe = run || (x.end_date ? Date.parse(x.end_date) : now);
+        out.push(s("rect", { class: "queued", "data-try": x.try_number, x: L + (q - t0) * sc, y: 4, width: Math.max(1, (qe - q) * sc), height: RH - 8 },
+          s("title", { text: sp.ti.task_id + " try " + x.try_number + " queued " + fmtDur((qe - q) / 1000) })));
+        if (!run) return out;
+        const a = run, b = x.end_date ? Date.parse(x.end_date) : now;
+        out.push(s("g", { class: "node st-" + (x.state || "running"), "data-try": x.try_number }, s("rect", { class: "bar", x: L + (a - t0) * sc, y: 4, width: Math.max(2, (b - a) * sc), height: RH - 8, rx: 2 },
           s("title", { text: sp.ti.task_id + " try " + x.try_number + ": " + (x.state || "") + ", " + fmtDur((b - a) / 1000) })),
           sp.tries.length > 1 ? s("text", { x: L + (a - t0) * sc + 3, y: 15, class: "bar-label", text: String(x.try_number) }) : null));
         return out;

@@ -268,7 +268,22 @@ Test(store, null_fields_roundtrip) {
     cr_assert_null(ys[0]->state);
     cr_assert_null(ys[0]->message);
     cr_assert_not(ys[0]->has_exit_code);
+    cr_assert_eq(ys[0]->running_ms, 0);
     dg_try_recs_free(ys, n);
+
+    /* running_ms, once known, is kept by a later put that does not know it (a try
+     * re-adopted after a restart) */
+    y.running_ms = 1700000000123;
+    cr_assert_eq(dg_store_put_try(st, &y), 0);
+    y.running_ms = 0;
+    y.state = "success";
+    cr_assert_eq(dg_store_put_try(st, &y), 0);
+    cr_assert_eq(dg_store_list_tries(st, "d", "r", "t", &ys, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(ys[0]->state, "success");
+    cr_assert_eq(ys[0]->running_ms, 1700000000123);
+    dg_try_recs_free(ys, n);
+    y.state = NULL;
 
     /* Unset times and exit codes are SQL NULLs, not zeros. */
     sqlite3 *db = raw_db();
