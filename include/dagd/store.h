@@ -36,6 +36,7 @@ typedef struct dg_try_rec {
     bool has_exit_code;
     int exit_code;
     char *container_id, *container_name, *message;
+    char *rendered; /* JSON text: the command, entrypoint and env shown by the API; NULL keeps the stored one */
 } dg_try_rec;
 
 /* Creates state_dir (0700) and state_dir/dagd.db when missing, enables WAL, migrates. */

@@ -664,6 +664,12 @@ int dg_server_get_task(dg_server *s, const char *dag, const char *run, const cha
             json_object_set_new(x, "exit_code", t->has_exit_code ? json_integer(t->exit_code) : json_null());
             json_object_set_new(x, "container_name", str_or_null(t->container_name));
             json_object_set_new(x, "message", str_or_null(t->message));
+            /* stored redacted, see rendered_json in exec */
+            json_t *rd = t->rendered ? json_loads(t->rendered, 0, NULL) : NULL;
+            json_object_set_new(x, "command", json_incref(json_object_get(rd, "command")) ?: json_null());
+            json_object_set_new(x, "entrypoint", json_incref(json_object_get(rd, "entrypoint")) ?: json_null());
+            json_object_set_new(x, "env", json_incref(json_object_get(rd, "env")) ?: json_null());
+            json_decref(rd);
             json_array_append_new(tries, x);
         }
         dg_try_recs_free(v, n);

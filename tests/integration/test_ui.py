@@ -145,7 +145,9 @@ def test_the_api_tells_log_streams_apart_and_lists_tries(dg):
     dg.write(dag_text("@DAG@", simple_task(
         "t", "echo out-{{ try_number }}; echo err-{{ try_number }} >&2; echo out-again; "
              "[ {{ try_number }} -ge 2 ] || exit 3",
-        "    retries: 1\n    retry_delay: 1s\n")), name="dags/d.yml", dedent=False)
+        "    retries: 1\n    retry_delay: 1s\n"
+        "    env:\n      MODE: \"fast-{{ try_number }}\"\n      PASSWORD: {secret: \"hunter2-s3cret\"}\n"
+        "      ECHO: \"pw is hunter2-s3cret\"\n")), name="dags/d.yml", dedent=False)
     srv = Server(dg, dags).start()
     srv.wait_dag(dg.dag_id)
     run = srv.trigger(dg.dag_id)["dag_run_id"]
@@ -158,6 +160,12 @@ def test_the_api_tells_log_streams_apart_and_lists_tries(dg):
         assert x["start_date"] <= x["running_date"] <= x["end_date"], x
         assert x["container_name"], x
     assert tries[0]["end_date"] <= tries[1]["start_date"], tries
+    # what each try ran with: the rendered command, the env with secrets hidden
+    for n, x in enumerate(tries, 1):
+        assert x["command"][:2] == ["sh", "-c"] and "echo out-{{ try_number }}" not in x["command"][2], x
+        assert "echo out-%d;" % n in x["command"][2], x
+        assert x["env"] == {"MODE": "fast-%d" % n, "PASSWORD": "***", "ECHO": "pw is ***"}, x
+    assert "hunter2" not in json.dumps(ti)
     # the plain log is as it was; ?streams=1 prefixes each line with its stream
     st, plain = srv.request("GET", "/api/v1" + base + "/logs/1", raw=True)
     assert st == 200 and sorted(plain.splitlines()) == ["err-1", "out-1", "out-again"], plain
@@ -323,6 +331,7 @@ def test_browser_sign_in_list_trigger_grid_graph_log_clear_pause(dg, browser):
     info = drv.find_element("id", "ti-info").text
     assert "count=5 label=hi" in drv.find_element("id", "ti-output").text, info
     assert "exit code\n0" in info, info
+    assert "count={{ params.count }}" not in info and "echo count=5 label=hi" in drv.find_element("id", "ti-command").text
     shot("task")
 
     # source view with line numbers

@@ -450,6 +450,7 @@
     const ti = await api("GET", runPath(dag, run) + "/tasks/" + enc(task));
     if (id !== renderId) return false;
     const live = ti.state === "running" || ti.state === "queued" || ti.state === "scheduled" || ti.state === "up_for_retry";
+    const last = (ti.tries || []).length ? ti.tries[ti.tries.length - 1] : null;
     slot(root, "info").replaceChildren(h("dl", { class: "kv", id: "ti-info" },
       h("dt", { text: "state" }), h("dd", {}, stateBadge(ti.state)),
       h("dt", { text: "try" }), h("dd", { text: ti.try_number + " of " + ti.max_tries }),
@@ -457,8 +458,9 @@
       (ti.tries || []).length ? [h("dt", { text: "tries" }), h("dd", {}, h("ul", {}, ti.tries.map((x) => h("li", { text: "try " + x.try_number + ": " + (x.state || "") + ", exit " + (x.exit_code ?? "—") }))))] : null,
       h("dt", { text: "started" }), h("dd", { text: fmtTime(ti.start_date) }), h("dt", { text: "duration" }), h("dd", { text: fmtDur(ti.duration) }),
       h("dt", { text: "container" }), h("dd", { text: ti.container_name || "—" }), h("dt", { text: "image" }), h("dd", { text: ti.image || "—" }),
-      ti.command ? [h("dt", { text: "command" }), h("dd", {}, h("code", { text: JSON.stringify(ti.command) }))] : null,
-      ti.env ? [h("dt", { text: "env" }), h("dd", {}, h("code", { text: Object.entries(ti.env).map(([k, v]) => k + "=" + v).join("\n") }))] : null,
+      last && last.entrypoint ? [h("dt", { text: "entrypoint" }), h("dd", {}, h("code", { text: JSON.stringify(last.entrypoint) }))] : null,
+      last && last.command ? [h("dt", { text: "command" }), h("dd", {}, h("code", { id: "ti-command", text: JSON.stringify(last.command) }))] : null,
+      last && last.env ? [h("dt", { text: "env" }), h("dd", {}, h("pre", { id: "ti-env", class: "env" }, Object.entries(last.env).map(([k, v]) => k + "=" + v).join("\n")))] : null,
       h("dt", { text: "output (XCom)" }), h("dd", {}, h("code", { id: "ti-output", text: ti.output ?? "—" })),
       ti.message ? [h("dt", { text: "message" }), h("dd", { text: ti.message })] : null));
     const sel = $("try-select");
