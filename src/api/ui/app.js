@@ -379,10 +379,6 @@
         h("h2", { text: "Gantt" }), h("div", { class: "scroll", "data-slot": "gantt" }));
     });
     const [r, t] = await Promise.all([api("GET", runPath(dag, run)), api("GET", runPath(dag, run) + "/tasks")]);
-    /* a task's tries (with their times) come with the task instance itself */
-    const full = await Promise.all(t.task_instances.map((ti) => ti.try_number > 0
-      ? api("GET", runPath(dag, run) + "/tasks/" + enc(ti.task_id)).catch(() => ti) : ti));
-    t.task_instances = full;
     if (id !== renderId) return false;
     slot(root, "head").replaceChildren(h("dl", { class: "kv" },
       h("dt", { text: "state" }), h("dd", {}, stateBadge(r.state)), h("dt", { text: "logical date" }), h("dd", { text: fmtTime(r.logical_date) }),
