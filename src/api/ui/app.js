@@ -456,7 +456,7 @@
       h("dt", { text: "container" }), h("dd", { text: ti.container_name || "—" }), h("dt", { text: "image" }), h("dd", { text: ti.image || "—" }),
       last && last.entrypoint ? [h("dt", { text: "entrypoint" }), h("dd", {}, h("code", { text: JSON.stringify(last.entrypoint) }))] : null,
       last && last.command ? [h("dt", { text: "command" }), h("dd", {}, h("code", { id: "ti-command", text: JSON.stringify(last.command) }))] : null,
-      last && last.env ? [h("dt", { text: "env" }), h("dd", {}, h("pre", { id: "ti-env", class: "env" }, Object.entries(last.env).map(([k, v]) => k + "=" + v).join("\n")))] : null,
+      last && last.env ? [h("dt", { text: "env" }), h("dd", {}, h("pre", { id: "ti-env", class: "env" }, Object.entries(last.env).map(([k, v]) => k + "=" + v).join("\n") || "(none)"))] : null,
       h("dt", { text: "output (XCom)" }), h("dd", {}, h("code", { id: "ti-output", text: ti.output ?? "—" })),
       ti.message ? [h("dt", { text: "message" }), h("dd", { text: ti.message })] : null));
     const sel = $("try-select");
