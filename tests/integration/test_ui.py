@@ -321,6 +321,18 @@ def test_browser_sign_in_list_trigger_grid_graph_log_clear_pause(dg, browser):
     ex, lo = (css(drv, '#graph g.node[data-task="%s"]' % t)[0].get_attribute("transform") for t in ("extract", "load"))
     assert float(re.search(r"translate\(([\d.]+)", ex).group(1)) < float(re.search(r"translate\(([\d.]+)", lo).group(1))
     shot("grid-graph")
+    # the same in the dark theme (prefers-color-scheme), and the graph is keyboard reachable
+    drv.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    bg = drv.execute_script("return getComputedStyle(document.body).backgroundColor")
+    assert bg != "rgb(255, 255, 255)", bg
+    shot("grid-graph-dark")
+    drv.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "light"}]})
+    from selenium.webdriver.common.keys import Keys
+    node = css(drv, '#graph g.node[data-task="load"]')[0]
+    drv.execute_script("arguments[0].focus()", node)
+    drv.switch_to.active_element.send_keys(Keys.ENTER)
+    until("Enter on a graph node to open the task",
+          lambda: drv.execute_script("return location.hash").endswith("/task/load"))
 
     # the run's Gantt, a task's output and log
     drv.get("http://127.0.0.1:%d/ui/#/dag/%s/run/%s" % (srv.port, dg.dag_id, run_id))
