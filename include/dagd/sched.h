@@ -36,7 +36,8 @@ typedef struct dg_ti {
     dg_ti_state state;
     int try_number;        /* of the current or last try; 0 = never tried */
     int max_tries;         /* retries + 1 */
-    int64_t start_ms;      /* current/last try started (0 = not yet) */
+    int64_t start_ms;      /* current/last try started (queued; 0 = not yet) */
+    int64_t running_ms;    /* ... and its container started running (0 = not yet) */
     int64_t end_ms;        /* finished (0 = not yet) */
     int64_t not_before_ms; /* up_for_retry, or a rescheduled sensor: eligible from then */
     int64_t deadline_ms;   /* running: timeout deadline, 0 = none */

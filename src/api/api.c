@@ -30,6 +30,7 @@ static const char *status_reason(unsigned status) {
     switch (status) {
     case 400: return "bad request";
     case 401: return "unauthorized";
+    case 403: return "forbidden";
     case 404: return "not found";
     case 405: return "method not allowed";
     case 409: return "conflict";
@@ -232,8 +233,18 @@ static enum MHD_Result on_headers(dg_api *a, struct MHD_Connection *c, const cha
     /* Only health is public: anything else, even a path that does not exist, needs the token
      * so that probing reveals nothing. */
     if (!(r->route && dg__api_route_public(r->route)) && !dg__api_token_ok(a, c)) {
-        r->answered = true;
-        return dg__api_reply_error(c, 401, "a valid 'Authorization: Bearer <token>' header is required");
+        /* or the web UI's session cookie, and with it the CSRF token on anything that
+         * changes state (docs/ui.md, Sessions) */
+        const dg__api_session *s = dg__api_session_find(a, c);
+        if (!s) {
+            r->answered = true;
+            return dg__api_reply_error(c, 401, "a valid 'Authorization: Bearer <token>' header is required");
+        }
+        if (dg__api_method_changes_state(method) && !dg__api_session_csrf_ok(s, c)) {
+            r->answered = true;
+            return dg__api_reply_error(c, 403, "a request signed in by a session cookie that changes state needs "
+                                               "the session's X-CSRF-Token header");
+        }
     }
     if (st) {
         r->answered = true;

@@ -79,6 +79,7 @@ static void try_unref(exec_try *t) {
     free(t->name);
     free(t->job_id);
     free(t->image);
+    free(t->rendered);
     free(t->message);
     free(t->output_error);
     exec_run *er = t->er;
@@ -163,6 +164,8 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
             .state = (char *)dg_ti_state_name(ti->state == DG_TI_UP_FOR_RETRY ? DG_TI_FAILED : ti->state),
             .try_number = ti->try_number,
             .start_ms = ti->start_ms,
+            .running_ms = ti->running_ms,
+            .rendered = t ? t->rendered : NULL,
             .end_ms = ti->end_ms ? ti->end_ms : (t ? t->end_ms : 0),
             .has_exit_code = ti->has_exit_code,
             .exit_code = ti->exit_code,
@@ -396,6 +399,38 @@ static void start_job(exec_try *t) {
     dg_job_start(t->job);
 }
 
+static json_t *strv_json(char *const *v) {
+    if (!v) return json_null();
+    json_t *a = json_array();
+    for (; *v; v++) json_array_append_new(a, json_string(*v));
+    return a;
+}
+
+/* What the API shows of a try's spec (docs/api.md): the rendered command and entrypoint with
+ * secrets redacted; the env's keys, with the values of the task's own non-secret `env:`
+ * entries (redacted too) and "***" for everything else (secret entries, env_file lines,
+ * connections). */
+static char *rendered_json(exec_try *t, const dg_job_spec *s) {
+    const dg_task *tk = &t->er->run->dag->tasks[t->task];
+    json_auto_t *o = json_object();
+    json_object_set_new(o, "command", strv_json(s->command));
+    json_object_set_new(o, "entrypoint", strv_json(s->entrypoint));
+    json_t *env = json_object();
+    for (size_t i = 0; s->env && s->env[i]; i++) {
+        const char *eq = strchr(s->env[i], '=');
+        if (!eq) continue;
+        _cleanup_free_ char *key = xstrndup(s->env[i], (size_t)(eq - s->env[i]));
+        bool shown = false;
+        for (size_t k = 0; k < tk->n_env && !shown; k++)
+            shown = strcmp(tk->env[k].key, key) == 0 && !tk->env[k].secret;
+        json_object_set_new(env, key, json_string(shown ? eq + 1 : "***"));
+    }
+    json_object_set_new(o, "env", env);
+    _cleanup_free_ char *text = json_dumps(o, JSON_COMPACT);
+    if (!text) return NULL;
+    return t->er->secrets ? dg_redact(t->er->secrets, text, strlen(text)) : TAKE_PTR(text);
+}
+
 static void create_job(exec_try *t) {
     dg_error err = {0};
     exec_spec sp;
@@ -406,6 +441,8 @@ static void create_job(exec_try *t) {
     }
     free(t->image);
     t->image = xstrdup(sp.s.image);
+    free(t->rendered);
+    t->rendered = rendered_json(t, &sp.s);
     free(t->name);
     t->name = xstrdup(sp.s.name);
     t->job = dg_job_create(t->x->backend, &sp.s, &job_events, try_ref(t));

@@ -60,6 +60,7 @@ struct exec_try {
     exec_try *next;
     dg_job *job;    /* the backend's, until released */
     char *name, *image, *message;
+    char *rendered; /* the command, entrypoint and env it ran with, redacted (JSON text) */
     char *job_id; /* the backend's id of the job (a container id), once created */
     bool prepare_only, start_requested, stopping, released;
     bool created, started, exited, reported, output_read;

@@ -473,6 +473,7 @@ static void start_try(dg_sched *s, dg_run *run, size_t i, int64_t now) {
     dg_ti *ti = &run->ti[i];
     ti->try_number++;
     ti->start_ms = now;
+    ti->running_ms = 0;
     if (ti->try_number == 1) ti->first_start_ms = now;
     ti->end_ms = 0;
     ti->not_before_ms = 0;
@@ -603,6 +604,7 @@ void dg_sched_on_started(dg_sched *s, dg_run *run, size_t task, int try_number, 
     if (ti->try_number != try_number || ti->state != DG_TI_QUEUED) return;
     int64_t timeout = task_of(run, task)->timeout_ms;
     if (timeout > 0) ti->deadline_ms = sat_add(now, timeout);
+    ti->running_ms = now;
     set_state(s, run, task, DG_TI_RUNNING);
 }
 

@@ -52,7 +52,7 @@ struct dg_store {
     "container_id, container_name, image, output, message"
 #define TRY_COLS                                                                        \
     "dag_id, run_id, task_id, try_number, state, start_ms, end_ms, exit_code, "        \
-    "container_id, container_name, message"
+    "container_id, container_name, message, running_ms, rendered_json"
 
 static const char *const migrations[] = {
     /* 1 */
@@ -83,6 +83,9 @@ static const char *const migrations[] = {
     "CREATE TABLE dags ("
     "  dag_id TEXT PRIMARY KEY NOT NULL, is_paused INTEGER NOT NULL DEFAULT 0,"
     "  file TEXT, first_seen_ms INTEGER);",
+    /* 3: when each try's container started running (start_ms is when it was queued) */
+    "ALTER TABLE task_tries ADD COLUMN running_ms INTEGER;"
+    "ALTER TABLE task_tries ADD COLUMN rendered_json TEXT;",
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == DG_STORE_SCHEMA_VERSION,
@@ -104,11 +107,13 @@ static const char *const stmt_sql[ST_MAX] = {
                   " container_id=excluded.container_id, container_name=excluded.container_name,"
                   " image=excluded.image, output=excluded.output, message=excluded.message",
     [ST_PUT_TRY] = "INSERT INTO task_tries (" TRY_COLS ")"
-                   " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+                   " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
                    " ON CONFLICT (dag_id, run_id, task_id, try_number) DO UPDATE SET"
                    " state=excluded.state, start_ms=excluded.start_ms, end_ms=excluded.end_ms,"
                    " exit_code=excluded.exit_code, container_id=excluded.container_id,"
-                   " container_name=excluded.container_name, message=excluded.message",
+                   " container_name=excluded.container_name, message=excluded.message,"
+                   " running_ms=coalesce(excluded.running_ms, running_ms),"
+                   " rendered_json=coalesce(excluded.rendered_json, rendered_json)",
     [ST_GET_RUN] = "SELECT " RUN_COLS " FROM dag_runs WHERE dag_id=?1 AND run_id=?2",
     [ST_GET_TI] = "SELECT " TI_COLS
                   " FROM task_instances WHERE dag_id=?1 AND run_id=?2 AND task_id=?3",
@@ -396,6 +401,8 @@ int dg_store_put_try(dg_store *st, const dg_try_rec *r) {
     rc |= bind_str(s, 9, r->container_id);
     rc |= bind_str(s, 10, r->container_name);
     rc |= bind_str(s, 11, r->message);
+    rc |= bind_ms(s, 12, r->running_ms);
+    rc |= bind_str(s, 13, r->rendered);
     return step_done(st, s, rc);
 }
 
@@ -450,6 +457,8 @@ static dg_try_rec *row_try(sqlite3_stmt *s) {
     r->container_id = col_str(s, 8);
     r->container_name = col_str(s, 9);
     r->message = col_str(s, 10);
+    r->running_ms = sqlite3_column_int64(s, 11);
+    r->rendered = col_str(s, 12);
     return r;
 }
 
@@ -611,6 +620,7 @@ void dg_try_rec_free(dg_try_rec *r) {
     free(r->container_id);
     free(r->container_name);
     free(r->message);
+    free(r->rendered);
     free(r);
 }
 

@@ -268,7 +268,22 @@ Test(store, null_fields_roundtrip) {
     cr_assert_null(ys[0]->state);
     cr_assert_null(ys[0]->message);
     cr_assert_not(ys[0]->has_exit_code);
+    cr_assert_eq(ys[0]->running_ms, 0);
     dg_try_recs_free(ys, n);
+
+    /* running_ms, once known, is kept by a later put that does not know it (a try
+     * re-adopted after a restart) */
+    y.running_ms = 1700000000123;
+    cr_assert_eq(dg_store_put_try(st, &y), 0);
+    y.running_ms = 0;
+    y.state = "success";
+    cr_assert_eq(dg_store_put_try(st, &y), 0);
+    cr_assert_eq(dg_store_list_tries(st, "d", "r", "t", &ys, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(ys[0]->state, "success");
+    cr_assert_eq(ys[0]->running_ms, 1700000000123);
+    dg_try_recs_free(ys, n);
+    y.state = NULL;
 
     /* Unset times and exit codes are SQL NULLs, not zeros. */
     sqlite3 *db = raw_db();
@@ -547,6 +562,35 @@ Test(store, tasklog_writes_and_appends) {
     mode_t mask = umask(0);
     umask(mask);
     cr_assert_eq(sb.st_mode & 0777, 0750 & ~mask);
+}
+
+Test(store, tasklog_read_streams_tells_stdout_from_stderr) {
+    _cleanup_free_ char *path = xasprintf("%s/streams/1.log", tmpdir);
+    dg_tasklog *l = NULL;
+    cr_assert_eq(dg_tasklog_open(path, &l), 0);
+    dg_tasklog_line(l, 1, "out one", 7);
+    dg_tasklog_line(l, 2, "err\tone", 7);
+    dg_tasklog_line(l, 2, NULL, 0);
+    dg_tasklog_line(l, 1, "out two", 7);
+    cr_assert_eq(dg_tasklog_flush(l), 0);
+    char *got = NULL;
+    size_t len = 0;
+    cr_assert_eq(dg_tasklog_read_streams(path, &got, &len), 0);
+    cr_assert_str_eq(got, "stdout\tout one\nstderr\terr\tone\nstderr\t\nstdout\tout two\n");
+    cr_assert_eq(len, strlen(got));
+    free(got);
+    dg_tasklog_close(l);
+    /* the plain log is unchanged; a log without its streams file says it does not know */
+    cr_assert_eq(dg_read_file(path, &got, &len), 0);
+    cr_assert_str_eq(got, "out one\nerr\tone\n\nout two\n");
+    free(got);
+    _cleanup_free_ char *sp = xasprintf("%s/streams/1.streams", tmpdir);
+    cr_assert_eq(unlink(sp), 0);
+    cr_assert_eq(dg_tasklog_read_streams(path, &got, &len), 0);
+    cr_assert_str_eq(got, "-\tout one\n-\terr\tone\n-\t\n-\tout two\n");
+    free(got);
+    _cleanup_free_ char *none = xasprintf("%s/streams/2.log", tmpdir);
+    cr_assert_eq(dg_tasklog_read_streams(none, &got, &len), -ENOENT);
 }
 
 Test(store, tasklog_flush_and_null) {
