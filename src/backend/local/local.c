@@ -20,6 +20,7 @@
 
 #define ENGINE_RETRY_MS 1000
 #define ENGINE_GIVE_UP_MS (10 * 60 * 1000)
+#define REMOVE_RETRY_MAX_MS 5000
 #define DIE_FALLBACK_MS 2000
 #define DIE_FALLBACK_REPEAT_MS 5000
 
@@ -33,6 +34,7 @@ struct local_backend {
     char **protected;  /* where the engine's socket is on this host (resolved paths) */
     char **cache;      /* images and networks known to exist ("network:NAME") */
     char *description;
+    char *log_max_size; /* json-file max-size for every container; NULL = the engine's */
     dg_docker_stream *events;
     dg_backend_done_cb connect_cb;
     void *connect_ud;
@@ -56,6 +58,8 @@ struct local_job {
     json_t *config; /* the create body until create is sent */
     bool image_ok, network_ok, created, started, die_seen, logs_done, vanished, exited_sent;
     bool removing;
+    int64_t remove_failing_since;
+    uint64_t remove_delay;
     int exit_code;
     dg_docker_stream *logs;
     uv_timer_t *timer;
@@ -132,8 +136,34 @@ static uv_timer_t *job_timer(local_job *j) {
 
 static bool live(local_job *j) { return !j->released && !j->b->closing; }
 
+static void remove_container(local_job *j);
+
+static void remove_retry_cb(uv_timer_t *h) {
+    local_job *j = h->data;
+    j->removing = false;
+    remove_container(j);
+    job_unref(j); /* the timer's */
+}
+
 static void removed_cb(void *ud, const dg_error *err) {
     local_job *j = ud;
+    if (err && err->code != -ECANCELED && !j->b->closing) {
+        /* an engine restarting, a connection cut: try again with a backoff, for as long
+         * as an engine may take to come back; the job (and so a caller waiting for it to
+         * be gone) stays until then */
+        int64_t now = dg_now_ms();
+        if (!j->remove_failing_since) {
+            j->remove_failing_since = now;
+            dg_log(DG_LOG_WARNING, NULL, "removing container %s failed, trying again: %s",
+                   j->name ? j->name : j->id, err->msg ? err->msg : "");
+        }
+        if (now - j->remove_failing_since <= ENGINE_GIVE_UP_MS) {
+            j->remove_delay = j->remove_delay ? j->remove_delay * 2 : ENGINE_RETRY_MS / 2;
+            if (j->remove_delay > REMOVE_RETRY_MAX_MS) j->remove_delay = REMOVE_RETRY_MAX_MS;
+            uv_timer_start(job_timer(j), remove_retry_cb, j->remove_delay, 0);
+            return; /* the call's reference goes to the timer */
+        }
+    }
     if (err && err->code != -ECANCELED) {
         dg_log(DG_LOG_WARNING, NULL, "removing container %s failed: %s", j->name ? j->name : j->id,
                err->msg ? err->msg : "");
@@ -273,7 +303,7 @@ static json_t *strv_json(char *const *v) {
 }
 
 /* The engine's create body for a spec. */
-static json_t *container_config(const dg_job_spec *s) {
+static json_t *container_config(const local_backend *b, const dg_job_spec *s) {
     json_t *cfg = json_object();
     json_t *host = json_object();
     json_object_set_new(cfg, "Image", json_string(s->image));
@@ -306,6 +336,11 @@ static json_t *container_config(const dg_job_spec *s) {
     if (s->privileged) json_object_set_new(host, "Privileged", json_true());
     if (s->extra_hosts) json_object_set_new(host, "ExtraHosts", strv_json(s->extra_hosts));
     json_object_set_new(host, "AutoRemove", json_false());
+    /* a json-file log large enough that the engine does not rotate away lines dagd has
+     * not read yet (docs/operations.md, Logs) */
+    if (b->log_max_size)
+        json_object_set_new(host, "LogConfig",
+                            json_pack("{s:s,s:{s:s}}", "Type", "json-file", "Config", "max-size", b->log_max_size));
     json_object_set_new(cfg, "HostConfig", host);
     return cfg;
 }
@@ -329,7 +364,7 @@ static dg_job *local_create(dg_backend *bb, const dg_job_spec *s, const dg_job_e
     j->image = xstrdup(s->image);
     j->network = xstrdup(s->network);
     j->pull = s->pull;
-    j->config = container_config(s);
+    j->config = container_config(b, s);
     create_step(j);
     return &j->base;
 }
@@ -377,6 +412,12 @@ static void die_fallback_cb(uv_timer_t *h) { reconcile(h->data); }
 
 static void log_line_cb(void *ud, int stream, const char *line, size_t len) {
     local_job *j = ud;
+    if (stream == DG_DOCKER_GAP) {
+        /* on stdout, so that a gap at the end is the try's output, never a line from
+         * before it (docs/operations.md, Logs) */
+        dg_log(DG_LOG_WARNING, NULL, "container %s: %s", j->name ? j->name : j->id, line);
+        stream = 1;
+    }
     if (live(j)) j->ev->line(j->ud, stream, line, len);
 }
 
@@ -649,6 +690,7 @@ static void local_free(dg_backend *bb) {
     dg_strv_free(b->protected);
     dg_strv_free(b->cache);
     free(b->description);
+    free(b->log_max_size);
     /* jobs freed by their last docker callback (run during dg_docker_free) are gone; any
      * left have no call in flight */
     while (b->jobs) {
@@ -676,7 +718,8 @@ static const dg_backend_ops local_ops = {
     .free = local_free,
 };
 
-int dg_backend_local_new(uv_loop_t *loop, const char *host, dg_backend **ret, dg_error *err) {
+int dg_backend_local_new(uv_loop_t *loop, const char *host, const char *log_max_size, dg_backend **ret,
+                         dg_error *err) {
     dg_docker *d;
     int r = dg_docker_new(loop, host, &d, err);
     if (r < 0) return r;
@@ -685,6 +728,7 @@ int dg_backend_local_new(uv_loop_t *loop, const char *host, dg_backend **ret, dg
     b->loop = loop;
     b->docker = d;
     b->protected = dg_docker_socket_paths(host);
+    if (log_max_size && strcmp(log_max_size, "engine") != 0) b->log_max_size = xstrdup(log_max_size);
     *ret = &b->base;
     return 0;
 }
