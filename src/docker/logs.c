@@ -18,7 +18,7 @@
  * what was already delivered — with a backoff, for up to ten minutes. A frame the break
  * cut in two is taken back (its bytes leave the partial line) and read whole again.
  *
- * Gaps: a frame newer than the last one delivered, while delivered frames were still due
+ * Gaps: a frame newer than every one delivered, while delivered frames were still due
  * to be skipped, or a catch-up that ends before they all came, means the engine rotated
  * its log past them: whatever it wrote between them and the rotation is gone, and how
  * much is not known. The owner gets DG_LOG_GAP_MARK there (docs/operations.md, Logs). */
@@ -53,7 +53,8 @@ typedef struct logs_stream {
     char sec_prefix[20]; /* "YYYY-MM-DDTHH:MM:SS" of the last parsed timestamp */
     int64_t sec;         /* ... and its Unix second */
     int64_t max_sec;     /* -1 before any frame */
-    int64_t last_ns;     /* timestamp of the last frame delivered, -1 before any */
+    int64_t last_ns;     /* newest timestamp delivered, -1 before any (stdout and stderr
+                          * frames can be a little out of order in the log) */
     struct {
         int64_t sec;
         uint64_t n;
@@ -132,7 +133,7 @@ static void frame_start(logs_stream *l) {
     l->frame_sec = s;
     l->prev_last_ns = l->last_ns;
     l->prev_max_sec = l->max_sec;
-    l->last_ns = ns;
+    if (ns > l->last_ns) l->last_ns = ns;
     if (s > l->max_sec) l->max_sec = s;
     size_t i = (size_t)(s % SECOND_SLOTS);
     if (l->slots[i].sec != s) {
@@ -205,8 +206,6 @@ static void logs_end(logs_stream *l, const dg_error *err) {
 static void logs_data(dg__req *r, const char *data, size_t len) {
     logs_stream *l = r->ctx;
     if (l->s.finished) return;
-    l->down_since = 0; /* the engine answers again */
-    l->resume_delay = 0;
     int e = dg_demux_feed(&l->dm, data, len, frame_piece, l);
     if (e < 0) {
         dg_error err = {0};
@@ -215,6 +214,14 @@ static void logs_data(dg__req *r, const char *data, size_t len) {
         logs_end(l, &err);
         dg_error_clear(&err);
     }
+}
+
+/* The engine answers again: a later break gets the whole time to resume again. */
+static void logs_headers(dg__req *r) {
+    logs_stream *l = r->ctx;
+    if (r->status >= 400) return;
+    l->down_since = 0;
+    l->resume_delay = 0;
 }
 
 static void start_read(logs_stream *l);
@@ -296,6 +303,7 @@ static void start_read(logs_stream *l) {
     dg__req *r = dg__req_new(l->s.d, "GET", path, NULL, logs_done, l);
     r->stream = true;
     r->on_data = logs_data;
+    r->on_headers = logs_headers;
     l->s.req = r;
     dg__req_ref(r);
     dg__req_submit(r);

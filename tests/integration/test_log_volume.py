@@ -17,6 +17,7 @@ Readings taken where the contract leaves room:
 """
 import os
 import re
+import sqlite3
 import subprocess
 import time
 
@@ -124,6 +125,44 @@ def test_log_resumes_after_a_long_engine_outage(dg, socat_procs):
     assert tis["slow"]["state"] == "success", tis
     assert tis["slow"]["output"] == "after", tis
     assert dg.log_lines("slow") == ["before", "during", "after"]
+    assert dg.containers() == []
+
+
+def test_lines_rotated_away_while_the_engine_is_away_are_marked(dg, socat_procs, monkeypatch):
+    """With a 1 KiB container log, the task prints 100 lines of 1000 characters while the
+    proxy is cut: when dagd reads again, what it had read is rotated away and so is most of
+    what came since. The log says so where the lines are missing, dagd warns, and what is
+    still there follows; the output is the last line."""
+    monkeypatch.setenv("DAGD_CONTAINER_LOG_MAX_SIZE", "1k")
+    wait = 2 * TIME_SCALE
+    proxy, p = start_behind_proxy(
+        dg, socat_procs, "rot",
+        "s=0123456789; s=$s$s$s$s$s$s$s$s$s$s; s=$s$s$s$s$s$s$s$s$s$s; echo before; sleep %d;"
+        " yes $s | head -n 100; echo END; sleep 1" % wait)
+    # cut once dagd has read `before`, before the task prints the rest
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            if "before" in dg.log("rot"):
+                break
+        except (AssertionError, OSError, sqlite3.Error):
+            pass
+        time.sleep(0.05)
+    else:
+        pytest.fail("dagd did not read the first line within %d s" % wait)
+    proxy.kill()
+    time.sleep(wait + 1)
+    proxy.start()
+    rc, out, err = finish_after_proxy_back(p)
+    assert rc == 0, (rc, out, err)
+    lines = dg.log_lines("rot")
+    assert lines[0] == "before", lines[:3]
+    gaps = [i for i, l in enumerate(lines) if l.startswith(GAP_MARK)]
+    assert gaps == [1], [l[:40] for l in lines]
+    assert lines[-1] == "END"
+    assert 2 < len(lines) < 100, len(lines)
+    assert GAP_MARK in err, err
+    assert dg.tis()["rot"]["output"] == "END"
     assert dg.containers() == []
 
 
