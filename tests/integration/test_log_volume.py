@@ -15,8 +15,9 @@ Readings taken where the contract leaves room:
 - With a tiny container log (container_log_max_size: 1k), lines the engine rotates away
   while it cannot be reached are marked where they are missing (on stdout, with a
   warning on dagd's stderr); the rest follows and the output is the last line.
-- A removal that fails (its connection closed before the engine saw it, and new ones cut
-  for a while) is tried again once the engine answers: no container is left.
+- A start or a removal that fails (its connection closed before the engine saw it, and
+  new ones cut for a while) is sent again once the engine answers: the run succeeds and
+  no container is left.
 """
 import os
 import re
@@ -186,10 +187,52 @@ class CuttingProxy(EngineProxy):
         super()._requests(conn)
 
 
+def run_with_a_cut(dg, proxy, task):
+    """`dagd run` of one task printing `done` through proxy; the request the proxy holds is
+    dropped and every new connection cut for 2 s, so libcurl's own retry fails too. The
+    run must still succeed and leave no container."""
+    f = dg.write("""\
+        dag: @DAG@
+        tasks:
+          %s:
+            image: @IMAGE@
+            command: [sh, -c, "echo done"]
+        """ % task)
+    p = dg.popen("run", f, "--state", dg.state,
+                 env=env_with(DOCKER_HOST=proxy.docker_host, DOCKER_TLS_VERIFY=None,
+                              DOCKER_CERT_PATH=None))
+    held = proxy.held.wait(1, timeout=30 * TIME_SCALE)
+    assert held, "the request was never sent; requests: %r" % proxy.seen.get()[-20:]
+    proxy.cutting = True
+    held[0].drop()
+    time.sleep(2)
+    proxy.cutting = False
+    try:
+        out, err = p.communicate(timeout=60 * TIME_SCALE)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        pytest.fail("dagd did not finish: %s" % err.decode()[-3000:])
+    assert p.returncode == 0, err.decode()
+    assert dg.tis()[task]["state"] == "success"
+    assert dg.log_lines(task) == ["done"]
+    assert dg.containers() == []
+
+
+def test_a_start_cut_off_is_sent_again(dg):
+    """The container's start is dropped and the engine unreachable for 2 s: dagd sends
+    the start again once it answers (a start that did reach the engine answers 304)."""
+    proxy = CuttingProxy()
+    try:
+        proxy.hold_start(dg.dag_id, "quick")
+        run_with_a_cut(dg, proxy, "quick")
+    finally:
+        proxy.close()
+
+
 def test_a_failed_removal_is_tried_again(dg):
-    """The first DELETE of the container is dropped and every new connection is cut for
-    2 s, so the removal and libcurl's own retry of it fail: dagd tries again once the
-    engine answers and leaves no container."""
+    """The container's first DELETE is dropped and the engine unreachable for 2 s: dagd
+    tries again once it answers and leaves no container."""
     proxy = CuttingProxy()
     try:
         def first_delete(method, path):
@@ -198,32 +241,7 @@ def test_a_failed_removal_is_tried_again(dg):
                 return True
             return False
         proxy.hold_if = first_delete
-        f = dg.write("""\
-            dag: @DAG@
-            tasks:
-              quick:
-                image: @IMAGE@
-                command: [sh, -c, "echo done"]
-            """)
-        p = dg.popen("run", f, "--state", dg.state,
-                     env=env_with(DOCKER_HOST=proxy.docker_host, DOCKER_TLS_VERIFY=None,
-                                  DOCKER_CERT_PATH=None))
-        held = proxy.held.wait(1, timeout=30 * TIME_SCALE)
-        assert held, "dagd never removed the container; requests: %r" % proxy.seen.get()[-20:]
-        proxy.cutting = True
-        held[0].drop()
-        time.sleep(2)
-        assert dg.containers(), "the container went while every request was cut"
-        proxy.cutting = False
-        try:
-            out, err = p.communicate(timeout=60 * TIME_SCALE)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
-            pytest.fail("dagd did not finish: %s" % err.decode()[-3000:])
-        assert p.returncode == 0, err.decode()
-        assert dg.tis()["quick"]["state"] == "success"
-        assert dg.containers() == []
+        run_with_a_cut(dg, proxy, "quick")
         assert [s for s in proxy.seen.get() if s[0] == "DELETE"], proxy.seen.get()
     finally:
         proxy.close()

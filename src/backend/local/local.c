@@ -208,8 +208,11 @@ static void engine_retry_cb(uv_timer_t *h) {
     job_unref(j);
 }
 
-static bool retry_when_engine_back(local_job *j, const dg_error *err, void (*step)(local_job *j)) {
-    if (err->code != -ECONNREFUSED || !live(j)) return false;
+/* repeatable: the step may be sent again after a connection that broke mid-request (the
+ * engine may have acted on it): ensuring an image or a network, a start (304 then) — not
+ * a create, which would make a second container. */
+static bool retry_when_engine_back(local_job *j, const dg_error *err, bool repeatable, void (*step)(local_job *j)) {
+    if (!(err->code == -ECONNREFUSED || (repeatable && err->code == -ECONNRESET)) || !live(j)) return false;
     int64_t now = dg_now_ms();
     if (!j->engine_down_since) j->engine_down_since = now;
     if (now - j->engine_down_since > ENGINE_GIVE_UP_MS) return false;
@@ -228,7 +231,7 @@ static void image_cb(void *ud, const dg_error *err) {
     if (err) {
         if (err->code != -ECANCELED) {
             j->image_ok = false;
-            if (!retry_when_engine_back(j, err, create_step)) fail_created(j, err->msg);
+            if (!retry_when_engine_back(j, err, true, create_step)) fail_created(j, err->msg);
         }
     } else {
         cache_put(j->b, j->image);
@@ -240,7 +243,7 @@ static void image_cb(void *ud, const dg_error *err) {
 static void network_cb(void *ud, const dg_error *err) {
     local_job *j = ud;
     if (err) {
-        if (err->code != -ECANCELED && !retry_when_engine_back(j, err, create_step)) {
+        if (err->code != -ECANCELED && !retry_when_engine_back(j, err, true, create_step)) {
             _cleanup_free_ char *m = xasprintf("network %s: %s", j->network, err->msg);
             fail_created(j, m);
         }
@@ -261,7 +264,7 @@ static void create_cb(void *ud, const char *id, const dg_error *err) {
         if (err->code != -ECANCELED) {
             /* a cached image that vanished since: forget it so the next job checks again */
             if (err->code == -ENOENT) cache_drop(j->b, j->image);
-            if (!retry_when_engine_back(j, err, create_step)) fail_created(j, err->msg);
+            if (!retry_when_engine_back(j, err, false, create_step)) fail_created(j, err->msg);
         }
         job_unref(j);
         return;
@@ -450,7 +453,7 @@ static void follow_logs(local_job *j) {
 static void start_cb(void *ud, const dg_error *err) {
     local_job *j = ud;
     if (err) {
-        if (err->code != -ECANCELED && !retry_when_engine_back(j, err, start_step)) fail_started(j, err->msg);
+        if (err->code != -ECANCELED && !retry_when_engine_back(j, err, true, start_step)) fail_started(j, err->msg);
         job_unref(j);
         return;
     }
