@@ -245,3 +245,50 @@ def test_a_failed_removal_is_tried_again(dg):
         assert [s for s in proxy.seen.get() if s[0] == "DELETE"], proxy.seen.get()
     finally:
         proxy.close()
+
+
+def test_a_create_whose_answer_is_lost_is_not_made_twice(dg):
+    """The engine makes the container but its answer is lost (the connection closed, new
+    ones cut for 2 s): dagd finds the container by its name and labels and runs the try
+    in it, instead of failing or making a second one."""
+    proxy = CuttingProxy()
+    try:
+        def first_create(method, path):
+            if method == "POST" and "/containers/create" in path and dg.dag_id in path:
+                proxy.hold_if = None
+                return True
+            return False
+        proxy.hold_if = first_create
+        f = dg.write("""\
+            dag: @DAG@
+            tasks:
+              quick:
+                image: @IMAGE@
+                command: [sh, -c, "echo done"]
+            """)
+        p = dg.popen("run", f, "--state", dg.state,
+                     env=env_with(DOCKER_HOST=proxy.docker_host, DOCKER_TLS_VERIFY=None,
+                                  DOCKER_CERT_PATH=None))
+        held = proxy.held.wait(1, timeout=30 * TIME_SCALE)
+        assert held, "dagd never created the container; requests: %r" % proxy.seen.get()[-20:]
+        assert held[0].send_detached() == 201
+        made = dg.containers()
+        assert len(made) == 1, made
+        proxy.cutting = True
+        held[0].conn.close()
+        time.sleep(2)
+        proxy.cutting = False
+        try:
+            out, err = p.communicate(timeout=60 * TIME_SCALE)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            pytest.fail("dagd did not finish: %s" % err.decode()[-3000:])
+        assert p.returncode == 0, err.decode()
+        ti = dg.tis()["quick"]
+        assert ti["state"] == "success", ti
+        assert ti["container_id"] == made[0], (ti["container_id"], made)
+        assert dg.log_lines("quick") == ["done"]
+        assert dg.containers() == []
+    finally:
+        proxy.close()

@@ -209,8 +209,8 @@ static void engine_retry_cb(uv_timer_t *h) {
 }
 
 /* repeatable: the step may be sent again after a connection that broke mid-request (the
- * engine may have acted on it): ensuring an image or a network, a start (304 then) — not
- * a create, which would make a second container. */
+ * engine may have acted on it): ensuring an image or a network, a start (304 then), an
+ * inspect — not a create, which looks for its container first (find_created_cb). */
 static bool retry_when_engine_back(local_job *j, const dg_error *err, bool repeatable, void (*step)(local_job *j)) {
     if (!(err->code == -ECONNREFUSED || (repeatable && err->code == -ECONNRESET)) || !live(j)) return false;
     int64_t now = dg_now_ms();
@@ -258,17 +258,7 @@ static void network_cb(void *ud, const dg_error *err) {
 
 static void start_step(local_job *j);
 
-static void create_cb(void *ud, const char *id, const dg_error *err) {
-    local_job *j = ud;
-    if (err) {
-        if (err->code != -ECANCELED) {
-            /* a cached image that vanished since: forget it so the next job checks again */
-            if (err->code == -ENOENT) cache_drop(j->b, j->image);
-            if (!retry_when_engine_back(j, err, false, create_step)) fail_created(j, err->msg);
-        }
-        job_unref(j);
-        return;
-    }
+static void created(local_job *j, const char *id) {
     j->id = xstrdup(id);
     j->created = true;
     if (j->released) {
@@ -276,6 +266,62 @@ static void create_cb(void *ud, const char *id, const dg_error *err) {
     } else if (live(j)) {
         j->ev->created(j->ud, NULL);
     }
+}
+
+static void find_created_step(local_job *j);
+
+/* A create whose answer was lost (or a repeat of it, answered 409): the container may
+ * exist. Its name is this try's own (it ends in random digits), so one by that name whose
+ * labels are this create's is it; none: create it now. */
+static void find_created_cb(void *ud, int status, json_t *body, const dg_error *err) {
+    local_job *j = ud;
+    if (err) {
+        if (err->code == -ENOENT) {
+            if (live(j)) create_step(j);
+        } else if (err->code != -ECANCELED && !retry_when_engine_back(j, err, true, find_created_step)) {
+            fail_created(j, err->msg);
+        }
+        job_unref(j);
+        return;
+    }
+    const char *id = json_string_value(json_object_get(body, "Id"));
+    json_t *want = json_object_get(j->config, "Labels");
+    json_t *have = json_object_get(json_object_get(body, "Config"), "Labels");
+    bool ours = id && json_is_object(want) && json_is_object(have);
+    const char *k;
+    json_t *v;
+    json_object_foreach(want, k, v) ours = ours && json_equal(v, json_object_get(have, k)); /* image labels join them */
+    if (ours) {
+        created(j, id);
+    } else {
+        _cleanup_free_ char *m = xasprintf("a container named %s that dagd did not create for this try exists", j->name);
+        fail_created(j, m);
+    }
+    job_unref(j);
+}
+
+static void find_created_step(local_job *j) {
+    dg_docker_container_inspect(j->b->docker, j->name, find_created_cb, job_ref(j));
+}
+
+static void create_cb(void *ud, const char *id, const dg_error *err) {
+    local_job *j = ud;
+    if (err) {
+        if (err->code != -ECANCELED) {
+            /* a cached image that vanished since: forget it so the next job checks again */
+            if (err->code == -ENOENT) cache_drop(j->b, j->image);
+            if ((err->code == -ECONNRESET || err->code == -EEXIST) && live(j)) {
+                /* the engine may have made it (see find_created_cb) */
+                if (err->code == -EEXIST) find_created_step(j);
+                else if (!retry_when_engine_back(j, err, true, find_created_step)) fail_created(j, err->msg);
+            } else if (!retry_when_engine_back(j, err, false, create_step)) {
+                fail_created(j, err->msg);
+            }
+        }
+        job_unref(j);
+        return;
+    }
+    created(j, id);
     job_unref(j);
 }
 
