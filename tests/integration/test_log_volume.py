@@ -17,7 +17,8 @@ Readings taken where the contract leaves room:
   warning on dagd's stderr); the rest follows and the output is the last line.
 - A start or a removal that fails (its connection closed before the engine saw it, and
   new ones cut for a while) is sent again once the engine answers: the run succeeds and
-  no container is left.
+  no container is left. A create the engine carried out but whose answer was lost is
+  not made twice: dagd finds that container and runs the try in it.
 """
 import os
 import re
