@@ -8,5 +8,7 @@
 #include "dagd/util.h"
 
 /* host NULL: $DOCKER_HOST, else the local socket; it must be a swarm manager's engine
- * (checked when connecting). No I/O happens here. */
-int dg_backend_swarm_new(uv_loop_t *loop, const char *host, dg_backend **ret, dg_error *err);
+ * (checked when connecting). log_max_size: the task containers' json-file max-size
+ * ("engine" or NULL: the engine's own settings). No I/O happens here. */
+int dg_backend_swarm_new(uv_loop_t *loop, const char *host, const char *log_max_size, dg_backend **ret,
+                         dg_error *err);

@@ -29,6 +29,8 @@ typedef struct dg_config {
     size_t n_pools;
     char *backend;      /* local | swarm */
     char *docker_host;  /* NULL = $DOCKER_HOST or the local socket */
+    char *container_log_max_size; /* json-file max-size of task containers, default "1g";
+                                   * "engine" = the engine's own log settings */
     char *smtp_url, *smtp_from, *smtp_user, *smtp_password;
     char *connections_file;
     json_t *connections; /* {dg_conn_id(id): URI}, never NULL after load */

@@ -82,9 +82,15 @@ void dg_docker_archive_file(dg_docker *d, const char *id, const char *path, size
                             dg_docker_file_cb cb, void *ud);
 
 /* Follow a container's logs from its first line (follow=1, since=0, stdout+stderr,
- * timestamps), demultiplexed and split into lines. stream: 1 stdout, 2 stderr.
- * line excludes the '\n'; a final unterminated line is delivered at end. done is called
- * once when the stream ends (container stopped) or fails or is cancelled. */
+ * timestamps), demultiplexed and split into lines. stream: 1 stdout, 2 stderr, or
+ * DG_DOCKER_GAP with line DG_LOG_GAP_MARK where lines were lost (the engine rotated its
+ * log past what had been read). line excludes the '\n'; a final unterminated line is
+ * delivered at end. done is called once when the stream ends (container stopped) or
+ * fails or is cancelled. A broken connection is resumed, with a backoff, for up to ten
+ * minutes (docs/operations.md, Logs). */
+#define DG_DOCKER_GAP 9
+#define DG_LOG_GAP_MARK \
+    "[dagd] lines are missing here: the engine's log was rotated before dagd read them (count unknown)"
 typedef void (*dg_docker_line_cb)(void *ud, int stream, const char *line, size_t len);
 dg_docker_stream *dg_docker_logs_follow(dg_docker *d, const char *id, dg_docker_line_cb line_cb,
                                         dg_docker_done_cb done, void *ud);
@@ -134,7 +140,12 @@ typedef void (*dg_demux_cb)(void *ud, int stream, const char *data, size_t len);
  * (a daemon error) is delivered with stream 3. */
 int dg_demux_feed(dg_demux *dm, const char *data, size_t len, dg_demux_cb cb, void *ud);
 
-/* Per-stream partial-line buffers turning chunks into lines. */
+/* Per-stream partial-line buffers turning chunks into lines. A line longer than
+ * DG_LINE_MAX is handed over in pieces of at most DG_LINE_MAX bytes (cut between UTF-8
+ * characters), each piece but the last followed by the line DG_LINE_SPLIT_MARK on the
+ * same stream, so a buffer never grows beyond DG_LINE_MAX (docs/operations.md, Logs). */
+#define DG_LINE_MAX (1024 * 1024)
+#define DG_LINE_SPLIT_MARK "[dagd] the line above continues on the next line (split at 1 MiB)"
 typedef struct dg_lines {
     dg_buf partial[4];
 } dg_lines;

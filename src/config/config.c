@@ -11,7 +11,8 @@
 extern char **environ;
 
 static const char *const top_keys[] = {"dags_folder", "state_dir", "listen", "token_file", "parallelism", "pools",
-                                       "backend", "docker_host", "smtp", "connections_file", "policy", "log", "api"};
+                                       "backend", "docker_host", "container_log_max_size", "smtp", "connections_file", "policy",
+                                       "log", "api"};
 static const char *const smtp_keys[] = {"url", "from", "user", "password"};
 static const char *const policy_keys[] = {"allow_privileged",   "allowed_volume_prefixes", "allow_docker_socket",
                                           "allow_host_network", "allow_container_network", "allowed_sensitive_paths"};
@@ -83,6 +84,13 @@ static int set_paths(const char *v, char ***ret) {
     return dg_split_words(copy, ret, &n) < 0 ? -EINVAL : 0;
 }
 
+/* The engine's json-file max-size: digits and one unit of k, m or g (docs/daemon.md). */
+static bool log_size_ok(const char *v) {
+    size_t n = strspn(v, "0123456789");
+    if (n == 0 || n > 12 || v[0] == '0') return false;
+    return !v[n] || (strchr("kmg", v[n]) && !v[n + 1]);
+}
+
 static void set_str(char **dst, const char *v) {
     free(*dst);
     *dst = xstrdup(v);
@@ -94,6 +102,7 @@ static const char *expected_form(const char *key) {
     if (!strcmp(key, "pools")) return "name=slots,name=slots";
     if (!strcmp(key, "backend")) return "local or swarm";
     if (!strcmp(key, "log")) return "auto, journald or stderr";
+    if (!strcmp(key, "container_log_max_size")) return "a size such as 100m or 1g, or engine";
     if (!strcmp(key, "policy_allowed_volume_prefixes") || !strcmp(key, "policy_allowed_sensitive_paths"))
         return "a list of absolute paths";
     if (!strcmp(key, "api_max_connections") || !strcmp(key, "api_max_connections_per_address"))
@@ -116,6 +125,10 @@ static int apply(dg_config *c, const char *key, const char *v, dg_error *err) {
         if (strcmp(v, "local") && strcmp(v, "swarm")) r = -EINVAL;
         else set_str(&c->backend, v);
     } else if (!strcmp(key, "docker_host")) set_str(&c->docker_host, v);
+    else if (!strcmp(key, "container_log_max_size")) {
+        if (strcmp(v, "engine") && !log_size_ok(v)) r = -EINVAL;
+        else set_str(&c->container_log_max_size, v);
+    }
     else if (!strcmp(key, "smtp_url")) set_str(&c->smtp_url, v);
     else if (!strcmp(key, "smtp_from")) set_str(&c->smtp_from, v);
     else if (!strcmp(key, "smtp_user")) set_str(&c->smtp_user, v);
@@ -284,7 +297,7 @@ static void env_connections(dg_config *c) {
 
 static const char *const env_keys[] = {
     "dags_folder",      "state_dir",   "listen",    "token_file",  "parallelism",
-    "pools",            "backend",     "docker_host", "smtp_url",  "smtp_from",
+    "pools",            "backend",     "docker_host", "container_log_max_size", "smtp_url",  "smtp_from",
     "smtp_user", "smtp_password", "connections_file", "policy_allow_privileged", "policy_allow_docker_socket",
     "policy_allowed_volume_prefixes", "policy_allow_host_network", "policy_allow_container_network",
     "policy_allowed_sensitive_paths", "log", "api_max_connections", "api_max_connections_per_address",
@@ -318,6 +331,7 @@ int dg_config_load(const char *file, dg_config *ret, dg_error *err) {
     if (!c.listen) c.listen = xstrdup("127.0.0.1:8080");
     if (!c.backend) c.backend = xstrdup("local");
     if (!c.log) c.log = xstrdup("auto");
+    if (!c.container_log_max_size) c.container_log_max_size = xstrdup("1g");
     *ret = c;
     return 0;
 fail:
@@ -348,6 +362,7 @@ void dg_config_copy(dg_config *dst, const dg_config *src) {
     dg_config_set_pools(dst, src->pools, src->n_pools);
     dst->backend = xstrdup(src->backend);
     dst->docker_host = xstrdup(src->docker_host);
+    dst->container_log_max_size = xstrdup(src->container_log_max_size);
     dst->smtp_url = xstrdup(src->smtp_url);
     dst->smtp_from = xstrdup(src->smtp_from);
     dst->smtp_user = xstrdup(src->smtp_user);
@@ -370,6 +385,7 @@ void dg_config_free(dg_config *c) {
     free(c->pools);
     free(c->backend);
     free(c->docker_host);
+    free(c->container_log_max_size);
     free(c->smtp_url);
     free(c->smtp_from);
     free(c->smtp_user);

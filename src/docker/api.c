@@ -160,7 +160,7 @@ void dg_docker_call(dg_docker *d, const char *method, const char *path, const js
     dg__req_submit(dg__req_new(d, method, path, body, call_done, c));
 }
 
-/* done-style operations: some error statuses are success (304 stop, 404 remove). */
+/* done-style operations: some error statuses are success (304 start and stop, 404 remove). */
 static void op_done(dg__req *r, const dg_error *err) {
     call_ctx *c = r->ctx;
     if (err && r->status && (r->status == c->ok[0] || r->status == c->ok[1])) err = NULL;
@@ -223,7 +223,8 @@ static char *container_path(const char *id, const char *suffix) {
 
 void dg_docker_container_start(dg_docker *d, const char *id, dg_docker_done_cb cb, void *ud) {
     _cleanup_free_ char *path = container_path(id, "/start");
-    dg__req_submit(op_req(d, "POST", path, cb, ud, 0, 0));
+    /* 304: started already (a start repeated after a broken connection) */
+    dg__req_submit(op_req(d, "POST", path, cb, ud, 304, 0));
 }
 
 void dg_docker_container_stop(dg_docker *d, const char *id, int grace_s, dg_docker_done_cb cb,

@@ -11,7 +11,7 @@
 /* The backends this build has, by their `backend:` name. */
 static const struct {
     const char *name;
-    int (*make)(uv_loop_t *loop, const char *host, dg_backend **ret, dg_error *err);
+    int (*make)(uv_loop_t *loop, const char *host, const char *log_max_size, dg_backend **ret, dg_error *err);
 } backends[] = {
     {"local", dg_backend_local_new},
     {"swarm", dg_backend_swarm_new},
@@ -20,7 +20,8 @@ static const struct {
 static int make_backend(uv_loop_t *loop, const dg_config *cfg, dg_backend **ret, dg_error *err) {
     const char *name = cfg->backend ? cfg->backend : "local";
     for (size_t i = 0; i < ARRAY_SIZE(backends); i++)
-        if (!strcmp(backends[i].name, name)) return backends[i].make(loop, cfg->docker_host, ret, err);
+        if (!strcmp(backends[i].name, name))
+            return backends[i].make(loop, cfg->docker_host, cfg->container_log_max_size, ret, err);
     return dg_error_set(err, -EINVAL, "backend '%s' is unknown; the backends are: local, swarm", name);
 }
 

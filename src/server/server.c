@@ -596,8 +596,10 @@ void dg_server_reload(dg_server *s, const dg_config *cfg) {
     if (s->stopping) return;
     dg_notify_reloading();
     if (cfg) {
-        if (strcmp(cfg->listen, s->cfg.listen) || strcmp(cfg->state_dir, s->cfg.state_dir))
-            dg_log(DG_LOG_WARNING, NULL, "listen and state_dir changes take effect at the next start");
+        if (strcmp(cfg->listen, s->cfg.listen) || strcmp(cfg->state_dir, s->cfg.state_dir) ||
+            strcmp(cfg->container_log_max_size, s->cfg.container_log_max_size))
+            dg_log(DG_LOG_WARNING, NULL,
+                   "listen, state_dir and container_log_max_size changes take effect at the next start");
         free(s->cfg.dags_folder);
         s->cfg.dags_folder = xstrdup(cfg->dags_folder);
         s->cfg.parallelism = cfg->parallelism;

@@ -36,6 +36,7 @@ struct swarm_backend {
     char **protected;
     char **networks; /* overlay networks known to exist */
     char *description;
+    char *log_max_size; /* the task containers' json-file max-size; NULL: the engine's settings */
     dg_backend_done_cb connect_cb;
     void *connect_ud;
     uv_timer_t *poll;
@@ -252,7 +253,7 @@ static json_t *bind_mount(const char *bind) {
 }
 
 /* The services/create body for a spec; *refusal says what a swarm cannot do. */
-static json_t *service_spec(const dg_job_spec *s, char **refusal) {
+static json_t *service_spec(const dg_job_spec *s, const char *log_max_size, char **refusal) {
     if (s->privileged) *refusal = xstrdup("privileged: true is not available on the swarm backend");
     else if (s->shm_size > 0) *refusal = xstrdup("shm_size is not available on the swarm backend");
     else if (s->network && (!strcmp(s->network, "host") || !strncmp(s->network, "container:", 10)))
@@ -310,6 +311,11 @@ static json_t *service_spec(const dg_job_spec *s, char **refusal) {
         json_object_set_new(pl, "Preferences", prefs);
     }
     json_object_set_new(tt, "Placement", pl);
+    /* as for local containers: a log big enough that the engine does not rotate away what
+     * dagd has not read (docs/operations.md, "Logs") */
+    if (log_max_size)
+        json_object_set_new(tt, "LogDriver", json_pack("{s:s, s:{s:s}}", "Name", "json-file", "Options", "max-size",
+                                                       log_max_size));
     if (s->network && !*refusal)
         json_object_set_new(tt, "Networks", json_pack("[{s:s, s:[s]}]", "Target", s->network, "Aliases",
                                                       s->network_alias ? s->network_alias : s->name));
@@ -361,7 +367,7 @@ static dg_job *swarm_create(dg_backend *bb, const dg_job_spec *s, const dg_job_e
     swarm_job *j = job_new(b, ev, ud);
     j->name = service_name(s->name);
     j->network = xstrdup(s->network);
-    j->body = service_spec(s, &j->refusal);
+    j->body = service_spec(s, b->log_max_size, &j->refusal);
     json_object_set_new(j->body, "Name", json_string(j->name));
     if (j->network && !j->refusal && !cached(b, j->network))
         dg_docker_overlay_ensure(b->docker, j->network, network_cb, job_ref(j));
@@ -830,6 +836,7 @@ static void swarm_free(dg_backend *bb) {
     dg_strv_free(b->networks);
     json_decref(b->nodes);
     free(b->description);
+    free(b->log_max_size);
     while (b->jobs) {
         swarm_job *j = b->jobs;
         j->refs = 1;
@@ -855,7 +862,8 @@ static const dg_backend_ops swarm_ops = {
     .free = swarm_free,
 };
 
-int dg_backend_swarm_new(uv_loop_t *loop, const char *host, dg_backend **ret, dg_error *err) {
+int dg_backend_swarm_new(uv_loop_t *loop, const char *host, const char *log_max_size, dg_backend **ret,
+                         dg_error *err) {
     dg_docker *d;
     int r = dg_docker_new(loop, host, &d, err);
     if (r < 0) return r;
@@ -865,6 +873,7 @@ int dg_backend_swarm_new(uv_loop_t *loop, const char *host, dg_backend **ret, dg
     b->docker = d;
     b->protected = dg_docker_socket_paths(host);
     b->nodes = json_object();
+    if (log_max_size && strcmp(log_max_size, "engine") != 0) b->log_max_size = xstrdup(log_max_size);
     b->poll = xmalloc(sizeof *b->poll);
     uv_timer_init(loop, b->poll);
     b->poll->data = b;

@@ -43,6 +43,7 @@ Test(config, defaults) {
     cr_assert_eq(c.api_max_connections_per_address, 64);
     cr_assert_eq(c.api_request_head_timeout, 10);
     cr_assert_str_eq(c.log, "auto");
+    cr_assert_str_eq(c.container_log_max_size, "1g");
     char *want = xasprintf("%s/.local/state/dagd", dir);
     cr_assert_str_eq(c.state_dir, want);
     free(want);
@@ -185,6 +186,32 @@ Test(config, errors_name_the_setting_and_the_form) {
                        "DAGD_API_REQUEST_HEAD_TIMEOUT: invalid value '3601' (expected a number of seconds from 1 to "
                        "3600)");
     expect_env_message("DAGD_LOG", "syslog", "DAGD_LOG: invalid value 'syslog' (expected auto, journald or stderr)");
+    expect_message("container_log_max_size: 10 MB\n",
+                   ":1:25: error: container_log_max_size: invalid value '10 MB' (expected a size such as 100m or "
+                   "1g, or engine)");
+    expect_env_message("DAGD_CONTAINER_LOG_MAX_SIZE", "0m",
+                       "DAGD_CONTAINER_LOG_MAX_SIZE: invalid value '0m' (expected a size such as 100m or 1g, or "
+                       "engine)");
+    expect_env_message("DAGD_CONTAINER_LOG_MAX_SIZE", "1gb",
+                       "DAGD_CONTAINER_LOG_MAX_SIZE: invalid value '1gb' (expected a size such as 100m or 1g, or "
+                       "engine)");
+}
+
+Test(config, container_log_max_size) {
+    dg_config c;
+    dg_error err = {0};
+    const char *good[] = {"engine", "100m", "2g", "512k", "1048576"};
+    for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+        setenv("DAGD_CONTAINER_LOG_MAX_SIZE", good[i], 1);
+        cr_assert_eq(dg_config_load(NULL, &c, &err), 0, "%s: %s", good[i], err.msg);
+        cr_assert_str_eq(c.container_log_max_size, good[i]);
+        dg_config copy;
+        dg_config_copy(&copy, &c);
+        cr_assert_str_eq(copy.container_log_max_size, good[i]);
+        dg_config_free(&copy);
+        dg_config_free(&c);
+    }
+    unsetenv("DAGD_CONTAINER_LOG_MAX_SIZE");
 }
 
 Test(config, missing_file) {
