@@ -890,7 +890,8 @@ const char *dg_exec_output(dg_exec *x, dg_run *run, size_t task) {
     return er ? er->outputs[task] : NULL;
 }
 
-int dg_exec_outstanding(dg_exec *x) { return x->outstanding; }
+/* records still to be written count as one: a foreground run waits for them */
+int dg_exec_outstanding(dg_exec *x) { return x->outstanding + (x->store_err ? 1 : 0); }
 
 void dg_exec_hold(dg_exec *x, bool hold) {
     x->held = hold;

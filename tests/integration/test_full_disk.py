@@ -9,10 +9,11 @@ running the try a second time. A database damaged in a middle page is refused at
 import os
 import sqlite3
 import subprocess
+import time
 
 import pytest
 
-from conftest import containers, inspect
+from conftest import TIME_SCALE, containers, inspect
 from serve_helpers import Server, dag_text, simple_task, wait_for
 
 
@@ -81,14 +82,14 @@ def no_containers_left(dg):
 
 
 def assert_each_try_once(dg, srv, run, state, ran_file):
+    """Each task ran once (its line in ran_file), and its one try is recorded as a success."""
     assert ran(ran_file) == ["a", "b"], "a task ran twice or not at all: %r\n%s" % (
-        ran(ran_file), srv.all_stderr()[-4000:])
+        ran(ran_file), srv.all_stderr()[-4000:] if srv else "")
     for task in ("a", "b"):
-        tries = dg.tries(task, run_id=run, dag_id=dg.dag_id) if state == dg.state else dg.rows(
-            "SELECT * FROM task_tries WHERE dag_id = ? AND run_id = ? AND task_id = ?",
-            (dg.dag_id, run, task), state=state)
+        tries = dg.rows("SELECT * FROM task_tries WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+                        (dg.dag_id, run, task), state=state)
         assert [(t["try_number"], t["state"], t["exit_code"]) for t in tries] == [(1, "success", 0)], (task, tries)
-    tis = srv.tis(dg.dag_id, run)
+    tis = dg.tis(run, state=state)
     assert tis["a"]["state"] == "success" and tis["a"]["try_number"] == 1, tis["a"]
     assert tis["b"]["state"] == "success" and tis["b"]["try_number"] == 1, tis["b"]
 
@@ -170,3 +171,29 @@ def test_damaged_database_is_refused_at_start(dg):
     res = dg.exec("serve", "--dags", dg.tmp, "--state", dg.state, "--listen", "127.0.0.1:0", timeout=30)
     assert res.rc != 0, res
     assert "%s is damaged" % db in res.err, res.err
+
+
+def test_full_disk_under_dagd_run_waits_to_record_the_end(dg, small_state):
+    """`dagd run` (one run, in the foreground) holds b while the disk is full and does not
+    end before the run's end is on disk."""
+    dags, ran_file = two_task_dag(dg)
+    p = dg.popen("run", dags / "dag.yml", "--state", small_state)
+    wait_for("a to run", lambda: ran(ran_file) == ["a"], 20)
+    filler = fill(small_state)
+
+    def a_exited():
+        a = task_containers(dg, "a")
+        return a and all(inspect(c)["State"]["Status"] == "exited" for c in a)
+    wait_for("a to finish", a_exited, 20)
+    time.sleep(1.5 * TIME_SCALE)  # b would have started by now
+    assert p.poll() is None, p.communicate()
+    assert ran(ran_file) == ["a"], "b started while writes fail"
+    filler.unlink()
+    out, err = p.communicate(timeout=30 * TIME_SCALE)
+    err = err.decode("utf-8", "replace")
+    assert p.returncode == 0, err
+    assert "state writes are failing" in err and "state writes work again" in err, err
+    run = dg.the_run(state=small_state)
+    assert run["state"] == "success", run
+    assert_each_try_once(dg, None, run["run_id"], small_state, ran_file)
+    no_containers_left(dg)
