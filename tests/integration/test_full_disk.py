@@ -127,8 +127,13 @@ def test_full_disk_then_restart_never_runs_a_try_twice(dg, small_state):
     dags, ran_file = two_task_dag(dg)
     srv = Server(dg, dags, state=small_state).start()
     try:
-        run, filler = start_and_fill(dg, srv, ran_file, small_state)
-        assert task_containers(dg, "a")
+        srv.wait_dag(dg.dag_id)
+        run = srv.trigger(dg.dag_id)["dag_run_id"]
+        wait_for("a to run", lambda: ran(ran_file) == ["a"], 20)
+        filler = fill(small_state)
+        wait_for("a to finish", lambda: not containers(dg.dag_id, running_only=True, extra=("label=io.dagd.task=a",)),
+                 20)
+        time.sleep(1 * TIME_SCALE)  # dagd takes a's exit (and cannot write it)
         assert srv.term() == 0, srv.stderr()
         filler.unlink()
         srv.start()
