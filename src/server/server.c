@@ -393,6 +393,11 @@ static void sweep_cb(uv_timer_t *h) {
     if (freed) schedule_clock(s);
     int runs = 0, tasks = dg_sched_running(s->sched);
     for (dg_run *r = dg_sched_runs(s->sched); r; r = r->next) runs += r->state == DG_RUN_RUNNING;
+    const char *why = dg_exec_store_error(s->exec);
+    if (why) {
+        dg_notify_status("degraded: %s", why);
+        return;
+    }
     dg_notify_status("%d run%s running, %d task%s in flight, %zu DAG%s", runs, runs == 1 ? "" : "s", tasks,
                      tasks == 1 ? "" : "s", s->n_dags, s->n_dags == 1 ? "" : "s");
 }
