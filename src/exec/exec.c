@@ -415,8 +415,23 @@ static void job_created(void *ud, const dg_error *err) {
     if (t->start_requested) start_job(t);
 }
 
+static void create_job(exec_try *t);
+
 static void job_started(void *ud, const dg_error *err) {
     exec_try *t = ud;
+    if (err && err->code == -ENOENT && !t->remade && !t->stopping && !t->x->closing) {
+        /* the container was removed before it ever ran (a removal a previous dagd sent
+         * just before it died): the command did not run, so the same try makes a new one */
+        dg_log_ctx c = try_ctx(t);
+        dg_log(DG_LOG_NOTICE, &c, "the try's container is gone before it started; making it again");
+        t->remade = true;
+        t->created = false;
+        free(t->job_id);
+        t->job_id = NULL;
+        try_drop_job(t, false);
+        create_job(t);
+        return;
+    }
     if (err) {
         dg__exec_try_fail(t, err->msg);
         return;

@@ -77,6 +77,7 @@ struct exec_try {
      * its outcome is on disk (WAIT_RELEASE, remove_job says whether to remove it) */
     enum { WAIT_NONE, WAIT_BEGIN, WAIT_START, WAIT_RELEASE } wait;
     bool remove_job;
+    bool remade; /* its job vanished before it started and was made anew (once) */
     int exit_code;
     char *output_error;
     dg_tasklog *log;
