@@ -54,7 +54,8 @@ typedef struct dg_job_events {
     /* create finished: the job exists and can be started, or err says why it cannot be
      * made (bad image, engine refused...) and the job is dead (release it). */
     void (*created)(void *ud, const dg_error *err);
-    /* start finished: the command runs, or err says why not (release the job). */
+    /* start finished: the command runs, or err says why not (release the job); err->code
+     * -ENOENT: the job is gone (removed before it started) */
     void (*started)(void *ud, const dg_error *err);
     /* one line of output; stream 1 stdout, 2 stderr (a log stream that broke says so on 2) */
     void (*line)(void *ud, int stream, const char *line, size_t len);

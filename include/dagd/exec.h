@@ -32,6 +32,9 @@ typedef struct dg_exec_hooks {
     /* a run can make no more progress by itself: nothing runs or waits for a time,
      * yet tasks are unfinished (depends_on_past on a previous run that did not succeed) */
     void (*stalled)(void *ud, dg_run *run);
+    /* state writes work again after failing (dg_exec_store_error was set): work held
+     * back meanwhile (new runs of a schedule) may go on */
+    void (*store_ok)(void *ud);
     void *ud;
 } dg_exec_hooks;
 
@@ -103,7 +106,11 @@ typedef struct dg_exec_stats_t {
     uint64_t start_latency_buckets[8];
 } dg_exec_stats_t;
 void dg_exec_stats(const dg_exec *x, dg_exec_stats_t *ret);
-/* Number of tries and removals still outstanding. */
+/* Why state writes are failing (docs/operations.md, "A full disk"), NULL while they work.
+ * Until they work again no try starts, finished jobs are kept until their outcome is
+ * written, and the records not written are retried every second. */
+const char *dg_exec_store_error(const dg_exec *x);
+/* Number of tries and removals still outstanding, plus one while state writes fail. */
 int dg_exec_outstanding(dg_exec *x);
 /* Closes handles; run the loop afterwards. Does not free the backend. */
 void dg_exec_free(dg_exec *x);

@@ -58,6 +58,7 @@ static void run_unref(exec_run *er) {
     free(er->outputs);
     free(er->cur);
     free(er->prepared);
+    free(er->ti_unsaved);
     free(er->run_type);
     dg_strv_free(er->secrets);
     free(er);
@@ -88,8 +89,9 @@ static void try_unref(exec_try *t) {
     run_unref(er);
     if (x->outstanding == 0) {
         check_stalled(x);
-        if (x->hooks.idle) x->hooks.idle(x->hooks.ud);
-        if (x->closing && x->wake_closed) exec_release(x);
+        /* records still to be written keep a foreground run going */
+        if (x->hooks.idle && !x->store_err) x->hooks.idle(x->hooks.ud);
+        if (x->closing && x->wake_closed && x->retry_closed) exec_release(x);
     }
 }
 
@@ -121,9 +123,62 @@ static void try_release(exec_try *t) {
 
 /* ---- persistence ---- */
 
+static void retry_cb(uv_timer_t *h);
+
+/* A write failed: state writes are failing until every record not written is (see
+ * docs/operations.md, "A full disk"). Said once, when it begins. */
 static void store_failed(dg_exec *x, const dg_run *run, const char *what) {
+    _cleanup_free_ char *reason = xasprintf("saving %s failed: %s", what, dg_store_errmsg(x->store));
+    if (x->store_err) {
+        free(x->store_err);
+        x->store_err = xstrdup(reason);
+        return;
+    }
+    x->store_err = xstrdup(reason);
     dg_log_ctx c = {.dag = run->dag->dag_id, .run = run->run_id};
-    dg_log(DG_LOG_ERR, &c, "saving %s failed: %s", what, dg_store_errmsg(x->store));
+    dg_log(DG_LOG_ERR, &c,
+           "state writes are failing (%s): no task starts and no run is made until they work again; "
+           "retrying every second",
+           reason);
+    dg_notify_status("degraded: %s", reason);
+    if (!x->closing) uv_timer_start(&x->retry, retry_cb, 1000, 1000);
+}
+
+static bool try_rec_same(const dg_try_rec *a, const dg_try_rec *b) {
+    return !strcmp(a->dag_id, b->dag_id) && !strcmp(a->run_id, b->run_id) && !strcmp(a->task_id, b->task_id) &&
+           a->try_number == b->try_number;
+}
+
+/* Writes a try record; one not written is kept (a copy) to be written again, replacing
+ * an older copy of the same try, so that every finished try is recorded once space
+ * returns even when its instance has moved on to another try. */
+static void put_try(dg_exec *x, const dg_run *run, const dg_try_rec *tr) {
+    size_t i = 0;
+    while (i < x->n_unsaved_tries && !try_rec_same(x->unsaved_tries[i], tr)) i++;
+    if (dg_store_put_try(x->store, tr) == 0) {
+        if (i < x->n_unsaved_tries) {
+            dg_try_rec_free(x->unsaved_tries[i]);
+            x->unsaved_tries[i] = x->unsaved_tries[--x->n_unsaved_tries];
+        }
+        return;
+    }
+    store_failed(x, run, "a try");
+    dg_try_rec *c = xcalloc(1, sizeof *c);
+    *c = *tr;
+    c->dag_id = xstrdup(tr->dag_id);
+    c->run_id = xstrdup(tr->run_id);
+    c->task_id = xstrdup(tr->task_id);
+    c->state = xstrdup(tr->state);
+    c->container_id = xstrdup(tr->container_id);
+    c->container_name = xstrdup(tr->container_name);
+    c->message = xstrdup(tr->message);
+    if (i < x->n_unsaved_tries) {
+        dg_try_rec_free(x->unsaved_tries[i]);
+        x->unsaved_tries[i] = c;
+        return;
+    }
+    x->unsaved_tries = xrealloc(x->unsaved_tries, (x->n_unsaved_tries + 1) * sizeof *x->unsaved_tries);
+    x->unsaved_tries[x->n_unsaved_tries++] = c;
 }
 
 static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
@@ -151,7 +206,11 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
         .output = er->outputs[task],
         .message = ti->message,
     };
-    if (dg_store_put_ti(x->store, &r) < 0) store_failed(x, run, "a task instance");
+    er->ti_unsaved[task] = false;
+    if (dg_store_put_ti(x->store, &r) < 0) {
+        er->ti_unsaved[task] = true;
+        store_failed(x, run, "a task instance");
+    }
     /* the try record mirrors the instance while that try is current; `scheduled` (a retry
      * waiting) and `none` say nothing about the last try */
     if (ti->try_number > 0 && (!t || t->try_number == ti->try_number) && ti->state != DG_TI_SCHEDULED &&
@@ -173,7 +232,7 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
             .container_name = t ? t->name : NULL,
             .message = ti->message,
         };
-        if (dg_store_put_try(x->store, &tr) < 0) store_failed(x, run, "a try");
+        put_try(x, run, &tr);
     }
 }
 
@@ -193,8 +252,88 @@ static void persist_run(dg_exec *x, dg_run *run) {
         .end_ms = run->end_ms,
         .conf_json = conf,
     };
-    if (dg_store_put_run(x->store, &r) < 0) store_failed(x, run, "the run");
+    er->run_unsaved = false;
+    if (dg_store_put_run(x->store, &r) < 0) {
+        er->run_unsaved = true;
+        store_failed(x, run, "the run");
+    }
 }
+
+static bool run_unsaved(const exec_run *er) {
+    if (er->run_unsaved) return true;
+    for (size_t i = 0; i < er->n_tasks; i++)
+        if (er->ti_unsaved[i]) return true;
+    return false;
+}
+
+static void begin_try(exec_try *t);
+static void start_job(exec_try *t);
+
+/* Work held back while state writes failed goes on, in the order it was held. */
+static void resume_waiting(dg_exec *x) {
+    size_t n = 0;
+    for (exec_try *t = x->tries; t; t = t->next) n += t->wait != WAIT_NONE;
+    if (!n) return;
+    exec_try **v = xcalloc(n, sizeof *v);
+    size_t k = n;
+    for (exec_try *t = x->tries; t; t = t->next) /* the list is newest first */
+        if (t->wait != WAIT_NONE) v[--k] = try_ref(t);
+    for (size_t i = 0; i < n; i++) {
+        exec_try *t = v[i];
+        int w = t->wait;
+        t->wait = WAIT_NONE;
+        if (w == WAIT_BEGIN && !t->reported) begin_try(t);
+        else if (w == WAIT_START && !t->reported && t->job) start_job(t);
+        else if (w == WAIT_RELEASE) try_drop_job(t, t->remove_job);
+        try_unref(t);
+    }
+    free(v);
+}
+
+/* Every second while state writes fail: write again what was not written (runs before
+ * their task instances, instances before their tries, as the store needs); when all is
+ * written, the condition ends and work held back goes on. */
+static void retry_cb(uv_timer_t *h) {
+    dg_exec *x = h->data;
+    for (dg_run *run = dg_sched_runs(x->sched); run; run = run->next) {
+        exec_run *er = run->userdata;
+        if (!er) continue;
+        if (er->run_unsaved) persist_run(x, run);
+        for (size_t i = 0; i < er->n_tasks; i++)
+            if (er->ti_unsaved[i]) persist_ti(x, run, i);
+    }
+    dg_try_rec **v = x->unsaved_tries;
+    size_t n = x->n_unsaved_tries;
+    x->unsaved_tries = NULL;
+    x->n_unsaved_tries = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool newer = false; /* written again meanwhile, from the instance */
+        for (size_t k = 0; k < x->n_unsaved_tries; k++) newer |= try_rec_same(x->unsaved_tries[k], v[i]);
+        if (!newer && dg_store_put_try(x->store, v[i]) < 0) {
+            x->unsaved_tries = xrealloc(x->unsaved_tries, (x->n_unsaved_tries + 1) * sizeof *x->unsaved_tries);
+            x->unsaved_tries[x->n_unsaved_tries++] = v[i];
+            free(x->store_err);
+            x->store_err = xasprintf("saving a try failed: %s", dg_store_errmsg(x->store));
+            continue;
+        }
+        dg_try_rec_free(v[i]);
+    }
+    free(v);
+    if (x->n_unsaved_tries) return;
+    for (dg_run *run = dg_sched_runs(x->sched); run; run = run->next)
+        if (run->userdata && run_unsaved(run->userdata)) return;
+    dg_log(DG_LOG_NOTICE, NULL, "state writes work again (they failed: %s); held work resumes", x->store_err);
+    dg_notify_status("state writes work again");
+    free(x->store_err);
+    x->store_err = NULL;
+    uv_timer_stop(&x->retry);
+    resume_waiting(x);
+    pump(x);
+    if (x->hooks.store_ok) x->hooks.store_ok(x->hooks.ud);
+    if (x->outstanding == 0 && x->hooks.idle) x->hooks.idle(x->hooks.ud);
+}
+
+const char *dg_exec_store_error(const dg_exec *x) { return x->store_err; }
 
 /* ---- reporting to the scheduler ---- */
 
@@ -279,8 +418,23 @@ static void job_created(void *ud, const dg_error *err) {
     if (t->start_requested) start_job(t);
 }
 
+static void create_job(exec_try *t);
+
 static void job_started(void *ud, const dg_error *err) {
     exec_try *t = ud;
+    if (err && err->code == -ENOENT && !t->remade && !t->stopping && !t->x->closing) {
+        /* the container was removed before it ever ran (a removal a previous dagd sent
+         * just before it died): the command did not run, so the same try makes a new one */
+        dg_log_ctx c = try_ctx(t);
+        dg_log(DG_LOG_NOTICE, &c, "the try's container is gone before it started; making it again");
+        t->remade = true;
+        t->created = false;
+        free(t->job_id);
+        t->job_id = NULL;
+        try_drop_job(t, false);
+        create_job(t);
+        return;
+    }
     if (err) {
         dg__exec_try_fail(t, err->msg);
         return;
@@ -368,7 +522,15 @@ static void report_exit(exec_try *t) {
     }
     report(t, &res);
     bool success = res.type == DG_RES_EXITED && t->exit_code == 0;
-    try_drop_job(t, tk->remove == DG_REMOVE_ALWAYS || (tk->remove == DG_REMOVE_ON_SUCCESS && success));
+    bool remove = tk->remove == DG_REMOVE_ALWAYS || (tk->remove == DG_REMOVE_ON_SUCCESS && success);
+    if (t->x->store_err && t->job) {
+        /* the outcome is not on disk yet: the job stays, so that a restart before it is
+         * takes its exit again instead of running the try a second time */
+        t->wait = WAIT_RELEASE;
+        t->remove_job = remove;
+    } else {
+        try_drop_job(t, remove);
+    }
     try_release(t);
 }
 
@@ -393,9 +555,15 @@ static const dg_job_events job_events = {
 
 /* ---- the container path ---- */
 
+/* A created job starts only once its id is on disk, so that a restart finds the try's
+ * container instead of making another. */
 static void start_job(exec_try *t) {
     open_log(t, false);
     persist_ti(t->x, t->er->run, t->task);
+    if (t->x->store_err) {
+        t->wait = WAIT_START;
+        return;
+    }
     dg_job_start(t->job);
 }
 
@@ -518,7 +686,6 @@ static void handle_unprepare(dg_exec *x, dg_run *run, size_t task);
 
 static void handle_start(dg_exec *x, dg_run *run, size_t task, int try_number) {
     exec_run *er = run->userdata;
-    const dg_task *tk = &run->dag->tasks[task];
     exec_try *t = er->prepared[task];
     if (t && t->try_number != try_number) {
         /* made ahead for another try (the task was cleared since): not this one's */
@@ -538,7 +705,15 @@ static void handle_start(dg_exec *x, dg_run *run, size_t task, int try_number) {
     er->cur[task] = t;
     t->start_requested = true;
     t->start_cmd_ms = now_ms();
-    switch (tk->kind) {
+    if (x->store_err) {
+        t->wait = WAIT_BEGIN; /* nothing starts that could not be recorded */
+        return;
+    }
+    begin_try(t);
+}
+
+static void begin_try(exec_try *t) {
+    switch (t->er->run->dag->tasks[t->task].kind) {
     case DG_KIND_CONTAINER: create_job(t); break;
     case DG_KIND_SENSOR: start_sensor(t); break;
     case DG_KIND_NOTIFY: dg__exec_notify_task(t); break;
@@ -551,7 +726,10 @@ static void handle_stop(dg_exec *x, dg_run *run, size_t task, int try_number) {
     exec_try *t = er->cur[task];
     if (!t || t->try_number != try_number || t->reported) return;
     t->stopping = true;
-    if (t->started && t->job) {
+    if (t->wait == WAIT_BEGIN) {
+        t->wait = WAIT_NONE;
+        dg__exec_try_fail(t, "stopped before the container started");
+    } else if (t->started && t->job) {
         dg_job_stop(t->job, x->stop_grace_s); /* exited follows */
     } else if (run->dag->tasks[task].kind == DG_KIND_SENSOR) {
         if (t->timer) uv_timer_stop(t->timer);
@@ -565,7 +743,7 @@ static void handle_stop(dg_exec *x, dg_run *run, size_t task, int try_number) {
 static void handle_prepare(dg_exec *x, dg_run *run, size_t task, int try_number) {
     exec_run *er = run->userdata;
     const dg_task *tk = &run->dag->tasks[task];
-    if (tk->kind != DG_KIND_CONTAINER || er->prepared[task] || er->cur[task]) return;
+    if (tk->kind != DG_KIND_CONTAINER || er->prepared[task] || er->cur[task] || x->store_err) return;
     if (dg_tmpl_uses_xcom(tk->image) || (tk->working_dir && dg_tmpl_uses_xcom(tk->working_dir))) return;
     for (size_t i = 0; tk->command && tk->command[i]; i++)
         if (dg_tmpl_uses_xcom(tk->command[i])) return;
@@ -616,7 +794,7 @@ static void handle(dg_exec *x, const dg_cmd *c) {
 static void wake_cb(uv_timer_t *h) { pump(h->data); }
 
 static void check_stalled(dg_exec *x) {
-    if (x->closing || !x->ready || x->held || x->pumping || x->outstanding > 0 || !x->hooks.stalled) return;
+    if (x->closing || x->store_err || !x->ready || x->held || x->pumping || x->outstanding > 0 || !x->hooks.stalled) return;
     if (dg_sched_next_wakeup(x->sched) >= 0) return;
     for (dg_run *r = dg_sched_runs(x->sched); r; r = r->next)
         if (r->state == DG_RUN_RUNNING) x->hooks.stalled(x->hooks.ud, r);
@@ -697,6 +875,8 @@ dg_exec *dg_exec_new(const dg_exec_opts *opts) {
     else if (dg_random_hex(6, &x->instance) < 0) x->instance = xasprintf("p%d", (int)getpid());
     uv_timer_init(x->loop, &x->wake);
     x->wake.data = x;
+    uv_timer_init(x->loop, &x->retry);
+    x->retry.data = x;
     return x;
 }
 
@@ -749,6 +929,7 @@ dg_run *dg_exec_add_run(dg_exec *x, const dg_dag *dag, const char *run_id, const
     er->outputs = xcalloc(dag->n_tasks, sizeof(char *));
     er->cur = xcalloc(dag->n_tasks, sizeof(exec_try *));
     er->prepared = xcalloc(dag->n_tasks, sizeof(exec_try *));
+    er->ti_unsaved = xcalloc(dag->n_tasks, sizeof(bool));
     run->userdata = er;
     set_prev_states(x, run, logical_ms);
     persist_run(x, run);
@@ -766,7 +947,8 @@ const char *dg_exec_output(dg_exec *x, dg_run *run, size_t task) {
     return er ? er->outputs[task] : NULL;
 }
 
-int dg_exec_outstanding(dg_exec *x) { return x->outstanding; }
+/* records still to be written count as one: a foreground run waits for them */
+int dg_exec_outstanding(dg_exec *x) { return x->outstanding + (x->store_err ? 1 : 0); }
 
 void dg_exec_hold(dg_exec *x, bool hold) {
     x->held = hold;
@@ -908,6 +1090,7 @@ bool dg_exec_forget_run(dg_exec *x, dg_run *run) {
     if (run->state != DG_RUN_SUCCESS && run->state != DG_RUN_FAILED) return false;
     if (er) {
         if (er->refs > 1) return false; /* a try of it is still in flight (a removal) */
+        if (run_unsaved(er)) return false; /* the store does not have it all yet */
         run->userdata = NULL;
         run_unref(er);
     }
@@ -929,13 +1112,16 @@ static void exec_release(dg_exec *x) {
     free(x->smtp_password);
     free(x->state_dir);
     free(x->instance);
+    free(x->store_err);
+    dg_try_recs_free(x->unsaved_tries, x->n_unsaved_tries);
     free(x);
 }
 
 static void exec_free_cb(uv_handle_t *h) {
     dg_exec *x = h->data;
-    x->wake_closed = true;
-    if (x->outstanding == 0) exec_release(x);
+    if (h == (uv_handle_t *)&x->wake) x->wake_closed = true;
+    else x->retry_closed = true;
+    if (x->outstanding == 0 && x->wake_closed && x->retry_closed) exec_release(x);
 }
 
 void dg_exec_free(dg_exec *x) {
@@ -961,5 +1147,10 @@ void dg_exec_free(dg_exec *x) {
         run_unref(er);
     }
     x->hooks.idle = NULL;
+    if (x->store_err) {
+        dg_log(DG_LOG_WARNING, NULL, "stopping while state writes fail (%s): what was not written is lost; "
+               "the containers of unrecorded tries are kept for the next start", x->store_err);
+    }
     uv_close((uv_handle_t *)&x->wake, exec_free_cb);
+    uv_close((uv_handle_t *)&x->retry, exec_free_cb);
 }

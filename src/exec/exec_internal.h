@@ -24,6 +24,14 @@ struct dg_exec {
     dg_exec_hooks hooks;
     uv_timer_t wake;
     bool wake_closed;
+    /* State writes are failing (docs/operations.md, "A full disk"): the reason, NULL while
+     * they work. While set nothing starts; the records that could not be written are
+     * written again from the retry timer, and when all are, work resumes. */
+    char *store_err;
+    uv_timer_t retry;
+    bool retry_closed;
+    dg_try_rec **unsaved_tries; /* try records to write again (owned copies) */
+    size_t n_unsaved_tries;
     void (*connect_cb)(void *ud, const dg_error *err);
     void *connect_ud;
     bool ready, closing, pumping, pump_again;
@@ -49,6 +57,8 @@ struct exec_run {
     exec_try **prepared;
     char **secrets; /* values to redact from logs */
     int last_state; /* run state last reported (-1: none yet) */
+    bool run_unsaved;  /* the run record could not be written: again from the retry timer */
+    bool *ti_unsaved;  /* per task: its instance record could not be written */
 };
 
 struct exec_try {
@@ -64,6 +74,12 @@ struct exec_try {
     char *job_id; /* the backend's id of the job (a container id), once created */
     bool prepare_only, start_requested, stopping, released;
     bool created, started, exited, reported, output_read;
+    /* waiting for state writes to work again: to begin at all (WAIT_BEGIN), to start its
+     * created job once its id is on disk (WAIT_START), or to release its finished job once
+     * its outcome is on disk (WAIT_RELEASE, remove_job says whether to remove it) */
+    enum { WAIT_NONE, WAIT_BEGIN, WAIT_START, WAIT_RELEASE } wait;
+    bool remove_job;
+    bool remade; /* its job vanished before it started and was made anew (once) */
     int exit_code;
     char *output_error;
     dg_tasklog *log;

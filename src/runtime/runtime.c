@@ -38,6 +38,8 @@ int dg_runtime_new(uv_loop_t *loop, const dg_config *cfg, const dg_runtime_opts 
     rt->loop = loop;
     dg_config_copy(&rt->cfg, cfg);
     int r;
+    /* before the first goto: its cleanup runs on every way out */
+    _cleanup_free_ dg_pool_limit *pools = NULL;
     if (opts->keep_state) {
         if ((r = dg_store_open(rt->cfg.state_dir, &rt->store, err)) < 0) goto fail;
         struct stat st;
@@ -48,7 +50,6 @@ int dg_runtime_new(uv_loop_t *loop, const dg_config *cfg, const dg_runtime_opts 
                    rt->cfg.state_dir, (unsigned)(st.st_mode & 0777));
     }
     if ((r = make_backend(loop, &rt->cfg, &rt->backend, err)) < 0) goto fail;
-    _cleanup_free_ dg_pool_limit *pools = NULL;
     dg_sched_opts so = sched_opts(&rt->cfg, &pools);
     rt->sched = dg_sched_new(&so);
     dg_exec_opts xo = {

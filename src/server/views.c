@@ -162,6 +162,7 @@ int dg_server_get_dag(dg_server *s, const char *dag, json_t **ret, dg_error *err
 int dg_server_patch_dag(dg_server *s, const char *dag, const json_t *body, json_t **ret, dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
     if (!e) return -ENOENT;
+    if (dg__server_writable(s, err) < 0) return -EAGAIN;
     if (!json_is_object(body)) return dg_error_set(err, -EINVAL, "the body must be a JSON object");
     const char *k;
     json_t *v;
@@ -351,6 +352,7 @@ static int get_rerun(const json_t *body, bool *ret, dg_error *err) {
 int dg_server_trigger(dg_server *s, const char *dag, const json_t *body, json_t **ret, dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
     if (!e) return -ENOENT;
+    if (dg__server_writable(s, err) < 0) return -EAGAIN;
     json_t *empty = NULL;
     _cleanup_free_ char *ts = NULL, *run_id = NULL, *when = NULL;
     dg_run_rec *existing = NULL;
@@ -408,6 +410,12 @@ int dg_server_trigger(dg_server *s, const char *dag, const json_t *body, json_t 
         run_id = xstrdup(existing->run_id);
     } else {
         dg__server_add_run(s, e, run_id, "manual", logical, NULL, json_is_object(conf) ? conf : NULL);
+        if (dg_exec_store_error(s->exec)) {
+            /* it is in memory, and is written (then started) once writes work again */
+            r = dg_error_set(err, -EAGAIN, "run '%s' was made but could not be saved (%s); it starts once state "
+                             "writes work again", run_id, dg_exec_store_error(s->exec));
+            goto out;
+        }
     }
     r = run_doc(s, e->dag_id, run_id, ret, err);
 out:
@@ -417,6 +425,7 @@ out:
 }
 
 int dg_server_cancel_run(dg_server *s, const char *dag, const char *run, json_t **ret, dg_error *err) {
+    if (dg__server_writable(s, err) < 0) return -EAGAIN;
     dg_run *rn = dg__server_find_run(s, dag, run);
     if (!rn) {
         json_t *doc = NULL;
@@ -487,6 +496,7 @@ int dg_server_clear(dg_server *s, const char *dag, const char *run, const json_t
                     dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
     if (!e) return -ENOENT;
+    if (dg__server_writable(s, err) < 0) return -EAGAIN;
     json_t *empty = NULL;
     if (!body) body = empty = json_object();
     static const char *const allowed[] = {"tasks", "task_ids", "downstream", "include_downstream", "only_failed",
@@ -562,6 +572,7 @@ out:
 int dg_server_backfill(dg_server *s, const char *dag, const json_t *body, json_t **ret, dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
     if (!e) return -ENOENT;
+    if (dg__server_writable(s, err) < 0) return -EAGAIN;
     static const char *const allowed[] = {"from", "to", "conf", "rerun"};
     int r = check_fields(body, allowed, ARRAY_SIZE(allowed), err);
     if (r < 0) return r;
@@ -691,6 +702,7 @@ int dg_server_patch_task(dg_server *s, const char *dag, const char *run, const c
                          json_t **ret, dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
     if (!e) return -ENOENT;
+    if (dg__server_writable(s, err) < 0) return -EAGAIN;
     static const char *const allowed[] = {"state", "new_state", "dry_run"};
     int r = check_fields(body, allowed, ARRAY_SIZE(allowed), err);
     if (r < 0) return r;
@@ -761,12 +773,23 @@ bool dg_server_log_live(dg_server *s, const char *dag, const char *run, const ch
 
 /* ---- health and metrics ---- */
 
+int dg__server_writable(dg_server *s, dg_error *err) {
+    const char *why = s->exec ? dg_exec_store_error(s->exec) : NULL;
+    if (!why) return 0;
+    return dg_error_set(err, -EAGAIN, "state writes are failing (%s): dagd takes no new work until they work again",
+                        why);
+}
+
 json_t *dg_server_health(dg_server *s) {
     int runs = 0;
     for (dg_run *r = dg_sched_runs(s->sched); r; r = r->next) runs += r->state == DG_RUN_RUNNING;
-    return json_pack("{s:s,s:s,s:I,s:i,s:i,s:I,s:b}", "status", s->stopping ? "stopping" : "ok", "version",
-                     DAGD_VERSION, "dags", (json_int_t)s->n_dags, "runs_running", runs, "tasks_running",
-                     dg_sched_running(s->sched), "import_errors", (json_int_t)dg__server_error_files(s), "ready", s->ready);
+    const char *why = s->exec ? dg_exec_store_error(s->exec) : NULL;
+    json_t *o = json_pack("{s:s,s:s,s:I,s:i,s:i,s:I,s:b}", "status", s->stopping ? "stopping" : why ? "degraded" : "ok",
+                          "version", DAGD_VERSION, "dags", (json_int_t)s->n_dags, "runs_running", runs,
+                          "tasks_running", dg_sched_running(s->sched), "import_errors",
+                          (json_int_t)dg__server_error_files(s), "ready", s->ready);
+    if (why) json_object_set_new(o, "reason", json_string(why));
+    return o;
 }
 
 static void metric_states(dg_server *s, dg_buf *b, bool tasks, const char *name, const char *help) {

@@ -273,7 +273,7 @@ int dg_store_open(const char *state_dir, dg_store **ret, dg_error *err) {
                             strerror(-r));
 
     _cleanup_free_ char *path = xasprintf("%s/dagd.db", state_dir);
-    _cleanup_free_ char *mode = NULL;
+    _cleanup_free_ char *mode = NULL, *check = NULL;
     dg_store *st = xcalloc(1, sizeof *st);
     st->dir = xstrdup(state_dir);
     int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
@@ -307,6 +307,17 @@ int dg_store_open(const char *state_dir, dg_store **ret, dg_error *err) {
     if (!mode || strcmp(mode, "wal") != 0) {
         r = dg_error_set(err, -EIO, "%s: cannot enable WAL (journal mode stays %s)", path,
                          mode ? mode : "unknown");
+        goto fail;
+    }
+    /* a database damaged in its middle pages is refused now, not when a write or a
+     * recovery first reads those pages (docs/operations.md, "A damaged database") */
+    r = query_text(st, "PRAGMA quick_check(1)", &check);
+    if (r < 0 || !check || strcmp(check, "ok") != 0) {
+        r = dg_error_set(err, -EBADMSG,
+                         "%s is damaged (integrity check: %s); dagd will not use it: stop dagd, move "
+                         "the file (with its -wal and -shm files) aside, and restore a backup or start "
+                         "with an empty state directory",
+                         path, r < 0 ? st->errmsg : check ? check : "no answer");
         goto fail;
     }
     r = exec(st, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON");

@@ -192,9 +192,10 @@ static void fail_created(local_job *j, const char *msg) {
     j->ev->created(j->ud, &e);
 }
 
-static void fail_started(local_job *j, const char *msg) {
+/* code -ENOENT: the container is gone (docs/architecture.md, "Crash recovery") */
+static void fail_started(local_job *j, int code, const char *msg) {
     if (!live(j)) return;
-    dg_error e = {.code = -EIO, .msg = (char *)msg};
+    dg_error e = {.code = code == -ENOENT ? -ENOENT : -EIO, .msg = (char *)msg};
     j->ev->started(j->ud, &e);
 }
 
@@ -505,7 +506,8 @@ static void follow_logs(local_job *j) {
 static void start_cb(void *ud, const dg_error *err) {
     local_job *j = ud;
     if (err) {
-        if (err->code != -ECANCELED && !retry_when_engine_back(j, err, true, start_step)) fail_started(j, err->msg);
+        if (err->code != -ECANCELED && !retry_when_engine_back(j, err, true, start_step))
+            fail_started(j, err->code, err->msg);
         job_unref(j);
         return;
     }
