@@ -172,6 +172,7 @@ static void put_try(dg_exec *x, const dg_run *run, const dg_try_rec *tr) {
     c->container_id = xstrdup(tr->container_id);
     c->container_name = xstrdup(tr->container_name);
     c->message = xstrdup(tr->message);
+    c->rendered = xstrdup(tr->rendered);
     if (i < x->n_unsaved_tries) {
         dg_try_rec_free(x->unsaved_tries[i]);
         x->unsaved_tries[i] = c;
