@@ -645,15 +645,24 @@ static void get_sensor(ctx *c, const node *n, dg_task *t, const char *where) {
     const node *v[S__MAX] = {0}, *k[S__MAX] = {0};
     collect(c, n, sensor_keys, S__MAX, k, v, where);
     int kinds = !!v[S_FILE] + !!v[S_DAG] + !!v[S_HTTP] + !!v[S_COMMAND];
-    if (kinds != 1) {
-        err_at(c, n, "a sensor checks exactly one of file, dag, http or command%s",
-               kinds ? " (more than one is set)" : "");
+    if (kinds == 0) {
+        err_at(c, n, "sensor needs one of 'file', 'dag', 'http' or 'command' (what it checks)");
+        return;
+    }
+    if (kinds > 1) {
+        dg_buf b = {0};
+        for (int i = S_FILE; i <= S_COMMAND; i++)
+            if (v[i]) dg_buf_printf(&b, "%s%s", b.len ? " and " : "", sensor_keys[i]);
+        err_at(c, n, "sensor checks more than one thing (%s): set exactly one of file, dag, http or command",
+               b.data);
+        dg_buf_free(&b);
         return;
     }
     se->kind = v[S_FILE] ? DG_SENSOR_FILE : v[S_DAG] ? DG_SENSOR_DAG : v[S_HTTP] ? DG_SENSOR_HTTP : DG_SENSOR_COMMAND;
     for (int i = 0; i < S__MAX; i++)
         if (v[i] && sensor_key_kind[i] >= 0 && sensor_key_kind[i] != (int)se->kind)
-            err_at(c, k[i], "key '%s' does not apply to a %s sensor", sensor_keys[i], sensor_kind_names[se->kind]);
+            err_at(c, k[i], "key '%s' does not apply to %s %s sensor", sensor_keys[i],
+                   se->kind == DG_SENSOR_HTTP ? "an" : "a", sensor_kind_names[se->kind]);
     switch (se->kind) {
     case DG_SENSOR_FILE:
         if (get_str(c, v[S_FILE], "file", &se->file))

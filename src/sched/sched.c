@@ -649,7 +649,8 @@ static void sensor_timed_out(dg_sched *s, dg_run *run, size_t i, int64_t now) {
     }
     dg_ti *ti = &run->ti[i];
     ti->end_ms = now;
-    set_message(ti, timeout_message("skipped: sensor timed out (soft_fail)", t->sensor.timeout_ms));
+    _cleanup_free_ char *d = dg_format_duration(t->sensor.timeout_ms);
+    set_message(ti, xasprintf("skipped: sensor timed out after %s (soft_fail)", d));
     set_state(s, run, i, DG_TI_SKIPPED);
 }
 
