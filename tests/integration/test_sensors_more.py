@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import TIME_SCALE, VALGRIND
+from conftest import TIME_SCALE, epoch_ms
 
 DATE = "2025-01-01"
 
@@ -51,74 +51,103 @@ def sensor_dag(dg, sensor, *extra):
 
 # --------------------------------------------------------------------------- dag
 
-@pytest.mark.parametrize("delta", [None, "1d"])
-def test_dag_sensor_waits_for_the_other_run(dg, delta):
-    """The sensor waits while the other DAG has no run at the date, then succeeds once
-    that run succeeded; with a delta, a run at this run's own date does not count."""
+def wait_log(dg, task_id, text, timeout):
+    """Waits until the only run's log of task_id (try 1) holds text."""
+    deadline = time.monotonic() + timeout * TIME_SCALE
+    while time.monotonic() < deadline:
+        try:
+            if text in dg.log(task_id):
+                return
+        except (AssertionError, OSError):
+            pass
+        time.sleep(0.1)
+    pytest.fail("no %r in the log of %s" % (text, task_id))
+
+
+def test_dag_sensor_waits_for_the_other_run(dg):
+    """The sensor waits while the other DAG has no run at its date, then succeeds once
+    that run succeeded (two dagd processes sharing a state folder)."""
     up_id, up = upstream(dg, "up", "exit 0")
-    up_date = "2024-12-31" if delta else DATE
-    if delta:
-        # a successful run of the other DAG at the sensor's own date: not the one it wants
-        assert dg.run(up, "--date", DATE).rc == 0
-    f = sensor_dag(dg, "{dag: %s, interval: 300ms, timeout: %ds%s}"
-                   % (up_id, 30 * TIME_SCALE, ", delta: " + delta if delta else ""))
+    f = sensor_dag(dg, "{dag: %s, interval: 300ms, timeout: %ds}" % (up_id, 30 * TIME_SCALE))
     p = dg.popen("run", f, "--state", dg.state, "--date", DATE)
-    time.sleep(1.5 * TIME_SCALE)
+    wait_log(dg, "wait", "no run of DAG '%s' at %sT00:00:00Z yet" % (up_id, DATE), 20)
     assert p.poll() is None, "the sensor did not wait: %s" % (p.communicate(),)
-    assert dg.run(up, "--date", up_date).rc == 0
+    assert dg.run(up, "--date", DATE).rc == 0
     rc, out, err = wait_proc(p, 30)
     assert rc == 0, (out, err)
     tis = dg.tis()
     assert tis["wait"]["state"] == "success", tis
     assert tis["after"]["state"] == "success", tis
-    log = dg.log("wait")
-    assert "no run of DAG '%s' at %sT00:00:00Z yet" % (up_id, up_date) in log, log
-    assert "DAG '%s' run '" % up_id in log and "' is success" in log, log
+    up_run = dg.the_run(up_id)["run_id"]
+    assert "DAG '%s' run '%s' is success" % (up_id, up_run) in dg.log_lines("wait"), dg.log("wait")
     assert dg.containers() == []
 
 
-def test_dag_sensor_task_state_and_fail_fast(dg):
-    """A failed_state of the other run's task fails the sensor at once, naming the state."""
-    up_id, up = upstream(dg, "up", "exit 3")
+def test_dag_sensor_delta_task_states_fail_fast(dg):
+    """The other DAG's task failed at this run's date and succeeded a day before: with
+    delta 1d the sensor succeeds; without, its failed_states fail it at once, naming the
+    other run's state."""
+    up_id, up = upstream(dg, "up", "test {{ ds }} = 2024-12-31")
     assert dg.run(up, "--date", DATE).rc == 1
-    f = sensor_dag(dg, "{dag: %s, task: load, failed_states: [failed, upstream_failed], interval: 300ms, "
-                   "timeout: 60s}" % up_id)
+    assert dg.run(up, "--date", "2024-12-31").rc == 0
+    f = dg.write("""\
+        dag: @DAG@
+        tasks:
+          shifted:
+            sensor: {dag: %s, task: load, delta: 1d, failed_states: [failed], interval: 300ms, timeout: 60s}
+          same:
+            sensor: {dag: %s, task: load, failed_states: [failed, upstream_failed], interval: 300ms, timeout: 60s}
+          after:
+            image: @IMAGE@
+            command: [echo, after]
+            depends_on: [same]
+        """ % (up_id, up_id))
     res = dg.run(f, "--date", DATE)
     assert res.rc == 1, res
-    assert res.elapsed < 20 * TIME_SCALE, res
+    assert res.elapsed < 30 * TIME_SCALE, res
     tis = dg.tis()
-    assert tis["wait"]["state"] == "failed", tis
-    msg = tis["wait"]["message"]
-    assert "task 'load' of DAG '%s'" % up_id in msg and "is failed" in msg, msg
-    assert "failed_states" in msg, msg
+    assert tis["shifted"]["state"] == "success", tis
+    assert tis["same"]["state"] == "failed", tis
+    up_run = [r["run_id"] for r in dg.runs(up_id) if r["logical_ms"] == epoch_ms(DATE)][0]
+    assert tis["same"]["message"] == ("task 'load' of DAG '%s' run '%s' is failed (one of the sensor's failed_states)"
+                                      % (up_id, up_run)), tis["same"]
     assert tis["after"]["state"] == "upstream_failed", tis
     assert dg.containers() == []
 
 
-@pytest.mark.parametrize("mode", ["poke", "reschedule"])
-def test_dag_sensor_soft_fail_times_out_skipped(dg, mode):
-    """soft_fail: a timeout ends the sensor skipped (its downstream skipped too), the run
-    succeeds; without it the sensor fails."""
+def test_dag_sensor_timeout_soft_fail(dg):
+    """soft_fail: a timeout ends the sensor skipped (in both modes), its downstream skipped;
+    without soft_fail it fails, and is not retried."""
     up_id, _ = upstream(dg, "up", "exit 0")
-    f = sensor_dag(dg, "{dag: %s, interval: 300ms, timeout: 1s, mode: %s, soft_fail: true}" % (up_id, mode))
-    res = dg.run(f, "--date", DATE)
-    assert res.rc == 0, res
-    tis = dg.tis()
-    assert tis["wait"]["state"] == "skipped", tis
-    assert "timed out" in tis["wait"]["message"] and "soft_fail" in tis["wait"]["message"], tis
-    assert tis["after"]["state"] == "skipped", tis
-    assert tis["after"]["start_ms"] is None, tis
-
-
-def test_dag_sensor_timeout_without_soft_fail_fails_without_retry(dg):
-    up_id, _ = upstream(dg, "up", "exit 0")
-    f = sensor_dag(dg, "{dag: %s, interval: 300ms, timeout: 1s}" % up_id, "retries: 3", "retry_delay: 1s")
+    t = TIME_SCALE
+    f = dg.write("""\
+        dag: @DAG@
+        tasks:
+          soft_poke:
+            sensor: {dag: %s, interval: 300ms, timeout: %ds, soft_fail: true}
+          soft_resched:
+            sensor: {dag: %s, interval: 300ms, timeout: %ds, mode: reschedule, soft_fail: true}
+          hard:
+            sensor: {dag: %s, interval: 300ms, timeout: %ds}
+            retries: 3
+            retry_delay: 1s
+          after:
+            image: @IMAGE@
+            command: [echo, after]
+            depends_on: [soft_poke, soft_resched]
+        """ % (up_id, t, up_id, t, up_id, t))
     res = dg.run(f, "--date", DATE)
     assert res.rc == 1, res
     tis = dg.tis()
-    assert tis["wait"]["state"] == "failed", tis
-    assert tis["wait"]["message"] == "sensor timed out after 1s", tis
-    assert [t["try_number"] for t in dg.tries("wait")] == [1], dg.tries("wait")
+    for s in ("soft_poke", "soft_resched"):
+        assert tis[s]["state"] == "skipped", tis
+        assert tis[s]["message"] == "skipped: sensor timed out after %ds (soft_fail)" % t, tis[s]
+    assert tis["after"]["state"] == "skipped", tis
+    assert tis["after"]["start_ms"] is None, tis
+    assert tis["hard"]["state"] == "failed", tis
+    assert tis["hard"]["message"] == "sensor timed out after %ds" % t, tis
+    assert [r["try_number"] for r in dg.tries("hard")] == [1], dg.tries("hard")
+    assert len(dg.tries("soft_resched")) >= 2, dg.tries("soft_resched")
 
 
 # --------------------------------------------------------------------------- http
@@ -129,18 +158,24 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 @pytest.fixture
 def flaky_http():
-    """A GET server on 127.0.0.1: /ready answers 503 to the first `fail_first` requests,
-    then 200 with body `body`; records the paths asked."""
-    state = {"n": 0, "fail_first": 3, "body": b"status: ready\n", "paths": []}
+    """A GET server on 127.0.0.1. Per path: the first `fails[path]` requests get 503, the
+    next `warm[path]` get 200 "status: warming", the rest 200 "status: ready"; every path
+    asked is recorded."""
+    state = {"fails": {}, "warm": {}, "paths": []}
     lock = threading.Lock()
 
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             with lock:
                 state["paths"].append(self.path)
-                state["n"] += 1
-                n = state["n"]
-            code, body = (503, b"starting\n") if n <= state["fail_first"] else (200, state["body"])
+                n = state["paths"].count(self.path)
+            fails = state["fails"].get(self.path, 0)
+            if n <= fails:
+                code, body = 503, b"starting\n"
+            elif n <= fails + state["warm"].get(self.path, 0):
+                code, body = 200, b"status: warming\n"
+            else:
+                code, body = 200, b"status: ready\n"
             self.send_response(code)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -158,115 +193,109 @@ def flaky_http():
     srv.server_close()
 
 
-@pytest.mark.parametrize("mode", ["poke", "reschedule"])
-def test_http_sensor_waits_for_status(dg, flaky_http, mode):
-    f = sensor_dag(dg, '{http: "%s/ready/{{ ds }}", interval: 200ms, timeout: %ds, mode: %s}'
-                   % (flaky_http["url"], 20 * TIME_SCALE, mode))
+def test_http_sensor_waits_for_status_and_body(dg, flaky_http):
+    """Three 503s, then 200, in both modes (the URL templated); and a body that must match:
+    200s with the wrong body do not count."""
+    u = flaky_http["url"]
+    flaky_http["fails"] = {"/poke/%s" % DATE: 3, "/resched/%s" % DATE: 3}
+    flaky_http["warm"] = {"/body": 2}
+    f = dg.write("""\
+        dag: @DAG@
+        tasks:
+          poke:
+            sensor: {http: "%s/poke/{{ ds }}", interval: 200ms, timeout: %ds}
+          resched:
+            sensor: {http: "%s/resched/{{ ds }}", interval: 200ms, timeout: %ds, mode: reschedule}
+          body:
+            sensor: {http: "%s/body", status: 200, body: "^status: (ready|done)$", interval: 200ms, timeout: %ds}
+          after:
+            image: @IMAGE@
+            command: [echo, after]
+            depends_on: [poke, resched, body]
+        """ % (u, 30 * TIME_SCALE, u, 30 * TIME_SCALE, u, 30 * TIME_SCALE))
     res = dg.run(f, "--date", DATE)
     assert res.rc == 0, res
     tis = dg.tis()
-    assert tis["wait"]["state"] == "success", tis
-    assert tis["after"]["state"] == "success", tis
-    # templated URL; three 503s, then the 200
-    assert flaky_http["paths"] == ["/ready/%s" % DATE] * 4, flaky_http["paths"]
-    if mode == "poke":
-        assert dg.log_lines("wait").count("GET: status 503, waiting for 200") == 3, dg.log("wait")
-    else:
-        assert len(dg.tries("wait")) == 4, dg.tries("wait")
-        assert dg.log_lines("wait", 1) == ["GET: status 503, waiting for 200"]
+    assert all(t["state"] == "success" for t in tis.values()), tis
+    paths = flaky_http["paths"]
+    assert paths.count("/poke/%s" % DATE) == 4, paths
+    assert paths.count("/resched/%s" % DATE) == 4, paths
+    assert paths.count("/body") == 3, paths
+    assert dg.log_lines("poke").count("GET: status 503, waiting for 200") == 3, dg.log("poke")
+    assert len(dg.tries("resched")) == 4, dg.tries("resched")
+    assert dg.log_lines("resched", 1) == ["GET: status 503, waiting for 200"]
+    assert dg.log_lines("body").count("GET: status 200, the body (16 bytes) does not match yet") == 2, dg.log("body")
+    assert dg.containers() == []
 
 
-def test_http_sensor_body_match(dg, flaky_http):
-    """The body must match: the 200s with the wrong body do not count."""
-    flaky_http["fail_first"] = 0
-    flaky_http["body"] = b"status: warming\n"
-
-    def later():
-        time.sleep(1.0 * TIME_SCALE)
-        flaky_http["body"] = b"status: ready\n"
-    th = threading.Thread(target=later, daemon=True)
-    th.start()
-    f = sensor_dag(dg, '{http: "%s/x", status: 200, body: "^status: (ready|done)$", interval: 200ms, timeout: %ds}'
-                   % (flaky_http["url"], 20 * TIME_SCALE))
-    res = dg.run(f, "--date", DATE)
-    th.join()
-    assert res.rc == 0, res
-    assert dg.tis()["wait"]["state"] == "success"
-    assert len(flaky_http["paths"]) >= 2, flaky_http["paths"]
-    assert "does not match yet" in dg.log("wait")
-
-
-def test_http_sensor_times_out_and_unreachable_is_not_yet(dg, flaky_http):
+def test_http_sensor_times_out(dg, flaky_http):
     """A wrong status until the timeout fails the sensor; so does a port nobody answers on,
-    after checking again until the timeout."""
-    flaky_http["fail_first"] = 10 ** 6
+    which is checked again until the timeout."""
+    flaky_http["fails"] = {"/x": 10 ** 6}
+    t = TIME_SCALE
     f = dg.write("""\
         dag: @DAG@
         tasks:
           wait:
-            sensor: {http: "%s/x", status: 204, interval: 200ms, timeout: 1s}
+            sensor: {http: "%s/x", status: 204, interval: 200ms, timeout: %ds}
           nobody:
-            sensor: {http: "http://127.0.0.1:9/x", interval: 200ms, timeout: 1s, request_timeout: 1s}
-        """ % flaky_http["url"])
+            sensor: {http: "http://127.0.0.1:9/x", interval: 200ms, timeout: %ds, request_timeout: 1s}
+        """ % (flaky_http["url"], t, t))
     res = dg.run(f, "--date", DATE)
     assert res.rc == 1, res
     tis = dg.tis()
-    for t in ("wait", "nobody"):
-        assert tis[t]["state"] == "failed", tis
-        assert tis[t]["message"] == "sensor timed out after 1s", tis
-    assert len(flaky_http["paths"]) >= 3, flaky_http["paths"]
-    assert "GET: status 503, waiting for 204" in dg.log("wait")
-    assert dg.log_lines("nobody")[0].startswith("GET: "), dg.log("nobody")
+    for k in ("wait", "nobody"):
+        assert tis[k]["state"] == "failed", tis
+        assert tis[k]["message"] == "sensor timed out after %ds" % t, tis
+    assert len(flaky_http["paths"]) >= 2, flaky_http["paths"]
+    assert "GET: status 503, waiting for 204" in dg.log_lines("wait")
+    nobody = dg.log_lines("nobody")
+    assert len(nobody) >= 2 and all(l.startswith("GET: ") for l in nobody), nobody
 
 
 # --------------------------------------------------------------------------- command
 
-@pytest.mark.parametrize("mode", ["poke", "reschedule"])
-def test_command_sensor_probe_container(dg, mode):
-    """The probe (the task's image, volumes and env) runs once per check until it exits 0:
-    it counts its runs in a bind-mounted folder and succeeds on the 3rd."""
-    shared = dg.tmp / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
-    f = dg.write("""\
-        dag: @DAG@
-        tasks:
-          wait:
-            sensor:
-              image: @IMAGE@
-              command: [sh, -c, 'echo probe $WHO {{ ds }} >> /data/runs; echo checking; test $(wc -l < /data/runs) -ge 3']
-              interval: 200ms
-              timeout: %ds
-              mode: %s
-            volumes: ["%s:/data"]
-            env: {WHO: me}
-          after:
-            image: @IMAGE@
-            command: [echo, after]
-            depends_on: [wait]
-        """ % (60 * TIME_SCALE, mode, shared))
-    res = dg.run(f, "--date", DATE)
-    assert res.rc == 0, res
-    tis = dg.tis()
-    assert tis["wait"]["state"] == "success", tis
-    assert tis["after"]["state"] == "success", tis
-    assert (shared / "runs").read_text() == ("probe me %s\n" % DATE) * 3
-    if mode == "poke":
-        lines = dg.log_lines("wait")
-        assert lines.count("checking") == 3, lines
-        assert lines.count("probe exited with code 1") == 2, lines
-    else:
-        assert [t["try_number"] for t in dg.tries("wait")] == [1, 2, 3], dg.tries("wait")
-        assert dg.log_lines("wait", 3) == ["checking"]
-    assert dg.containers() == []
-
-
-def test_command_sensor_bad_image_fails(dg):
-    f = sensor_dag(dg, "{image: 'dagd-test/no-such-image:0', command: ['true'], interval: 200ms, timeout: 10s}",
-                   "pull: never")
+def test_command_sensor_probe_container(dg):
+    """The probe (the sensor's image and command, the task's volumes and env) runs once
+    per check until it exits 0: it counts its runs in a bind-mounted folder and succeeds
+    on the 3rd, in both modes. A probe image that does not exist fails the sensor."""
+    dirs = {}
+    for mode in ("poke", "reschedule"):
+        d = dirs[mode] = dg.tmp / mode
+        d.mkdir()
+        d.chmod(0o777)
+    probe = "\n".join([
+        "  %s:",
+        "    sensor:",
+        "      image: @IMAGE@",
+        "      command: [sh, -c, 'echo probe $WHO {{ ds }} >> /data/runs; echo checking; test $(wc -l < /data/runs) -ge 3']",
+        "      interval: 200ms",
+        "      timeout: %ds",
+        "      mode: %s",
+        '    volumes: ["%s:/data"]',
+        "    env: {WHO: me}",
+        ""])
+    f = dg.write("dag: @DAG@\ntasks:\n"
+                 + "".join(probe % (m, 60 * TIME_SCALE, m, dirs[m]) for m in dirs)
+                 + "  missing:\n"
+                 + "    sensor: {image: 'dagd-test/no-such-image:0', command: ['true'], interval: 200ms, timeout: 10s}\n"
+                 + "    pull: never\n"
+                 + "  after:\n    image: @IMAGE@\n    command: [echo, after]\n    depends_on: [poke, reschedule]\n",
+                 dedent=False)
     res = dg.run(f, "--date", DATE)
     assert res.rc == 1, res
     tis = dg.tis()
-    assert tis["wait"]["state"] == "failed", tis
-    assert "no-such-image" in tis["wait"]["message"], tis
+    assert tis["poke"]["state"] == "success", tis
+    assert tis["reschedule"]["state"] == "success", tis
+    assert tis["after"]["state"] == "success", tis
+    for d in dirs.values():
+        assert (d / "runs").read_text() == ("probe me %s\n" % DATE) * 3
+    lines = dg.log_lines("poke")
+    assert lines.count("checking") == 3, lines
+    assert lines.count("probe exited with code 1") == 2, lines
+    assert [t["try_number"] for t in dg.tries("reschedule")] == [1, 2, 3], dg.tries("reschedule")
+    assert dg.log_lines("reschedule", 1) == ["checking", "probe exited with code 1"]
+    assert dg.log_lines("reschedule", 3) == ["checking"]
+    assert tis["missing"]["state"] == "failed", tis
+    assert "no-such-image" in tis["missing"]["message"], tis
     assert dg.containers() == []
