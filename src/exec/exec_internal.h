@@ -68,7 +68,6 @@ struct exec_try {
     dg_buf last_line;
     uv_timer_t *timer; /* a poking sensor's */
     int64_t sensor_start_ms;
-    bool checking; /* a sensor's check (a GET, a probe container in job) is in flight */
     int64_t end_ms;       /* when the outcome was reported */
     int64_t start_cmd_ms; /* when START arrived */
 };

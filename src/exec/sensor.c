@@ -47,8 +47,8 @@ static void poke_cb(uv_timer_t *h) { begin_check(h->data); }
 
 /* The outcome of one check: found (1), not yet (0), or err: the try fails. */
 static void check_done(exec_try *t, int found, const char *err) {
-    t->checking = false;
-    if (t->reported) return; /* stopped while the check was in flight */
+    /* stopped while the check was in flight, or the executor is going: nothing more */
+    if (t->reported || t->released || t->x->closing) return;
     const dg_sensor *se = sensor_of(t);
     if (err) {
         dg__exec_try_fail(t, err);
@@ -150,8 +150,7 @@ static void check_dag(exec_try *t) {
 static void http_cb(void *ud, long status, const char *body, size_t len, const char *error) {
     exec_try *t = ud;
     const dg_sensor *se = sensor_of(t);
-    if (t->reported) {
-        t->checking = false;
+    if (t->reported || t->released || t->x->closing) {
         dg__exec_try_unref(t);
         return;
     }
@@ -194,7 +193,6 @@ static void check_http(exec_try *t) {
         check_done(t, 0, err.msg);
         return;
     }
-    t->checking = true;
     dg__exec_http_get(t->x, url, se->request_timeout_ms, http_cb, dg__exec_try_ref(t));
 }
 
@@ -240,7 +238,6 @@ static void check_command(exec_try *t) {
     t->image = xstrdup(sp.s.image);
     free(t->name);
     t->name = xstrdup(sp.s.name);
-    t->checking = true;
     t->job = dg_job_create(t->x->backend, &sp.s, &probe_events, dg__exec_try_ref(t));
     dg__exec_spec_free(&sp);
 }
