@@ -4,8 +4,9 @@
  * output lines (secrets redacted) to the try's log file, takes the exit, reads the task's
  * output, reports to the scheduler, persists every state change, sends notifications, and
  * only then lets the backend remove the job. PREPARE hints create a job before its upstream
- * finishes when its templates do not need upstream outputs. Sensors (a file glob on this
- * host) and notify tasks run here, without a backend job.
+ * finishes when its templates do not need upstream outputs. Sensors (docs/dags.md, "Sensor
+ * tasks": a file glob on this host, another DAG's run in the store, a GET, a probe job
+ * through the backend) and notify tasks run here.
  * The executor owns its per-run and per-try state; it borrows the loop, the backend, the
  * scheduler and the store (NULL store = `dagd test`: nothing persisted). Every setting it
  * uses comes in dg_exec_opts; it reads nothing from the environment. */

@@ -97,6 +97,12 @@ static void task_clear(dg_task *t) {
     dg_strv_free(t->connections);
     free(t->output_file);
     free(t->sensor.file);
+    free(t->sensor.dag_id);
+    free(t->sensor.task_id);
+    dg_strv_free(t->sensor.allowed_states);
+    dg_strv_free(t->sensor.failed_states);
+    free(t->sensor.url);
+    free(t->sensor.body);
     free(t->notify);
     dg_strv_free(t->depends_on);
     free(t->upstream);

@@ -6,7 +6,6 @@
  * callback comes after that), and every other call in flight (a file read, a notification)
  * one; it is freed when the last goes, so callbacks never see freed memory. */
 #include <errno.h>
-#include <glob.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -120,6 +119,11 @@ static void try_release(exec_try *t) {
     t->released = true;
     try_unref(t);
 }
+
+exec_try *dg__exec_try_ref(exec_try *t) { return try_ref(t); }
+void dg__exec_try_unref(exec_try *t) { try_unref(t); }
+void dg__exec_try_drop_job(exec_try *t, bool remove) { try_drop_job(t, remove); }
+void dg__exec_try_release(exec_try *t) { try_release(t); }
 
 /* ---- persistence ---- */
 
@@ -364,6 +368,8 @@ void dg__exec_try_succeed(exec_try *t) {
     try_release(t);
 }
 
+void dg__exec_report(exec_try *t, const dg_result *res) { report(t, res); }
+
 /* ---- template variables ---- */
 
 int dg__exec_xcom_pull(void *ud, const char *task_id, char **ret, dg_error *err) {
@@ -391,7 +397,7 @@ json_t *dg__exec_vars(exec_try *t) { return dg__exec_run_vars(t->er, t->task, t-
 
 /* ---- the job's events ---- */
 
-static void open_log(exec_try *t, bool fresh) {
+void dg__exec_open_log(exec_try *t, bool fresh) {
     dg_exec *x = t->x;
     if (!x->state_dir || t->log) return;
     const dg_run *run = t->er->run;
@@ -458,7 +464,7 @@ static void job_started(void *ud, const dg_error *err) {
     pump(x);
 }
 
-static void job_line(void *ud, int stream, const char *line, size_t len) {
+void dg__exec_job_line(void *ud, int stream, const char *line, size_t len) {
     exec_try *t = ud;
     exec_run *er = t->er;
     _cleanup_free_ char *red = NULL;
@@ -550,7 +556,7 @@ static void job_exited(void *ud, int exit_code, bool vanished) {
 static const dg_job_events job_events = {
     .created = job_created,
     .started = job_started,
-    .line = job_line,
+    .line = dg__exec_job_line,
     .exited = job_exited,
 };
 
@@ -559,7 +565,7 @@ static const dg_job_events job_events = {
 /* A created job starts only once its id is on disk, so that a restart finds the try's
  * container instead of making another. */
 static void start_job(exec_try *t) {
-    open_log(t, false);
+    dg__exec_open_log(t, false);
     persist_ti(t->x, t->er->run, t->task);
     if (t->x->store_err) {
         t->wait = WAIT_START;
@@ -618,69 +624,6 @@ static void create_job(exec_try *t) {
     dg__exec_spec_free(&sp);
 }
 
-/* ---- sensors: a glob on the dagd host ---- */
-
-static bool sensor_check(exec_try *t, dg_error *err) {
-    const dg_task *tk = &t->er->run->dag->tasks[t->task];
-    json_auto_t *vars = dg__exec_vars(t);
-    dg_tmpl_ctx ctx = {.vars = vars, .xcom_pull = dg__exec_xcom_pull, .userdata = t->er};
-    _cleanup_free_ char *pat = NULL;
-    dg_error e = {0};
-    if (dg_tmpl_render(tk->sensor.file, &ctx, &pat, &e) < 0) {
-        dg_error_set(err, -EINVAL, "sensor.file: %s", e.msg ? e.msg : "template error");
-        dg_error_clear(&e);
-        return false;
-    }
-    glob_t g;
-    int r = glob(pat, 0, NULL, &g);
-    bool found = r == 0 && g.gl_pathc > 0;
-    if (r == 0) globfree(&g);
-    return found;
-}
-
-static void sensor_poke_cb(uv_timer_t *h) {
-    exec_try *t = h->data;
-    const dg_task *tk = &t->er->run->dag->tasks[t->task];
-    dg_error err = {0};
-    bool found = sensor_check(t, &err);
-    if (err.msg) {
-        uv_timer_stop(h);
-        dg__exec_try_fail(t, err.msg);
-    } else if (found) {
-        uv_timer_stop(h);
-        dg__exec_try_succeed(t);
-    } else if (now_ms() - t->sensor_start_ms >= tk->sensor.timeout_ms) {
-        uv_timer_stop(h);
-        _cleanup_free_ char *d = dg_format_duration(tk->sensor.timeout_ms);
-        _cleanup_free_ char *m = xasprintf("sensor timed out after %s", d);
-        dg__exec_try_fail(t, m);
-    }
-    dg_error_clear(&err);
-}
-
-static void start_sensor(exec_try *t) {
-    const dg_task *tk = &t->er->run->dag->tasks[t->task];
-    const dg_ti *ti = &t->er->run->ti[t->task];
-    dg_sched_on_started(t->x->sched, t->er->run, t->task, t->try_number, now_ms());
-    t->sensor_start_ms = ti->first_start_ms ? ti->first_start_ms : now_ms();
-    if (tk->sensor.reschedule) {
-        dg_error err = {0};
-        bool found = sensor_check(t, &err);
-        if (err.msg) dg__exec_try_fail(t, err.msg);
-        else {
-            dg_result res = {.type = found ? DG_RES_EXITED : DG_RES_NOT_YET, .exit_code = 0};
-            report(t, &res);
-            try_release(t);
-        }
-        dg_error_clear(&err);
-        return;
-    }
-    t->timer = xmalloc(sizeof *t->timer);
-    uv_timer_init(t->x->loop, t->timer);
-    t->timer->data = t;
-    uv_timer_start(t->timer, sensor_poke_cb, 0, (uint64_t)tk->sensor.interval_ms);
-}
-
 /* ---- command handling ---- */
 
 static void handle_unprepare(dg_exec *x, dg_run *run, size_t task);
@@ -716,7 +659,7 @@ static void handle_start(dg_exec *x, dg_run *run, size_t task, int try_number) {
 static void begin_try(exec_try *t) {
     switch (t->er->run->dag->tasks[t->task].kind) {
     case DG_KIND_CONTAINER: create_job(t); break;
-    case DG_KIND_SENSOR: start_sensor(t); break;
+    case DG_KIND_SENSOR: dg__exec_start_sensor(t); break;
     case DG_KIND_NOTIFY: dg__exec_notify_task(t); break;
     default: dg__exec_try_fail(t, "task has no kind"); break;
     }
@@ -733,8 +676,7 @@ static void handle_stop(dg_exec *x, dg_run *run, size_t task, int try_number) {
     } else if (t->started && t->job) {
         dg_job_stop(t->job, x->stop_grace_s); /* exited follows */
     } else if (run->dag->tasks[task].kind == DG_KIND_SENSOR) {
-        if (t->timer) uv_timer_stop(t->timer);
-        dg__exec_try_fail(t, "sensor stopped");
+        dg__exec_stop_sensor(t);
     } else if (t->job) {
         /* not started yet (image pull, create or start in flight): the backend undoes it */
         dg__exec_try_fail(t, "stopped before the container started");
@@ -1000,7 +942,9 @@ static void recover_try(dg_exec *x, dg_run *run, size_t i, const dg_job_info *fo
     dg_ti *ti = &run->ti[i];
     const dg_task *tk = &run->dag->tasks[i];
     if (tk->kind == DG_KIND_SENSOR) {
-        /* a sensor keeps no job and a poke changes nothing: it pokes again, same try */
+        /* a check changes nothing: it checks again, same try (a probe container of the
+         * last check is not followed: it goes) */
+        if (found) dg_backend_remove(x->backend, found->id);
         handle_start(x, run, i, ti->try_number);
         return;
     }
@@ -1016,7 +960,7 @@ static void recover_try(dg_exec *x, dg_run *run, size_t i, const dg_job_info *fo
         t->job_id = xstrdup(found->id);
         t->created = t->started = true;
         if (ti->state == DG_TI_QUEUED) dg_sched_on_started(x->sched, run, i, ti->try_number, now_ms());
-        open_log(t, true);
+        dg__exec_open_log(t, true);
         t->job = dg_job_adopt(x->backend, found, &job_events, try_ref(t));
     } else if (found) {
         /* made but never started: start it now, the same try */
@@ -1133,7 +1077,8 @@ void dg_exec_free(dg_exec *x) {
      * the rest as the backend cancels them */
     for (exec_try *t = x->tries, *n; t; t = n) {
         try_ref(t);
-        try_drop_job(t, false);
+        /* a sensor's probe container is never taken over: it goes */
+        try_drop_job(t, t->er->run->dag->tasks[t->task].kind == DG_KIND_SENSOR);
         n = t->next;
         try_unref(t);
     }

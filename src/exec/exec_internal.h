@@ -92,6 +92,21 @@ struct exec_try {
 
 
 void dg__exec_notify_task(exec_try *t);
+/* One GET on the thread pool, as notifications are sent (notify.c); cb runs on the loop
+ * with the status and (up to 1 MiB of) the body, or error set when no answer came. */
+typedef void (*dg__exec_http_cb)(void *ud, long status, const char *body, size_t len, const char *error);
+void dg__exec_http_get(dg_exec *x, const char *url, int64_t timeout_ms, dg__exec_http_cb cb, void *ud);
+/* Sensors (sensor.c): the first check of a try, and a stop while it waits. */
+void dg__exec_start_sensor(exec_try *t);
+void dg__exec_stop_sensor(exec_try *t);
+/* Shared with sensor.c: the try's log file, and a probe job's output lines into it. */
+void dg__exec_open_log(exec_try *t, bool fresh);
+void dg__exec_job_line(void *ud, int stream, const char *line, size_t len);
+void dg__exec_report(exec_try *t, const dg_result *res);
+void dg__exec_try_release(exec_try *t);
+exec_try *dg__exec_try_ref(exec_try *t);
+void dg__exec_try_unref(exec_try *t);
+void dg__exec_try_drop_job(exec_try *t, bool remove);
 void dg__exec_notify_event(dg_exec *x, dg_run *run, size_t task, dg_notify_event ev);
 /* Shared with notify.c: end a try that could not run / report a finished one. */
 void dg__exec_try_fail(exec_try *t, const char *msg);

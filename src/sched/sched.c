@@ -641,6 +641,21 @@ static char *timeout_message(const char *what, int64_t ms) {
     return xasprintf("%s after %s", what, d);
 }
 
+/* A sensor whose timeout passed ends without retry: failed, or skipped with soft_fail
+ * (docs/dags.md, "Sensor tasks"). */
+static void sensor_timed_out(dg_sched *s, dg_run *run, size_t i, int64_t now) {
+    const dg_task *t = task_of(run, i);
+    if (!t->sensor.soft_fail) {
+        end_failed(s, run, i, timeout_message("sensor timed out", t->sensor.timeout_ms), now);
+        return;
+    }
+    dg_ti *ti = &run->ti[i];
+    ti->end_ms = now;
+    _cleanup_free_ char *d = dg_format_duration(t->sensor.timeout_ms);
+    set_message(ti, xasprintf("skipped: sensor timed out after %s (soft_fail)", d));
+    set_state(s, run, i, DG_TI_SKIPPED);
+}
+
 void dg_sched_on_finished(dg_sched *s, dg_run *run, size_t task, int try_number,
                           const dg_result *res, int64_t now) {
     if (!run || !res || task >= run->dag->n_tasks) return;
@@ -674,7 +689,7 @@ void dg_sched_on_finished(dg_sched *s, dg_run *run, size_t task, int try_number,
     switch (res->type) {
     case DG_RES_NOT_YET:
         if (t->sensor.timeout_ms > 0 && now - ti->first_start_ms >= t->sensor.timeout_ms) {
-            end_failed(s, run, task, timeout_message("sensor timed out", t->sensor.timeout_ms), now);
+            sensor_timed_out(s, run, task, now);
             return;
         }
         ti->max_tries++;
@@ -682,6 +697,7 @@ void dg_sched_on_finished(dg_sched *s, dg_run *run, size_t task, int try_number,
         set_message(ti, NULL);
         set_state(s, run, task, DG_TI_SCHEDULED);
         return;
+    case DG_RES_SENSOR_TIMEOUT: sensor_timed_out(s, run, task, now); return;
     case DG_RES_EXITED:
         ti->has_exit_code = true;
         ti->exit_code = res->exit_code;
