@@ -21,7 +21,7 @@ ENGINE_BINS:= $(ENGINE_SRCS:%.c=$(BUILD)/%)
 DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev libyaml-dev \
             libsqlite3-dev libarchive-dev libcriterion-dev busybox-static python3 python3-pytest socat openssl \
             libmicrohttpd-dev libsystemd-dev systemd python3-venv \
-            valgrind docker.io
+            valgrind docker.io chromium chromium-driver python3-selenium
 
 .PHONY: all deps test unit engine integration check layers bench bench-sched run install clean images valgrind pydeps
 
@@ -46,6 +46,9 @@ $(BUILD)/libdagd.a: $(OBJS)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+# the web UI's files are built into ui.o (.incbin), which the compiler's -MMD does not see
+$(BUILD)/src/api/ui.o: $(wildcard src/api/ui/*)
 
 $(BUILD)/dagd: $(BUILD)/src/main.o $(BUILD)/libdagd.a
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
@@ -112,6 +115,7 @@ bench-sched: $(BUILD)/bench/bench_sched
 bench: deps all bench-sched
 	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_chain.py
 	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_serve.py
+	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_swarm.py
 
 run: deps all
 	bash examples/run-demo.sh $(abspath $(BUILD)/dagd)

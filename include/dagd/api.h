@@ -1,8 +1,9 @@
 /* api — the REST API of docs/api.md on libmicrohttpd, driven by the server's libuv loop
  * (MHD's epoll fd on a uv_poll, its timeout on a uv_timer; no threads). Bearer-token auth
  * for everything but /api/v1/health; JSON errors {"error","detail"} with 4xx for bad input;
- * bodies over the cap answer 413; log follow streams with suspend/resume. The API borrows
- * the server. */
+ * bodies over the cap answer 413; per-address and total connection limits and a deadline
+ * for request heads (docs/api.md, "Limits"); log follow streams with suspend/resume. The
+ * API borrows the server. */
 #pragma once
 #include <uv.h>
 
@@ -15,8 +16,9 @@ typedef struct dg_api dg_api;
  * else <state_dir>/token, made random (mode 0600) when missing and kept across restarts.
  * *ret_made is set when it was just made. */
 int dg_api_token(const dg_config *cfg, char **ret, bool *ret_made, dg_error *err);
-/* listen "127.0.0.1:8080", "[::1]:8080", ":8080" (all addresses). token must be non-empty. */
-int dg_api_start(uv_loop_t *loop, dg_server *s, const char *listen, const char *token, dg_api **ret,
+/* Listens on cfg->listen ("127.0.0.1:8080", "[::1]:8080", ":8080" = all addresses) with
+ * cfg's api limits (docs/api.md, "Limits"). token must be non-empty. */
+int dg_api_start(uv_loop_t *loop, dg_server *s, const dg_config *cfg, const char *token, dg_api **ret,
                  dg_error *err);
 /* Whether listen is an address dg_api_start can use, without binding it: a bad one is a
  * usage error of `dagd serve`, told before anything starts. */

@@ -42,6 +42,8 @@ typedef struct dg_job_spec {
     char *const *binds;        /* "host:container[:mode]" */
     char *const *volumes;      /* anonymous volumes: container paths */
     char *const *extra_hosts;  /* "name:address" */
+    char *const *constraints;  /* placement on a cluster ("node.hostname==a"); one host ignores it */
+    char *const *preferences;  /* "spread=node.labels.zone" */
     double cpus;               /* 0 = unlimited */
     int64_t memory, shm_size;  /* bytes, 0 = unset */
     bool privileged;
@@ -52,7 +54,8 @@ typedef struct dg_job_events {
     /* create finished: the job exists and can be started, or err says why it cannot be
      * made (bad image, engine refused...) and the job is dead (release it). */
     void (*created)(void *ud, const dg_error *err);
-    /* start finished: the command runs, or err says why not (release the job). */
+    /* start finished: the command runs, or err says why not (release the job); err->code
+     * -ENOENT: the job is gone (removed before it started) */
     void (*started)(void *ud, const dg_error *err);
     /* one line of output; stream 1 stdout, 2 stderr (a log stream that broke says so on 2) */
     void (*line)(void *ud, int stream, const char *line, size_t len);

@@ -6,5 +6,8 @@
 #include "dagd/backend.h"
 #include "dagd/util.h"
 
-/* host NULL: $DOCKER_HOST, else the local socket. No I/O happens here. */
-int dg_backend_local_new(uv_loop_t *loop, const char *host, dg_backend **ret, dg_error *err);
+/* host NULL: $DOCKER_HOST, else the local socket. log_max_size: the json-file max-size
+ * every container gets ("100m"), NULL or "engine" = the engine's own log settings
+ * (docs/daemon.md, container_log_max_size). No I/O happens here. */
+int dg_backend_local_new(uv_loop_t *loop, const char *host, const char *log_max_size, dg_backend **ret,
+                         dg_error *err);

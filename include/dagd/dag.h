@@ -44,11 +44,30 @@ typedef struct dg_kv {
     bool secret;
 } dg_kv;
 
+/* What a sensor checks (docs/dags.md, "Sensor tasks"). */
+typedef enum {
+    DG_SENSOR_FILE = 0, /* a glob on the dagd host */
+    DG_SENSOR_DAG,      /* another DAG's run (or one of its tasks) in the state database */
+    DG_SENSOR_HTTP,     /* a URL answering an expected status */
+    DG_SENSOR_COMMAND,  /* a probe container (the task's image and command) exiting 0 */
+} dg_sensor_kind;
+
 typedef struct dg_sensor {
-    char *file;          /* glob pattern on the dagd host, templated */
+    dg_sensor_kind kind;
+    char *file;          /* file: glob pattern on the dagd host, templated */
+    char *dag_id;        /* dag: the other DAG */
+    char *task_id;       /* dag: one of its tasks, NULL = the run itself */
+    char **allowed_states; /* dag: NULL-terminated; default {"success"} */
+    char **failed_states;  /* dag: NULL-terminated; default none */
+    int64_t delta_ms;      /* dag: the other run's logical date is this one's minus delta */
+    char *url;             /* http: templated */
+    int status;            /* http: expected status, default 200 */
+    char *body;            /* http: extended regex the body must match, templated; NULL = any */
+    int64_t request_timeout_ms; /* http: default 10s */
     int64_t interval_ms; /* default 60s */
     int64_t timeout_ms;  /* default 7d (Airflow's default) */
     bool reschedule;     /* mode: reschedule (true) | poke (false, default) */
+    bool soft_fail;      /* a timeout ends the task skipped, not failed */
 } dg_sensor;
 
 typedef struct dg_task {
@@ -80,9 +99,11 @@ typedef struct dg_task {
     char **extra_hosts;
     int64_t shm_size;
     char **connections;
+    char **placement_constraints; /* placement: swarm backend only; NULL-terminated or NULL */
+    char **placement_preferences; /* "spread=node.labels.KEY" */
     char *output_file; /* output: {file: /path} */
 
-    /* sensor tasks */
+    /* sensor tasks (a command sensor's probe uses image, command and the container keys) */
     dg_sensor sensor;
     /* notify tasks */
     char *notify;

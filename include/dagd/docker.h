@@ -51,6 +51,13 @@ void dg_docker_image_ensure(dg_docker *d, const char *image, dg_docker_pull pull
 
 /* Create a bridge network named `name` with our label when it does not exist. */
 void dg_docker_network_ensure(dg_docker *d, const char *name, dg_docker_done_cb cb, void *ud);
+/* The same for a swarm: an attachable overlay network; one of that name with another
+ * driver is an error. */
+void dg_docker_overlay_ensure(dg_docker *d, const char *name, dg_docker_done_cb cb, void *ud);
+/* A "filters" query value (JSON, URL-escaped): {key: values}, e.g. "label" with
+ * "key=value" strings (objects carrying every one), "service" with ids (tasks of any).
+ * Caller frees. */
+char *dg_docker_filters(const char *key, const char *const *values);
 
 /* POST /containers/create?name=NAME with config (borrowed). id is valid for the callback. */
 typedef void (*dg_docker_id_cb)(void *ud, const char *id, const dg_error *err);
@@ -75,9 +82,15 @@ void dg_docker_archive_file(dg_docker *d, const char *id, const char *path, size
                             dg_docker_file_cb cb, void *ud);
 
 /* Follow a container's logs from its first line (follow=1, since=0, stdout+stderr,
- * timestamps), demultiplexed and split into lines. stream: 1 stdout, 2 stderr.
- * line excludes the '\n'; a final unterminated line is delivered at end. done is called
- * once when the stream ends (container stopped) or fails or is cancelled. */
+ * timestamps), demultiplexed and split into lines. stream: 1 stdout, 2 stderr, or
+ * DG_DOCKER_GAP with line DG_LOG_GAP_MARK where lines were lost (the engine rotated its
+ * log past what had been read). line excludes the '\n'; a final unterminated line is
+ * delivered at end. done is called once when the stream ends (container stopped) or
+ * fails or is cancelled. A broken connection is resumed, with a backoff, for up to ten
+ * minutes (docs/operations.md, Logs). */
+#define DG_DOCKER_GAP 9
+#define DG_LOG_GAP_MARK \
+    "[dagd] lines are missing here: the engine's log was rotated before dagd read them (count unknown)"
 typedef void (*dg_docker_line_cb)(void *ud, int stream, const char *line, size_t len);
 dg_docker_stream *dg_docker_logs_follow(dg_docker *d, const char *id, dg_docker_line_cb line_cb,
                                         dg_docker_done_cb done, void *ud);
@@ -86,6 +99,11 @@ dg_docker_stream *dg_docker_logs_follow(dg_docker *d, const char *id, dg_docker_
  * may end a follow before sending the container's last message. The stream is freed
  * once done has run: do not cancel it after that. dg_docker_free runs done with
  * -ECANCELED. Needs a container created with Tty: false (else done gets -EPROTO). */
+
+/* The same for a Swarm service's tasks (GET /services/{id}/logs). The follow does not
+ * end when the service's task does: call dg_docker_logs_exited once the task has ended. */
+dg_docker_stream *dg_docker_service_logs_follow(dg_docker *d, const char *id, dg_docker_line_cb line_cb,
+                                                dg_docker_done_cb done, void *ud);
 
 /* The container of a logs stream has exited (its `die` event came): finish the stream with
  * one plain read of what is left instead of waiting for the follow to end. */
@@ -122,7 +140,12 @@ typedef void (*dg_demux_cb)(void *ud, int stream, const char *data, size_t len);
  * (a daemon error) is delivered with stream 3. */
 int dg_demux_feed(dg_demux *dm, const char *data, size_t len, dg_demux_cb cb, void *ud);
 
-/* Per-stream partial-line buffers turning chunks into lines. */
+/* Per-stream partial-line buffers turning chunks into lines. A line longer than
+ * DG_LINE_MAX is handed over in pieces of at most DG_LINE_MAX bytes (cut between UTF-8
+ * characters), each piece but the last followed by the line DG_LINE_SPLIT_MARK on the
+ * same stream, so a buffer never grows beyond DG_LINE_MAX (docs/operations.md, Logs). */
+#define DG_LINE_MAX (1024 * 1024)
+#define DG_LINE_SPLIT_MARK "[dagd] the line above continues on the next line (split at 1 MiB)"
 typedef struct dg_lines {
     dg_buf partial[4];
 } dg_lines;

@@ -4,8 +4,9 @@
  * output lines (secrets redacted) to the try's log file, takes the exit, reads the task's
  * output, reports to the scheduler, persists every state change, sends notifications, and
  * only then lets the backend remove the job. PREPARE hints create a job before its upstream
- * finishes when its templates do not need upstream outputs. Sensors (a file glob on this
- * host) and notify tasks run here, without a backend job.
+ * finishes when its templates do not need upstream outputs. Sensors (docs/dags.md, "Sensor
+ * tasks": a file glob on this host, another DAG's run in the store, a GET, a probe job
+ * through the backend) and notify tasks run here.
  * The executor owns its per-run and per-try state; it borrows the loop, the backend, the
  * scheduler and the store (NULL store = `dagd test`: nothing persisted). Every setting it
  * uses comes in dg_exec_opts; it reads nothing from the environment. */
@@ -32,14 +33,20 @@ typedef struct dg_exec_hooks {
     /* a run can make no more progress by itself: nothing runs or waits for a time,
      * yet tasks are unfinished (depends_on_past on a previous run that did not succeed) */
     void (*stalled)(void *ud, dg_run *run);
+    /* state writes work again after failing (dg_exec_store_error was set): work held
+     * back meanwhile (new runs of a schedule) may go on */
+    void (*store_ok)(void *ud);
     void *ud;
 } dg_exec_hooks;
 
-/* The server's container policy (docs/daemon.md, "Policy"). */
+/* The server's container policy (docs/operations.md, "The container policy"). */
 typedef struct dg_exec_policy {
     bool allow_privileged;
     bool allow_docker_socket;             /* binds reaching protected_paths */
+    bool allow_host_network;              /* network: host */
+    bool allow_container_network;         /* network: container:NAME */
     char *const *allowed_volume_prefixes; /* host paths a bind may use; NULL = any */
+    char *const *allowed_sensitive_paths; /* sensitive host paths (and below) a bind may use */
     const char *const *protected_paths;   /* the backend's own socket(s), resolved */
 } dg_exec_policy;
 
@@ -100,7 +107,11 @@ typedef struct dg_exec_stats_t {
     uint64_t start_latency_buckets[8];
 } dg_exec_stats_t;
 void dg_exec_stats(const dg_exec *x, dg_exec_stats_t *ret);
-/* Number of tries and removals still outstanding. */
+/* Why state writes are failing (docs/operations.md, "A full disk"), NULL while they work.
+ * Until they work again no try starts, finished jobs are kept until their outcome is
+ * written, and the records not written are retried every second. */
+const char *dg_exec_store_error(const dg_exec *x);
+/* Number of tries and removals still outstanding, plus one while state writes fail. */
 int dg_exec_outstanding(dg_exec *x);
 /* Closes handles; run the loop afterwards. Does not free the backend. */
 void dg_exec_free(dg_exec *x);
@@ -111,7 +122,17 @@ void dg_exec_free(dg_exec *x);
  * (./x, ../x, ~/x) resolved against the DAG file's folder (or $HOME), as compose does.
  * NULL when spec names a volume, not a host path. Caller frees. */
 char *dg_exec_bind_source(const char *dag_file, const char *spec);
-/* 0, or -EPERM with the reason: a bind reaching a protected path, or outside the prefixes. */
-int dg_exec_check_bind(const dg_exec_policy *p, const char *source, dg_error *err);
-/* 0, or -EPERM when the task asks for what the policy refuses (privileged). */
+/* A host path as the policy judges it and the engine is given it: cleaned of "//", "."
+ * and ".." as the engine cleans it, then the links of its longest existing part resolved
+ * (a path not there yet keeps its missing tail). A relative path is returned as is. */
+char *dg_exec_host_path(const char *source);
+/* 0, or -EPERM with the reason: a bind reaching the engine's socket or a sensitive host
+ * path (/etc, /proc, a runtime's state or socket, or a folder above one), or outside the
+ * prefixes. ret_path (may be NULL) gets the judged path, dg_exec_host_path(source). */
+int dg_exec_check_bind(const dg_exec_policy *p, const char *source, char **ret_path, dg_error *err);
+/* Each thing the task asks for that the policy refuses (privileged: true, network: host,
+ * network: container:NAME), one message each through refused; returns how many. */
+size_t dg_exec_task_refusals(const dg_exec_policy *p, const dg_task *t,
+                             void (*refused)(void *ud, const char *msg), void *ud);
+/* 0, or -EPERM with the first of dg_exec_task_refusals. */
 int dg_exec_check_task(const dg_exec_policy *p, const dg_task *t, dg_error *err);

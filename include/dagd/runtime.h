@@ -46,6 +46,10 @@ void dg_runtime_free(dg_runtime *rt);
 
 /* ---- finding and judging DAG files (no runtime needed: a configuration is enough) ---- */
 
+/* The configuration's container policy (borrowing cfg's strings), with the engine's
+ * socket paths the policy protects; for the executor and for validation alike. */
+dg_exec_policy dg_runtime_policy(const dg_config *cfg, const char *const *protected_paths);
+
 /* Every *.yml / *.yaml directly in dir (hidden files skipped), sorted, as "dir/name". */
 int dg_dags_scan(const char *dir, char ***ret_files, size_t *ret_n);
 /* Load and validate one file completely, as every verb does. On failure every problem is

@@ -36,7 +36,8 @@ typedef struct dg_ti {
     dg_ti_state state;
     int try_number;        /* of the current or last try; 0 = never tried */
     int max_tries;         /* retries + 1 */
-    int64_t start_ms;      /* current/last try started (0 = not yet) */
+    int64_t start_ms;      /* current/last try started (queued; 0 = not yet) */
+    int64_t running_ms;    /* ... and its container started running (0 = not yet) */
     int64_t end_ms;        /* finished (0 = not yet) */
     int64_t not_before_ms; /* up_for_retry, or a rescheduled sensor: eligible from then */
     int64_t deadline_ms;   /* running: timeout deadline, 0 = none */
@@ -92,6 +93,7 @@ typedef enum {
     DG_RES_EXITED = 0, /* the container exited with exit_code */
     DG_RES_ERROR,      /* the try could not run (bad image, template error, engine error) */
     DG_RES_NOT_YET,    /* a reschedule-mode sensor found nothing yet: check again later */
+    DG_RES_SENSOR_TIMEOUT, /* a poke-mode sensor's timeout passed: failed (skipped with soft_fail), no retry */
 } dg_result_type;
 
 typedef struct dg_result {
@@ -184,7 +186,8 @@ uint64_t dg_sched_evaluations(const dg_sched *s);
  * - A reschedule-mode sensor answering DG_RES_NOT_YET goes back to `scheduled` with
  *   not_before_ms = now + interval and no slot; its next check is a START with the
  *   next try_number, and max_tries is raised by one so checks never use up retries.
- *   Once sensor.timeout_ms has passed since first_start_ms it ends failed, no retry.
+ *   Once sensor.timeout_ms has passed since first_start_ms it ends failed, no retry
+ *   (skipped with sensor.soft_fail); DG_RES_SENSOR_TIMEOUT ends a poke-mode one so.
  * - A try stopped because its run was cancelled ends failed, whatever it exited with.
  * - depends_on_past: a task whose previous state is not success/skipped stays `none`
  *   until dg_sched_set_prev_states says otherwise (or the run is cancelled).

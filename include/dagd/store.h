@@ -9,7 +9,7 @@
 
 #include "dagd/util.h"
 
-#define DG_STORE_SCHEMA_VERSION 2
+#define DG_STORE_SCHEMA_VERSION 3
 
 typedef struct dg_store dg_store;
 
@@ -32,9 +32,11 @@ typedef struct dg_try_rec {
     char *dag_id, *run_id, *task_id, *state;
     int try_number;
     int64_t start_ms, end_ms;
+    int64_t running_ms; /* the container started running; 0 = not (yet); a put with 0 keeps the stored one */
     bool has_exit_code;
     int exit_code;
     char *container_id, *container_name, *message;
+    char *rendered; /* JSON text: the command, entrypoint and env shown by the API; NULL keeps the stored one */
 } dg_try_rec;
 
 /* Creates state_dir (0700) and state_dir/dagd.db when missing, enables WAL, migrates. */
@@ -91,6 +93,10 @@ typedef struct dg_tasklog dg_tasklog;
 int dg_tasklog_open(const char *path, dg_tasklog **ret); /* creates parent dirs */
 void dg_tasklog_line(dg_tasklog *l, int stream, const char *line, size_t len);
 void dg_tasklog_close(dg_tasklog *l); /* flushes; NULL is fine */
+/* The log at log_path with each line prefixed by the stream it came from: "stdout\t",
+ * "stderr\t", or "-\t" when that is not known (a log written before streams were
+ * recorded). -ENOENT when there is no log. */
+int dg_tasklog_read_streams(const char *log_path, char **ret, size_t *ret_len);
 
 /* Additions by the store module. */
 

@@ -9,15 +9,18 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dagd/log.h"
 #include "internal.h"
 
 #define CONNECTION_TIMEOUT_S 60
 #define CONNECTION_MEMORY_LIMIT (128 * 1024)
-#define CONNECTION_LIMIT 512
-#define LISTEN_BACKLOG 64
+/* descriptors kept out of the API's reach, for the engine, the store and the logs */
+#define FD_RESERVE 256
+#define LISTEN_BACKLOG 512
 /* how much of an oversized chunked body is read and dropped before the connection is cut */
 #define DROP_MAX (16 * 1024 * 1024)
 
@@ -27,6 +30,7 @@ static const char *status_reason(unsigned status) {
     switch (status) {
     case 400: return "bad request";
     case 401: return "unauthorized";
+    case 403: return "forbidden";
     case 404: return "not found";
     case 405: return "method not allowed";
     case 409: return "conflict";
@@ -118,6 +122,78 @@ static void on_timer(uv_timer_t *t) { dg__api_kick(t->data); }
 
 static void on_poll(uv_poll_t *p, int status, int events) { dg__api_kick(p->data); }
 
+/* ---- the request-head deadline (docs/api.md, "Limits")
+ * MHD's connection timeout counts idle time, which a client sending a header line every
+ * few seconds never runs up. So the head of each request must be in within head_timeout_ms
+ * of the accept, or of the end of the connection's previous request; a connection still
+ * waiting then is shut down, and MHD, seeing its end, closes it. */
+
+static void on_head_timer(uv_timer_t *t);
+
+static void waiting_unlink(dg_api *a, dg__api_conn *w) {
+    if (!w || !w->waiting) return;
+    if (w->prev) w->prev->next = w->next;
+    else a->waiting_first = w->next;
+    if (w->next) w->next->prev = w->prev;
+    else a->waiting_last = w->prev;
+    w->prev = w->next = NULL;
+    w->waiting = false;
+}
+
+static void arm_head_timer(dg_api *a) {
+    if (a->stopping || !a->waiting_first) return;
+    uint64_t due = a->waiting_first->since + a->head_timeout_ms, now = uv_now(a->loop);
+    uv_timer_start(&a->head_timer, on_head_timer, due > now ? due - now : 0, 0);
+}
+
+/* The list stays oldest first: every wait begins now. */
+static void waiting_append(dg_api *a, dg__api_conn *w) {
+    if (!w || a->stopping) return;
+    waiting_unlink(a, w);
+    w->since = uv_now(a->loop);
+    w->prev = a->waiting_last;
+    if (a->waiting_last) a->waiting_last->next = w;
+    else a->waiting_first = w;
+    a->waiting_last = w;
+    w->waiting = true;
+    if (!uv_is_active((uv_handle_t *)&a->head_timer)) arm_head_timer(a);
+}
+
+static dg__api_conn *conn_of(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void on_head_timer(uv_timer_t *t) {
+    dg_api *a = t->data;
+    uint64_t now = uv_now(a->loop);
+    bool cut = false;
+    while (a->waiting_first && a->waiting_first->since + a->head_timeout_ms <= now) {
+        dg__api_conn *w = a->waiting_first;
+        waiting_unlink(a, w);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(w->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (ci) shutdown(ci->connect_fd, SHUT_RDWR);
+        cut = true;
+    }
+    arm_head_timer(a);
+    if (cut) dg__api_kick(a);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    dg_api *a = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        dg__api_conn *w = xcalloc(1, sizeof(*w));
+        w->conn = c;
+        *socket_context = w;
+        waiting_append(a, w);
+    } else if (*socket_context) {
+        waiting_unlink(a, *socket_context);
+        free(*socket_context);
+        *socket_context = NULL;
+    }
+}
+
 /* ---- requests */
 
 /* Declared lengths over the cap are refused before any of the body is read. */
@@ -157,8 +233,18 @@ static enum MHD_Result on_headers(dg_api *a, struct MHD_Connection *c, const cha
     /* Only health is public: anything else, even a path that does not exist, needs the token
      * so that probing reveals nothing. */
     if (!(r->route && dg__api_route_public(r->route)) && !dg__api_token_ok(a, c)) {
-        r->answered = true;
-        return dg__api_reply_error(c, 401, "a valid 'Authorization: Bearer <token>' header is required");
+        /* or the web UI's session cookie, and with it the CSRF token on anything that
+         * changes state (docs/ui.md, Sessions) */
+        const dg__api_session *s = dg__api_session_find(a, c);
+        if (!s) {
+            r->answered = true;
+            return dg__api_reply_error(c, 401, "a valid 'Authorization: Bearer <token>' header is required");
+        }
+        if (dg__api_method_changes_state(method) && !dg__api_session_csrf_ok(s, c)) {
+            r->answered = true;
+            return dg__api_reply_error(c, 403, "a request signed in by a session cookie that changes state needs "
+                                               "the session's X-CSRF-Token header");
+        }
     }
     if (st) {
         r->answered = true;
@@ -186,6 +272,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (!r->headers_seen) {
         r->headers_seen = true;
+        waiting_unlink(a, conn_of(c));
         return on_headers(a, c, url, method, r);
     }
     if (r->answered) {
@@ -215,6 +302,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
+    /* a connection kept alive waits for its next request's head */
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) waiting_append(cls, conn_of(c));
     dg__api_req *r = *con_cls;
     if (!r) return;
     for (int i = 0; i < DG_API_P_MAX; i++) free(r->param[i]);
@@ -346,8 +435,23 @@ int dg_api_check_listen(const char *listen, dg_error *err) {
     return parse_listen(listen, &host, &port, err);
 }
 
-int dg_api_start(uv_loop_t *loop, dg_server *s, const char *listen, const char *token, dg_api **ret,
+/* The connection limit, lowered to leave FD_RESERVE descriptors free under the process's
+ * limit (serve raises the soft limit to the hard one first; docs/operations.md). */
+static unsigned connection_limit(int wanted) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur >= (rlim_t)wanted + FD_RESERVE)
+        return (unsigned)wanted;
+    unsigned n = rl.rlim_cur > FD_RESERVE + 16 ? (unsigned)(rl.rlim_cur - FD_RESERVE) : 16;
+    dg_log(DG_LOG_WARNING, NULL,
+           "api.max_connections lowered from %d to %u: the descriptor limit is %llu (ulimit -n)", wanted, n,
+           (unsigned long long)rl.rlim_cur);
+    return n;
+}
+
+int dg_api_start(uv_loop_t *loop, dg_server *s, const dg_config *cfg, const char *token, dg_api **ret,
                  dg_error *err) {
+    const char *listen = cfg->listen;
     if (!token || !*token) return dg_error_set(err, -EINVAL, "the API needs a non-empty token");
     if (!listen || !*listen) return dg_error_set(err, -EINVAL, "the API needs a listen address");
     int port = 0;
@@ -360,11 +464,14 @@ int dg_api_start(uv_loop_t *loop, dg_server *s, const char *listen, const char *
     a->port = port;
     a->token = xstrdup(token);
     a->token_len = strlen(token);
+    a->head_timeout_ms = (uint64_t)cfg->api_request_head_timeout * 1000;
     a->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL, on_request, a,
                               MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY_LIMIT,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
+                              MHD_OPTION_CONNECTION_LIMIT, connection_limit(cfg->api_max_connections),
+                              MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->api_max_connections_per_address,
+                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
                               MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, a,
                               MHD_OPTION_END);
@@ -383,9 +490,11 @@ int dg_api_start(uv_loop_t *loop, dg_server *s, const char *listen, const char *
         return dg_error_set(err, r, "the HTTP server's poll handle: %s", uv_strerror(r));
     }
     uv_timer_init(loop, &a->timer);
+    uv_timer_init(loop, &a->head_timer);
     a->poll.data = a;
     a->timer.data = a;
-    a->open_handles = 2;
+    a->head_timer.data = a;
+    a->open_handles = 3;
     uv_poll_start(&a->poll, UV_READABLE, on_poll);
     rearm(a);
     *ret = a;
@@ -411,6 +520,7 @@ void dg_api_stop(dg_api *a) {
     a->stopping = true;
     uv_close((uv_handle_t *)&a->poll, on_handle_closed);
     uv_close((uv_handle_t *)&a->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&a->head_timer, on_handle_closed);
     MHD_stop_daemon(a->mhd);
     a->mhd = NULL;
 }

@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "dagd/api.h"
@@ -15,7 +16,29 @@
 #define DG_API_BODY_MAX (1024 * 1024)
 #define DG_API_LOG_POLL_MS 200
 
+#define DG_API_SESSION_MAX 256
+#define DG_API_SESSION_TTL_MS (12 * 3600 * 1000LL)
+#define DG_API_SESSION_HEX 64 /* 32 random bytes in hex */
+
 typedef struct dg__api_stream dg__api_stream;
+
+/* One open connection while a request head is awaited on it (see docs/api.md, "Limits"):
+ * from the accept, and again from the end of each request, until the head is in. Owned by
+ * MHD's connection as its socket context (made and freed in the notify-connection
+ * callback); linked into dg_api's waiting list, oldest first, while waiting. */
+typedef struct dg__api_conn {
+    struct MHD_Connection *conn;
+    uint64_t since; /* uv_now when the wait began */
+    bool waiting;
+    struct dg__api_conn *prev, *next;
+} dg__api_conn;
+
+/* A web UI session (session.c); a slot whose expires_ms has passed is free. */
+typedef struct dg__api_session {
+    char id[DG_API_SESSION_HEX + 1];
+    char csrf[DG_API_SESSION_HEX + 1];
+    int64_t expires_ms;
+} dg__api_session;
 
 struct dg_api {
     uv_loop_t *loop;
@@ -26,9 +49,13 @@ struct dg_api {
     size_t token_len;
     uv_poll_t poll;
     uv_timer_t timer;
+    uv_timer_t head_timer; /* fires at the oldest waiting head's deadline */
+    uint64_t head_timeout_ms;
+    dg__api_conn *waiting_first, *waiting_last;
     int open_handles; /* freed when this reaches zero after stop */
     bool stopping;
     dg__api_stream *streams;
+    dg__api_session sessions[DG_API_SESSION_MAX];
 };
 
 /* Path parameters, percent-decoded. */
@@ -66,6 +93,9 @@ const char *dg__api_route_allow(const struct dg__api_route *route);
 dg__api_handler dg__api_route_handler(const struct dg__api_route *route, const char *method);
 bool dg__api_route_public(const struct dg__api_route *route);
 bool dg__api_token_ok(const dg_api *a, struct MHD_Connection *c);
+/* A method that changes state (anything but GET and HEAD) needs the CSRF token when the
+ * request is authenticated by a session cookie. */
+bool dg__api_method_changes_state(const char *method);
 /* Decodes %XX in place ('+' stays literal); false when the result would hold a NUL. */
 bool dg__api_unescape(char *s);
 
@@ -74,3 +104,23 @@ enum MHD_Result dg__api_serve_log(dg_api *a, struct MHD_Connection *c, const cha
                                   const char *task, int try_number, bool follow);
 /* Ends every follow stream (used by stop, before MHD_stop_daemon). */
 void dg__api_streams_abort(dg_api *a);
+
+/* session.c: the web UI's sign-in sessions (docs/ui.md, Sessions). */
+/* Compares in time that depends only on blen (the expected value's length). */
+bool dg__api_const_eq(const char *a, size_t alen, const char *b, size_t blen);
+/* A new session (the oldest gives way when the table is full); NULL when the kernel gave
+ * no random bytes. */
+dg__api_session *dg__api_session_new(dg_api *a);
+/* The live session the request's cookie names, or NULL. */
+dg__api_session *dg__api_session_find(dg_api *a, struct MHD_Connection *c);
+/* Whether the X-CSRF-Token header holds the session's CSRF token. */
+bool dg__api_session_csrf_ok(const dg__api_session *s, struct MHD_Connection *c);
+void dg__api_session_end(dg__api_session *s);
+/* The Set-Cookie value that hands s to the browser, or (s NULL) that removes it. */
+char *dg__api_session_cookie(const dg__api_session *s);
+
+/* ui.c: the embedded web UI files */
+enum MHD_Result dg__api_ui_root(dg_api *a, struct MHD_Connection *c, dg__api_req *r);
+enum MHD_Result dg__api_ui_index(dg_api *a, struct MHD_Connection *c, dg__api_req *r);
+enum MHD_Result dg__api_ui_js(dg_api *a, struct MHD_Connection *c, dg__api_req *r);
+enum MHD_Result dg__api_ui_css(dg_api *a, struct MHD_Connection *c, dg__api_req *r);

@@ -17,17 +17,6 @@
 
 /* ---- auth */
 
-static bool const_time_eq(const char *a, size_t alen, const char *b, size_t blen) {
-    /* Runs over the expected token's length whatever the candidate is, so timing tells
-     * nothing about how much of it matched. */
-    unsigned char diff = alen != blen;
-    for (size_t i = 0; i < blen; i++) {
-        unsigned char ca = i < alen ? (unsigned char)a[i] : 0;
-        diff |= (unsigned char)(ca ^ (unsigned char)b[i]);
-    }
-    return diff == 0;
-}
-
 bool dg__api_token_ok(const dg_api *a, struct MHD_Connection *c) {
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h || strncasecmp(h, "Bearer ", 7) != 0) return false;
@@ -35,7 +24,7 @@ bool dg__api_token_ok(const dg_api *a, struct MHD_Connection *c) {
     while (*t == ' ') t++;
     size_t n = strlen(t);
     while (n > 0 && (t[n - 1] == ' ' || t[n - 1] == '\t')) n--;
-    return const_time_eq(t, n, a->token, a->token_len);
+    return dg__api_const_eq(t, n, a->token, a->token_len);
 }
 
 /* ---- paths */
@@ -92,6 +81,9 @@ static enum MHD_Result h_get_task(dg_api *a, struct MHD_Connection *c, dg__api_r
 static enum MHD_Result h_patch_task(dg_api *a, struct MHD_Connection *c, dg__api_req *r);
 static enum MHD_Result h_log(dg_api *a, struct MHD_Connection *c, dg__api_req *r);
 static enum MHD_Result h_backfill(dg_api *a, struct MHD_Connection *c, dg__api_req *r);
+static enum MHD_Result h_sign_in(dg_api *a, struct MHD_Connection *c, dg__api_req *r);
+static enum MHD_Result h_session(dg_api *a, struct MHD_Connection *c, dg__api_req *r);
+static enum MHD_Result h_sign_out(dg_api *a, struct MHD_Connection *c, dg__api_req *r);
 
 #define V1 "api", "v1"
 #define GET_(h) {[M_GET] = h}
@@ -111,6 +103,14 @@ static const route routes[] = {
      "GET, PATCH", false},
     {{V1, "dags", "{dag}", "runs", "{run}", "tasks", "{task}", "logs", "{try}"}, GET_(h_log), "GET", false},
     {{V1, "dags", "{dag}", "backfill"}, {[M_POST] = h_backfill}, "POST", false},
+    /* the web UI (docs/ui.md): its files are public, the data comes from the API above */
+    {{""}, GET_(dg__api_ui_root), "GET", true},
+    {{"ui", ""}, GET_(dg__api_ui_index), "GET", true},
+    {{"ui", "app.js"}, GET_(dg__api_ui_js), "GET", true},
+    {{"ui", "app.css"}, GET_(dg__api_ui_css), "GET", true},
+    {{"ui", "sign-in"}, {[M_POST] = h_sign_in}, "POST", true},
+    {{"ui", "session"}, GET_(h_session), "GET", false},
+    {{"ui", "sign-out"}, {[M_POST] = h_sign_out}, "POST", false},
 };
 
 static int param_index(const char *pattern) {
@@ -176,6 +176,10 @@ int dg__api_route(const char *url, dg__api_req *r, const char **ret_detail) {
 
 const char *dg__api_route_allow(const route *rt) { return rt->allow; }
 bool dg__api_route_public(const route *rt) { return rt->public; }
+
+bool dg__api_method_changes_state(const char *method) {
+    return strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0;
+}
 
 dg__api_handler dg__api_route_handler(const route *rt, const char *method) {
     for (int m = 0; m < M_MAX; m++)
@@ -487,6 +491,23 @@ static enum MHD_Result h_log(dg_api *a, struct MHD_Connection *c, dg__api_req *r
         else if (!(strcmp(f, "0") == 0 || strcmp(f, "false") == 0))
             return dg__api_reply_error(c, 400, "follow must be 1, true, 0 or false");
     }
+    _cleanup_free_ char *sv = query_value(c, "streams");
+    if (sv && !(strcmp(sv, "0") == 0 || strcmp(sv, "false") == 0)) {
+        if (!(strcmp(sv, "1") == 0 || strcmp(sv, "true") == 0))
+            return dg__api_reply_error(c, 400, "streams must be 1, true, 0 or false");
+        if (follow) return dg__api_reply_error(c, 400, "streams=1 cannot be combined with follow=1");
+        dg_error err = {0};
+        char *text = NULL;
+        size_t len = 0;
+        int rc = dg_server_log_streams(a->server, P(DG_API_P_DAG), P(DG_API_P_RUN), P(DG_API_P_TASK),
+                                       (int)try_number, &text, &len, &err);
+        if (rc < 0) {
+            enum MHD_Result ret = dg__api_reply_errno(c, rc, &err);
+            dg_error_clear(&err);
+            return ret;
+        }
+        return dg__api_reply(c, 200, "text/plain; charset=utf-8", text, len);
+    }
     return dg__api_serve_log(a, c, P(DG_API_P_DAG), P(DG_API_P_RUN), P(DG_API_P_TASK), (int)try_number, follow);
 }
 
@@ -501,4 +522,56 @@ static enum MHD_Result h_backfill(dg_api *a, struct MHD_Connection *c, dg__api_r
     int rc = dg_server_backfill(a->server, P(DG_API_P_DAG), body, &out, &err);
     json_decref(body);
     return reply_result(c, rc, out, &err, 200);
+}
+
+/* ---- web UI sessions (docs/ui.md, Sessions) */
+
+static enum MHD_Result reply_session(struct MHD_Connection *c, unsigned status, json_t *body,
+                                     const dg__api_session *s, bool set_cookie) {
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (set_cookie) {
+        _cleanup_free_ char *cookie = dg__api_session_cookie(s);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, cookie);
+    }
+    enum MHD_Result ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static json_t *session_json(const dg__api_session *s) {
+    return json_pack("{s:s, s:I}", "csrf_token", s->csrf, "expires_in", (json_int_t)((s->expires_ms - dg_now_ms()) / 1000));
+}
+
+static enum MHD_Result h_sign_in(dg_api *a, struct MHD_Connection *c, dg__api_req *r) {
+    static const field f[] = {{"token", F_STRING, true}};
+    enum MHD_Result ret;
+    json_t *body = body_object(c, r, f, ARRAY_SIZE(f), &ret);
+    if (!body) return ret;
+    const char *t = json_string_value(json_object_get(body, "token"));
+    bool ok = dg__api_const_eq(t, strlen(t), a->token, a->token_len);
+    json_decref(body);
+    if (!ok) return dg__api_reply_error(c, 401, "that is not the API token");
+    dg__api_session *s = dg__api_session_new(a);
+    if (!s) return dg__api_reply_error(c, 503, "no random bytes for a session id");
+    return reply_session(c, 200, session_json(s), s, true);
+}
+
+static enum MHD_Result h_session(dg_api *a, struct MHD_Connection *c, dg__api_req *r) {
+    dg__api_session *s = dg__api_session_find(a, c);
+    if (!s) return dg__api_reply_error(c, 401, "this request is not signed in with a session cookie");
+    return reply_session(c, 200, session_json(s), s, false);
+}
+
+static enum MHD_Result h_sign_out(dg_api *a, struct MHD_Connection *c, dg__api_req *r) {
+    dg__api_session *s = dg__api_session_find(a, c);
+    if (s) dg__api_session_end(s);
+    return reply_session(c, 200, json_pack("{s:b}", "signed_out", s != NULL), NULL, true);
 }

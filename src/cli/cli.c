@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -268,7 +269,8 @@ static void connected_cb(void *ud, const dg_error *err) {
     fg *f = ud;
     if (err) {
         fprintf(stderr, "dagd: %s\n", err->msg ? err->msg : "cannot reach the Docker engine");
-        fprintf(stderr, "dagd: hint: is the Docker engine running there? Point to it with DOCKER_HOST.\n");
+        if (err->code != -ENOTSUP)
+            fprintf(stderr, "dagd: hint: is the Docker engine running there? Point to it with DOCKER_HOST.\n");
         f->connect_failed = true;
         maybe_finish(f);
         return;
@@ -546,10 +548,24 @@ static int serve_start(serve_ctx *c, uv_loop_t *loop, const dg_config *cfg, dg_e
     bool made;
     if ((r = dg_api_token(cfg, &token, &made, err)) < 0) return r;
     if (made) dg_log(DG_LOG_NOTICE, NULL, "API token written to %s/token", cfg->state_dir);
-    if ((r = dg_api_start(loop, c->server, cfg->listen, token, &c->api, err)) < 0) return r;
+    if ((r = dg_api_start(loop, c->server, cfg, token, &c->api, err)) < 0) return r;
     dg_log(DG_LOG_INFO, NULL, "API listening on %s (port %d)", cfg->listen, dg_api_port(c->api));
     if ((r = write_port_file(cfg->state_dir, dg_api_port(c->api), err)) < 0) return r;
     return dg_server_start(c->server, err);
+}
+
+/* The API's connections, the engine's and the store's all take descriptors: the soft limit
+ * goes up to the hard one, at most FD_LIMIT_WANTED (docs/operations.md, "Descriptors").
+ * Where it cannot, the API fits its connection limit under what there is. */
+#define FD_LIMIT_WANTED 65536
+
+static void raise_fd_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= FD_LIMIT_WANTED || rl.rlim_cur >= rl.rlim_max) return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max < FD_LIMIT_WANTED ? rl.rlim_max : FD_LIMIT_WANTED;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        dg_log(DG_LOG_DEBUG, NULL, "descriptor limit stays %llu: %s", (unsigned long long)was, strerror(errno));
 }
 
 static int cmd_serve(args *a) {
@@ -573,6 +589,7 @@ static int cmd_serve(args *a) {
         dg_error_clear(&err);
         return EXIT_USAGE;
     }
+    raise_fd_limit();
     uv_loop_t loop;
     uv_loop_init(&loop);
     serve_ctx c = {.a = a};

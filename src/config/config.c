@@ -11,9 +11,12 @@
 extern char **environ;
 
 static const char *const top_keys[] = {"dags_folder", "state_dir", "listen", "token_file", "parallelism", "pools",
-                                       "backend", "docker_host", "smtp", "connections_file", "policy", "log"};
+                                       "backend", "docker_host", "container_log_max_size", "smtp", "connections_file", "policy",
+                                       "log", "api"};
 static const char *const smtp_keys[] = {"url", "from", "user", "password"};
-static const char *const policy_keys[] = {"allow_privileged", "allowed_volume_prefixes", "allow_docker_socket"};
+static const char *const policy_keys[] = {"allow_privileged",   "allowed_volume_prefixes", "allow_docker_socket",
+                                          "allow_host_network", "allow_container_network", "allowed_sensitive_paths"};
+static const char *const api_keys[] = {"max_connections", "max_connections_per_address", "request_head_timeout"};
 
 char *dg_config_default_state_dir(void) {
     const char *s = getenv("STATE_DIRECTORY");
@@ -34,13 +37,15 @@ static int set_bool(const char *v, bool *ret) {
     return 0;
 }
 
-static int set_int(const char *v, int *ret) {
+static int set_int_range(const char *v, long max, int *ret) {
     char *end;
     long n = strtol(v, &end, 10);
-    if (!*v || *end || n < 1 || n > 100000) return -EINVAL;
+    if (!*v || *end || n < 1 || n > max) return -EINVAL;
     *ret = (int)n;
     return 0;
 }
+
+static int set_int(const char *v, int *ret) { return set_int_range(v, 100000, ret); }
 
 static void add_pool(dg_config *c, const char *name, int slots) {
     for (size_t i = 0; i < c->n_pools; i++)
@@ -68,6 +73,24 @@ static int parse_pools(dg_config *c, const char *v) {
     return 0;
 }
 
+/* "a,b c": a list of paths, comma- or space-separated. */
+static int set_paths(const char *v, char ***ret) {
+    dg_strv_free(*ret);
+    *ret = NULL;
+    size_t n;
+    _cleanup_free_ char *copy = xstrdup(v);
+    for (char *p = copy; *p; p++)
+        if (*p == ',') *p = ' ';
+    return dg_split_words(copy, ret, &n) < 0 ? -EINVAL : 0;
+}
+
+/* The engine's json-file max-size: digits and one unit of k, m or g (docs/daemon.md). */
+static bool log_size_ok(const char *v) {
+    size_t n = strspn(v, "0123456789");
+    if (n == 0 || n > 12 || v[0] == '0') return false;
+    return !v[n] || (strchr("kmg", v[n]) && !v[n + 1]);
+}
+
 static void set_str(char **dst, const char *v) {
     free(*dst);
     *dst = xstrdup(v);
@@ -79,7 +102,12 @@ static const char *expected_form(const char *key) {
     if (!strcmp(key, "pools")) return "name=slots,name=slots";
     if (!strcmp(key, "backend")) return "local or swarm";
     if (!strcmp(key, "log")) return "auto, journald or stderr";
-    if (!strcmp(key, "policy_allowed_volume_prefixes")) return "a list of absolute paths";
+    if (!strcmp(key, "container_log_max_size")) return "a size such as 100m or 1g, or engine";
+    if (!strcmp(key, "policy_allowed_volume_prefixes") || !strcmp(key, "policy_allowed_sensitive_paths"))
+        return "a list of absolute paths";
+    if (!strcmp(key, "api_max_connections") || !strcmp(key, "api_max_connections_per_address"))
+        return "a whole number from 1 to 100000";
+    if (!strcmp(key, "api_request_head_timeout")) return "a number of seconds from 1 to 3600";
     return "true or false";
 }
 
@@ -97,6 +125,10 @@ static int apply(dg_config *c, const char *key, const char *v, dg_error *err) {
         if (strcmp(v, "local") && strcmp(v, "swarm")) r = -EINVAL;
         else set_str(&c->backend, v);
     } else if (!strcmp(key, "docker_host")) set_str(&c->docker_host, v);
+    else if (!strcmp(key, "container_log_max_size")) {
+        if (strcmp(v, "engine") && !log_size_ok(v)) r = -EINVAL;
+        else set_str(&c->container_log_max_size, v);
+    }
     else if (!strcmp(key, "smtp_url")) set_str(&c->smtp_url, v);
     else if (!strcmp(key, "smtp_from")) set_str(&c->smtp_from, v);
     else if (!strcmp(key, "smtp_user")) set_str(&c->smtp_user, v);
@@ -104,14 +136,14 @@ static int apply(dg_config *c, const char *key, const char *v, dg_error *err) {
     else if (!strcmp(key, "connections_file")) set_str(&c->connections_file, v);
     else if (!strcmp(key, "policy_allow_privileged")) r = set_bool(v, &c->allow_privileged);
     else if (!strcmp(key, "policy_allow_docker_socket")) r = set_bool(v, &c->allow_docker_socket);
-    else if (!strcmp(key, "policy_allowed_volume_prefixes")) {
-        dg_strv_free(c->allowed_volume_prefixes);
-        size_t n;
-        _cleanup_free_ char *copy = xstrdup(v);
-        for (char *p = copy; *p; p++)
-            if (*p == ',') *p = ' ';
-        if (dg_split_words(copy, &c->allowed_volume_prefixes, &n) < 0) r = -EINVAL;
-    } else if (!strcmp(key, "log")) {
+    else if (!strcmp(key, "policy_allow_host_network")) r = set_bool(v, &c->allow_host_network);
+    else if (!strcmp(key, "policy_allow_container_network")) r = set_bool(v, &c->allow_container_network);
+    else if (!strcmp(key, "policy_allowed_volume_prefixes")) r = set_paths(v, &c->allowed_volume_prefixes);
+    else if (!strcmp(key, "policy_allowed_sensitive_paths")) r = set_paths(v, &c->allowed_sensitive_paths);
+    else if (!strcmp(key, "api_max_connections")) r = set_int(v, &c->api_max_connections);
+    else if (!strcmp(key, "api_max_connections_per_address")) r = set_int(v, &c->api_max_connections_per_address);
+    else if (!strcmp(key, "api_request_head_timeout")) r = set_int_range(v, 3600, &c->api_request_head_timeout);
+    else if (!strcmp(key, "log")) {
         if (strcmp(v, "auto") && strcmp(v, "journald") && strcmp(v, "stderr")) r = -EINVAL;
         else set_str(&c->log, v);
     } else
@@ -142,7 +174,7 @@ static int load_file(dg_config *c, const char *file, dg_error *err) {
     for (size_t i = 0; i + 1 < root->n && r >= 0; i += 2) {
         const dg_ynode *k = root->kids[i], *v = root->kids[i + 1];
         const char *key = k->str;
-        bool nested = !strcmp(key, "smtp") || !strcmp(key, "policy");
+        bool nested = !strcmp(key, "smtp") || !strcmp(key, "policy") || !strcmp(key, "api");
         bool known = false;
         for (size_t t = 0; t < ARRAY_SIZE(top_keys); t++) known |= !strcmp(key, top_keys[t]);
         if (!known) {
@@ -158,8 +190,10 @@ static int load_file(dg_config *c, const char *file, dg_error *err) {
                 r = dg_error_set(err, -EINVAL, "%s: error: '%s' must be a mapping", where, key);
                 break;
             }
-            const char *const *sub = !strcmp(key, "smtp") ? smtp_keys : policy_keys;
-            size_t nsub = !strcmp(key, "smtp") ? ARRAY_SIZE(smtp_keys) : ARRAY_SIZE(policy_keys);
+            const char *const *sub = !strcmp(key, "smtp") ? smtp_keys : !strcmp(key, "api") ? api_keys : policy_keys;
+            size_t nsub = !strcmp(key, "smtp")  ? ARRAY_SIZE(smtp_keys)
+                          : !strcmp(key, "api") ? ARRAY_SIZE(api_keys)
+                                                : ARRAY_SIZE(policy_keys);
             for (size_t j = 0; j + 1 < v->n && r >= 0; j += 2) {
                 const dg_ynode *sk = v->kids[j], *sv = v->kids[j + 1];
                 bool ok = false;
@@ -263,12 +297,15 @@ static void env_connections(dg_config *c) {
 
 static const char *const env_keys[] = {
     "dags_folder",      "state_dir",   "listen",    "token_file",  "parallelism",
-    "pools",            "backend",     "docker_host", "smtp_url",  "smtp_from",
+    "pools",            "backend",     "docker_host", "container_log_max_size", "smtp_url",  "smtp_from",
     "smtp_user", "smtp_password", "connections_file", "policy_allow_privileged", "policy_allow_docker_socket",
-    "policy_allowed_volume_prefixes", "log"};
+    "policy_allowed_volume_prefixes", "policy_allow_host_network", "policy_allow_container_network",
+    "policy_allowed_sensitive_paths", "log", "api_max_connections", "api_max_connections_per_address",
+    "api_request_head_timeout"};
 
 int dg_config_load(const char *file, dg_config *ret, dg_error *err) {
-    dg_config c = {.parallelism = 32};
+    dg_config c = {.parallelism = 32, .api_max_connections = 1024, .api_max_connections_per_address = 64,
+                   .api_request_head_timeout = 10};
     int r = 0;
     if (file && (r = load_file(&c, file, err)) < 0) goto fail;
     for (size_t i = 0; i < ARRAY_SIZE(env_keys); i++) {
@@ -294,6 +331,7 @@ int dg_config_load(const char *file, dg_config *ret, dg_error *err) {
     if (!c.listen) c.listen = xstrdup("127.0.0.1:8080");
     if (!c.backend) c.backend = xstrdup("local");
     if (!c.log) c.log = xstrdup("auto");
+    if (!c.container_log_max_size) c.container_log_max_size = xstrdup("1g");
     *ret = c;
     return 0;
 fail:
@@ -324,6 +362,7 @@ void dg_config_copy(dg_config *dst, const dg_config *src) {
     dg_config_set_pools(dst, src->pools, src->n_pools);
     dst->backend = xstrdup(src->backend);
     dst->docker_host = xstrdup(src->docker_host);
+    dst->container_log_max_size = xstrdup(src->container_log_max_size);
     dst->smtp_url = xstrdup(src->smtp_url);
     dst->smtp_from = xstrdup(src->smtp_from);
     dst->smtp_user = xstrdup(src->smtp_user);
@@ -331,6 +370,7 @@ void dg_config_copy(dg_config *dst, const dg_config *src) {
     dst->connections = src->connections ? json_deep_copy(src->connections) : NULL;
     dst->connections_file = xstrdup(src->connections_file);
     dst->allowed_volume_prefixes = dg_strv_copy(src->allowed_volume_prefixes);
+    dst->allowed_sensitive_paths = dg_strv_copy(src->allowed_sensitive_paths);
     dst->log = xstrdup(src->log);
 }
 
@@ -345,6 +385,7 @@ void dg_config_free(dg_config *c) {
     free(c->pools);
     free(c->backend);
     free(c->docker_host);
+    free(c->container_log_max_size);
     free(c->smtp_url);
     free(c->smtp_from);
     free(c->smtp_user);
@@ -352,6 +393,7 @@ void dg_config_free(dg_config *c) {
     json_decref(c->connections);
     free(c->connections_file);
     dg_strv_free(c->allowed_volume_prefixes);
+    dg_strv_free(c->allowed_sensitive_paths);
     free(c->log);
     memset(c, 0, sizeof *c);
 }

@@ -92,9 +92,17 @@ static void task_clear(dg_task *t) {
     kv_free(t->labels, t->n_labels);
     free(t->hostname);
     dg_strv_free(t->extra_hosts);
+    dg_strv_free(t->placement_constraints);
+    dg_strv_free(t->placement_preferences);
     dg_strv_free(t->connections);
     free(t->output_file);
     free(t->sensor.file);
+    free(t->sensor.dag_id);
+    free(t->sensor.task_id);
+    dg_strv_free(t->sensor.allowed_states);
+    dg_strv_free(t->sensor.failed_states);
+    free(t->sensor.url);
+    free(t->sensor.body);
     free(t->notify);
     dg_strv_free(t->depends_on);
     free(t->upstream);

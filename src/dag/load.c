@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <regex.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -571,6 +572,32 @@ static void get_resources(ctx *c, const node *n, dg_task *t) {
     if (v[1]) get_size(c, v[1], "memory", &t->memory);
 }
 
+/* placement: {constraints: [...], preferences: [...]}, for the swarm backend
+ * (docs/dags.md, "Placement"); the local backend has one node and ignores it. */
+static void get_placement(ctx *c, const node *n, dg_task *t) {
+    if (n->type != DG_YMAP) {
+        err_at(c, n, "'placement' must be a mapping {constraints, preferences}, not %s", type_name(n));
+        return;
+    }
+    static const char *const keys[] = {"constraints", "preferences"};
+    const node *v[2] = {0};
+    collect(c, n, keys, 2, NULL, v, " in placement");
+    if (v[0] && get_strv(c, v[0], "constraints", false, &t->placement_constraints))
+        for (size_t i = 0; t->placement_constraints[i]; i++) {
+            const char *x = t->placement_constraints[i];
+            if (!strstr(x, "==") && !strstr(x, "!="))
+                err_at(c, v[0]->type == DG_YSEQ ? v[0]->kids[i] : v[0],
+                       "bad placement constraint '%.100s' (use \"node.hostname==NAME\", \"node.role!=manager\", "
+                       "\"node.labels.KEY==VALUE\")", x);
+        }
+    if (v[1] && get_strv(c, v[1], "preferences", false, &t->placement_preferences))
+        for (size_t i = 0; t->placement_preferences[i]; i++)
+            if (strncmp(t->placement_preferences[i], "spread=", 7) != 0 || !t->placement_preferences[i][7])
+                err_at(c, v[1]->type == DG_YSEQ ? v[1]->kids[i] : v[1],
+                       "bad placement preference '%.100s' (use \"spread=node.labels.KEY\")",
+                       t->placement_preferences[i]);
+}
+
 static void get_output(ctx *c, const node *n, dg_task *t) {
     if (n->type != DG_YMAP) {
         err_at(c, n, "'output' must be a mapping {file: /absolute/path}, not %s", type_name(n));
@@ -586,32 +613,6 @@ static void get_output(ctx *c, const node *n, dg_task *t) {
     if (!get_str(c, v[0], "file", &t->output_file)) return;
     if (t->output_file[0] != '/')
         err_at(c, v[0], "output file must be an absolute path, got '%.100s'", t->output_file);
-}
-
-static const char *const sensor_keys[] = {"file", "interval", "timeout", "mode"};
-
-static void get_sensor(ctx *c, const node *n, dg_task *t, const char *where) {
-    if (n->type != DG_YMAP) {
-        err_at(c, n, "'sensor' must be a mapping {file, interval, timeout, mode}, not %s",
-               type_name(n));
-        return;
-    }
-    const node *v[4] = {0};
-    collect(c, n, sensor_keys, 4, NULL, v, where);
-    if (!v[0])
-        err_at(c, n, "sensor needs a 'file' pattern");
-    else if (get_str(c, v[0], "file", &t->sensor.file))
-        check_template(c, v[0], "sensor file", t->sensor.file, DG_TMPL_TASK);
-    if (v[1]) get_duration(c, v[1], "interval", true, &t->sensor.interval_ms);
-    if (v[2]) get_duration(c, v[2], "timeout", true, &t->sensor.timeout_ms);
-    if (v[3]) {
-        if (v[3]->type == DG_YSCALAR && strcmp(v[3]->str, "poke") == 0)
-            t->sensor.reschedule = false;
-        else if (v[3]->type == DG_YSCALAR && strcmp(v[3]->str, "reschedule") == 0)
-            t->sensor.reschedule = true;
-        else
-            err_at(c, v[3], "sensor 'mode' must be poke or reschedule");
-    }
 }
 
 /* One of a few fixed words; reports the nearest when the word is unknown. */
@@ -633,13 +634,142 @@ static int get_enum(ctx *c, const node *n, const char *key, const char *const *w
     return -1;
 }
 
+enum {
+    S_FILE, S_DAG, S_HTTP, S_COMMAND, S_IMAGE, S_TASK, S_ALLOWED_STATES, S_FAILED_STATES, S_DELTA,
+    S_STATUS, S_BODY, S_REQUEST_TIMEOUT, S_INTERVAL, S_TIMEOUT, S_MODE, S_SOFT_FAIL, S__MAX
+};
+static const char *const sensor_keys[S__MAX] = {
+    "file", "dag", "http", "command", "image", "task", "allowed_states", "failed_states", "delta",
+    "status", "body", "request_timeout", "interval", "timeout", "mode", "soft_fail",
+};
+/* which kind each key belongs to (-1: every kind) */
+static const int sensor_key_kind[S__MAX] = {
+    DG_SENSOR_FILE, DG_SENSOR_DAG, DG_SENSOR_HTTP, DG_SENSOR_COMMAND, DG_SENSOR_COMMAND,
+    DG_SENSOR_DAG, DG_SENSOR_DAG, DG_SENSOR_DAG, DG_SENSOR_DAG,
+    DG_SENSOR_HTTP, DG_SENSOR_HTTP, DG_SENSOR_HTTP, -1, -1, -1, -1,
+};
+static const char *const sensor_kind_names[] = {"file", "dag", "http", "command"};
+/* the states a dag sensor may name: a run's, and a task instance's */
+static const char *const run_state_words[] = {"queued", "running", "success", "failed"};
+static const char *const ti_state_words[] = {"none", "scheduled", "queued", "running", "success", "failed",
+                                             "up_for_retry", "upstream_failed", "skipped"};
+
+static void get_states(ctx *c, const node *n, const char *key, bool of_task, char ***ret) {
+    if (!get_strv(c, n, key, true, ret)) return;
+    const char *const *words = of_task ? ti_state_words : run_state_words;
+    size_t nw = of_task ? ARRAY_SIZE(ti_state_words) : ARRAY_SIZE(run_state_words);
+    for (size_t i = 0; (*ret)[i]; i++)
+        get_enum(c, n->type == DG_YSEQ ? n->kids[i] : n, of_task ? "task state" : "run state", words, nw);
+}
+
+static void get_sensor(ctx *c, const node *n, dg_task *t, const char *where) {
+    dg_sensor *se = &t->sensor;
+    if (n->type != DG_YMAP) {
+        err_at(c, n, "'sensor' must be a mapping with one of file, dag, http or command, not %s", type_name(n));
+        return;
+    }
+    const node *v[S__MAX] = {0}, *k[S__MAX] = {0};
+    collect(c, n, sensor_keys, S__MAX, k, v, where);
+    int kinds = !!v[S_FILE] + !!v[S_DAG] + !!v[S_HTTP] + !!v[S_COMMAND];
+    if (kinds == 0) {
+        err_at(c, n, "sensor needs one of 'file', 'dag', 'http' or 'command' (what it checks)");
+        return;
+    }
+    if (kinds > 1) {
+        dg_buf b = {0};
+        for (int i = S_FILE; i <= S_COMMAND; i++)
+            if (v[i]) dg_buf_printf(&b, "%s%s", b.len ? " and " : "", sensor_keys[i]);
+        err_at(c, n, "sensor checks more than one thing (%s): set exactly one of file, dag, http or command",
+               b.data);
+        dg_buf_free(&b);
+        return;
+    }
+    se->kind = v[S_FILE] ? DG_SENSOR_FILE : v[S_DAG] ? DG_SENSOR_DAG : v[S_HTTP] ? DG_SENSOR_HTTP : DG_SENSOR_COMMAND;
+    for (int i = 0; i < S__MAX; i++)
+        if (v[i] && sensor_key_kind[i] >= 0 && sensor_key_kind[i] != (int)se->kind)
+            err_at(c, k[i], "key '%s' does not apply to %s %s sensor", sensor_keys[i],
+                   se->kind == DG_SENSOR_HTTP ? "an" : "a", sensor_kind_names[se->kind]);
+    switch (se->kind) {
+    case DG_SENSOR_FILE:
+        if (get_str(c, v[S_FILE], "file", &se->file))
+            check_template(c, v[S_FILE], "sensor file", se->file, DG_TMPL_TASK);
+        break;
+    case DG_SENSOR_DAG:
+        if (get_str(c, v[S_DAG], "dag", &se->dag_id) && !valid_id(se->dag_id))
+            err_at(c, v[S_DAG], "bad DAG id '%.100s' in sensor 'dag'", se->dag_id);
+        if (v[S_TASK] && get_str(c, v[S_TASK], "task", &se->task_id) && !valid_id(se->task_id))
+            err_at(c, v[S_TASK], "bad task id '%.100s' in sensor 'task'", se->task_id);
+        if (v[S_ALLOWED_STATES])
+            get_states(c, v[S_ALLOWED_STATES], "allowed_states", v[S_TASK] != NULL, &se->allowed_states);
+        if (v[S_FAILED_STATES])
+            get_states(c, v[S_FAILED_STATES], "failed_states", v[S_TASK] != NULL, &se->failed_states);
+        if (!se->allowed_states) {
+            se->allowed_states = xcalloc(2, sizeof(char *));
+            se->allowed_states[0] = xstrdup("success");
+        }
+        for (size_t i = 0; se->failed_states && se->failed_states[i]; i++)
+            for (size_t j = 0; se->allowed_states[j]; j++)
+                if (strcmp(se->failed_states[i], se->allowed_states[j]) == 0)
+                    err_at(c, v[S_FAILED_STATES] ? v[S_FAILED_STATES] : n,
+                           "state '%s' is both allowed and failed", se->failed_states[i]);
+        if (v[S_DELTA]) {
+            /* a duration, or minus one: the other run is `delta` before (after) this one's date */
+            const node *d = v[S_DELTA];
+            bool neg = d->type == DG_YSCALAR && d->str[0] == '-';
+            node tmp = *d;
+            if (neg) tmp.str = d->str + 1;
+            if (get_duration(c, &tmp, "delta", false, &se->delta_ms) && neg) se->delta_ms = -se->delta_ms;
+        }
+        break;
+    case DG_SENSOR_HTTP:
+        if (get_str(c, v[S_HTTP], "http", &se->url)) {
+            if (!check_template(c, v[S_HTTP], "sensor http", se->url, DG_TMPL_TASK)) break;
+            if (!templated(se->url) && strncmp(se->url, "http://", 7) != 0 && strncmp(se->url, "https://", 8) != 0)
+                err_at(c, v[S_HTTP], "sensor 'http' must be an http:// or https:// URL, got '%.100s'", se->url);
+        }
+        if (v[S_STATUS]) get_int(c, v[S_STATUS], "status", 100, 599, &se->status);
+        if (v[S_BODY] && get_str(c, v[S_BODY], "body", &se->body) &&
+            check_template(c, v[S_BODY], "sensor body", se->body, DG_TMPL_TASK) && !templated(se->body)) {
+            regex_t re;
+            int r = regcomp(&re, se->body, REG_EXTENDED | REG_NOSUB | REG_NEWLINE);
+            if (r != 0) {
+                char msg[128];
+                regerror(r, &re, msg, sizeof msg);
+                err_at(c, v[S_BODY], "sensor 'body' is not a valid regular expression: %s", msg);
+            } else {
+                regfree(&re);
+            }
+        }
+        if (v[S_REQUEST_TIMEOUT]) get_duration(c, v[S_REQUEST_TIMEOUT], "request_timeout", true, &se->request_timeout_ms);
+        break;
+    case DG_SENSOR_COMMAND:
+        if (!v[S_IMAGE]) {
+            err_at(c, n, "a command sensor needs an 'image' for its probe container");
+        } else if (get_str(c, v[S_IMAGE], "image", &t->image)) {
+            if (!*t->image) err_at(c, v[S_IMAGE], "'image' is empty");
+            else check_template(c, v[S_IMAGE], "image", t->image, DG_TMPL_TASK);
+        }
+        if (get_argv(c, v[S_COMMAND], "command", &t->command) || v[S_COMMAND]->type == DG_YSEQ)
+            check_argv_templates(c, v[S_COMMAND], "command", t->command);
+        break;
+    }
+    if (v[S_INTERVAL]) get_duration(c, v[S_INTERVAL], "interval", true, &se->interval_ms);
+    if (v[S_TIMEOUT]) get_duration(c, v[S_TIMEOUT], "timeout", true, &se->timeout_ms);
+    if (v[S_MODE]) {
+        static const char *const modes[] = {"poke", "reschedule"};
+        int r = get_enum(c, v[S_MODE], "sensor mode", modes, 2);
+        if (r >= 0) se->reschedule = r == 1;
+    }
+    if (v[S_SOFT_FAIL]) get_bool(c, v[S_SOFT_FAIL], "soft_fail", &se->soft_fail);
+}
+
 /* ---- tasks ---- */
 
 enum {
     K_IMAGE, K_SENSOR, K_NOTIFY,
     K_COMMAND, K_ENTRYPOINT, K_ENV, K_ENV_FILE, K_WORKING_DIR, K_USER, K_NETWORK, K_VOLUMES,
     K_RESOURCES, K_PULL, K_REMOVE, K_SKIP_ON_EXIT_CODE, K_PRIVILEGED, K_LABELS, K_HOSTNAME,
-    K_EXTRA_HOSTS, K_SHM_SIZE, K_CONNECTIONS, K_OUTPUT,
+    K_EXTRA_HOSTS, K_SHM_SIZE, K_CONNECTIONS, K_PLACEMENT, K_OUTPUT,
     K_DEPENDS_ON, K_TRIGGER_RULE, K_RETRIES, K_RETRY_DELAY, K_RETRY_EXPONENTIAL_BACKOFF,
     K_MAX_RETRY_DELAY, K_TIMEOUT, K_POOL, K_PRIORITY_WEIGHT, K_DEPENDS_ON_PAST, K_ON_FAILURE,
     K_ON_SUCCESS, K_ON_RETRY, K_DOC,
@@ -652,7 +782,7 @@ static const char *const task_keys[K__MAX] = {
     "image", "sensor", "notify",
     "command", "entrypoint", "env", "env_file", "working_dir", "user", "network", "volumes",
     "resources", "pull", "remove", "skip_on_exit_code", "privileged", "labels", "hostname",
-    "extra_hosts", "shm_size", "connections", "output",
+    "extra_hosts", "shm_size", "connections", "placement", "output",
     "depends_on", "trigger_rule", "retries", "retry_delay", "retry_exponential_backoff",
     "max_retry_delay", "timeout", "pool", "priority_weight", "depends_on_past", "on_failure",
     "on_success", "on_retry", "doc",
@@ -661,8 +791,14 @@ static const char *const task_keys[K__MAX] = {
 static const char *const pull_words[] = {"missing", "always", "never"};
 static const char *const remove_words[] = {"always", "on_success", "never"};
 
-static bool key_applies(int k, dg_task_kind kind) {
-    if (k >= K_FIRST_CONTAINER && k <= K_LAST_CONTAINER) return kind == DG_KIND_CONTAINER;
+/* A command sensor's probe container takes the container keys but its command (in the
+ * sensor) and what only a task's own container has (its exit codes, output, removal). */
+static bool key_applies(int k, const dg_task *t) {
+    if (k >= K_FIRST_CONTAINER && k <= K_LAST_CONTAINER) {
+        if (t->kind == DG_KIND_CONTAINER) return true;
+        return t->kind == DG_KIND_SENSOR && t->sensor.kind == DG_SENSOR_COMMAND && k != K_COMMAND &&
+               k != K_OUTPUT && k != K_SKIP_ON_EXIT_CODE && k != K_REMOVE;
+    }
     return true;
 }
 
@@ -678,6 +814,8 @@ static void task_set_defaults(dg_task *t) {
     t->remove = DG_REMOVE_ALWAYS;
     t->sensor.interval_ms = 60 * 1000;
     t->sensor.timeout_ms = 7LL * 24 * 3600 * 1000;
+    t->sensor.status = 200;
+    t->sensor.request_timeout_ms = 10 * 1000;
 }
 
 /* Messages name the key, not the task: the node's line:col already says where, and a
@@ -736,6 +874,7 @@ static void task_value(ctx *c, dg_task *t, int k, const node *v, const char *whe
                 check_extra_host(c, v->kids[i], t->extra_hosts[i]);
         break;
     case K_SHM_SIZE: get_size(c, v, key, &t->shm_size); break;
+    case K_PLACEMENT: get_placement(c, v, t); break;
     case K_CONNECTIONS:
         if (get_strv(c, v, key, true, &t->connections) && c->opts && c->opts->check_connections) {
             static const char *const none[] = {NULL};
@@ -815,10 +954,15 @@ static void load_task(ctx *c, const node *key, const node *val, const node **def
             task_value(c, t, k, v, where); /* still check values of a kindless task */
             continue;
         }
-        if (!key_applies(k, t->kind)) {
+        if (!key_applies(k, t)) {
             if (!from_defaults && t->kind != DG_KIND_NONE)
-                err_at(c, keys[k], "key '%s' does not apply to %s task '%.100s'", task_keys[k],
-                       kind_name(t->kind), t->id);
+                err_at(c, keys[k], "key '%s' does not apply to %s task '%.100s'%s", task_keys[k],
+                       kind_name(t->kind), t->id,
+                       t->kind == DG_KIND_SENSOR && t->sensor.kind == DG_SENSOR_COMMAND && k == K_COMMAND
+                           ? " (a command sensor's command goes in its 'sensor')"
+                       : t->kind == DG_KIND_SENSOR && t->sensor.kind != DG_SENSOR_COMMAND
+                           ? " (container keys apply to a command sensor's probe only)"
+                           : "");
             continue;
         }
         task_value(c, t, k, v, where); /* with two kinds, both are still checked */

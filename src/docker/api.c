@@ -160,7 +160,7 @@ void dg_docker_call(dg_docker *d, const char *method, const char *path, const js
     dg__req_submit(dg__req_new(d, method, path, body, call_done, c));
 }
 
-/* done-style operations: some error statuses are success (304 stop, 404 remove). */
+/* done-style operations: some error statuses are success (304 start and stop, 404 remove). */
 static void op_done(dg__req *r, const dg_error *err) {
     call_ctx *c = r->ctx;
     if (err && r->status && (r->status == c->ok[0] || r->status == c->ok[1])) err = NULL;
@@ -223,7 +223,8 @@ static char *container_path(const char *id, const char *suffix) {
 
 void dg_docker_container_start(dg_docker *d, const char *id, dg_docker_done_cb cb, void *ud) {
     _cleanup_free_ char *path = container_path(id, "/start");
-    dg__req_submit(op_req(d, "POST", path, cb, ud, 0, 0));
+    /* 304: started already (a start repeated after a broken connection) */
+    dg__req_submit(op_req(d, "POST", path, cb, ud, 304, 0));
 }
 
 void dg_docker_container_stop(dg_docker *d, const char *id, int grace_s, dg_docker_done_cb cb,
@@ -252,6 +253,16 @@ char *dg__label_filters(const char *type, const char *const *labels) {
     return dg__escape(fs);
 }
 
+char *dg_docker_filters(const char *key, const char *const *values) {
+    json_auto_t *f = json_object();
+    json_t *a = json_array();
+    for (const char *const *v = values; v && *v; v++) json_array_append_new(a, json_string(*v));
+    json_object_set_new(f, key, a);
+    _cleanup_free_ char *fs = json_dumps(f, JSON_COMPACT);
+    if (!fs) abort();
+    return dg__escape(fs);
+}
+
 void dg_docker_containers_labelled(dg_docker *d, const char *const *labels, dg_docker_cb cb, void *ud) {
     _cleanup_free_ char *f = dg__label_filters(NULL, labels);
     _cleanup_free_ char *path = xasprintf("/containers/json?all=1&filters=%s", f);
@@ -270,6 +281,7 @@ void dg_docker_container_inspect(dg_docker *d, const char *id, dg_docker_cb cb, 
 
 typedef struct net_ctx {
     char *name;
+    const char *driver; /* "bridge" or "overlay" (attachable, swarm-wide) */
     dg_docker_done_cb cb;
     void *ud;
 } net_ctx;
@@ -286,8 +298,9 @@ static void net_create_done(dg__req *r, const dg_error *err) {
 }
 
 static void net_create(dg_docker *d, net_ctx *c) {
-    json_t *body = json_pack("{s:s, s:s, s:b, s:{s:s}}", "Name", c->name, "Driver", "bridge",
-                             "CheckDuplicate", 1, "Labels", "io.dagd.managed", "true");
+    json_t *body = json_pack("{s:s, s:s, s:b, s:b, s:{s:s}}", "Name", c->name, "Driver", c->driver,
+                             "CheckDuplicate", 1, "Attachable", strcmp(c->driver, "overlay") == 0,
+                             "Labels", "io.dagd.managed", "true");
     _cleanup_free_ char *s = dump_json(body);
     json_decref(body);
     dg__req_submit(dg__req_new(d, "POST", "/networks/create", s, net_create_done, c));
@@ -303,7 +316,17 @@ static void net_inspect_done(dg__req *r, const dg_error *err) {
         /* The engine also matches ID prefixes; only an exact name is ours. */
         json_t *j = dg__req_json(r);
         const char *name = j ? json_string_value(json_object_get(j, "Name")) : NULL;
+        const char *driver = j ? json_string_value(json_object_get(j, "Driver")) : NULL;
         bool same = name && strcmp(name, c->name) == 0;
+        if (same && strcmp(c->driver, "overlay") == 0 && (!driver || strcmp(driver, "overlay") != 0)) {
+            dg_error e = {0};
+            dg_error_set(&e, -EINVAL, "network %s exists with driver %s; jobs on a swarm need an overlay network",
+                         c->name, driver ? driver : "?");
+            json_decref(j);
+            net_finish(c, &e);
+            dg_error_clear(&e);
+            return;
+        }
         json_decref(j);
         if (same) {
             net_finish(c, NULL);
@@ -313,9 +336,10 @@ static void net_inspect_done(dg__req *r, const dg_error *err) {
     net_create(r->d, c);
 }
 
-void dg_docker_network_ensure(dg_docker *d, const char *name, dg_docker_done_cb cb, void *ud) {
+static void network_ensure(dg_docker *d, const char *name, const char *driver, dg_docker_done_cb cb, void *ud) {
     net_ctx *c = xcalloc(1, sizeof *c);
     c->name = xstrdup(name ? name : "");
+    c->driver = driver;
     c->cb = cb;
     c->ud = ud;
     _cleanup_free_ char *e = dg__escape(c->name);
@@ -323,4 +347,12 @@ void dg_docker_network_ensure(dg_docker *d, const char *name, dg_docker_done_cb 
     dg__req *r = dg__req_new(d, "GET", path, NULL, net_inspect_done, c);
     if (!*c->name) dg__req_fail_later(r, -EINVAL, "empty network name");
     else dg__req_submit(r);
+}
+
+void dg_docker_network_ensure(dg_docker *d, const char *name, dg_docker_done_cb cb, void *ud) {
+    network_ensure(d, name, "bridge", cb, ud);
+}
+
+void dg_docker_overlay_ensure(dg_docker *d, const char *name, dg_docker_done_cb cb, void *ud) {
+    network_ensure(d, name, "overlay", cb, ud);
 }

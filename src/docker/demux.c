@@ -36,17 +36,41 @@ int dg_demux_feed(dg_demux *dm, const char *data, size_t len, dg_demux_cb cb, vo
     return 0;
 }
 
+/* Where to cut a full buffer so that no UTF-8 sequence is split: before the last lead
+ * byte when its sequence is incomplete (at most 3 bytes go back). */
+static size_t utf8_cut(const char *s, size_t len) {
+    for (size_t back = 1; back <= 3 && back <= len; back++) {
+        unsigned char c = (unsigned char)s[len - back];
+        if ((c & 0xC0) == 0x80) continue; /* a continuation byte: look further back */
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return need > back && back < len ? len - back : len;
+    }
+    return len;
+}
+
 void dg_lines_feed(dg_lines *l, int stream, const char *data, size_t len, dg_docker_line_cb cb,
                    void *ud) {
     if (stream < 0 || stream >= (int)ARRAY_SIZE(l->partial)) return;
     dg_buf *p = &l->partial[stream];
     while (len > 0) {
         const char *nl = memchr(data, '\n', len);
+        size_t n = nl ? (size_t)(nl - data) : len;
+        /* a line that does not fit goes out in pieces (see DG_LINE_MAX) */
+        while (p->len + n > DG_LINE_MAX) {
+            size_t take = DG_LINE_MAX - p->len;
+            dg_buf_append(p, data, take);
+            data += take;
+            len -= take;
+            n -= take;
+            size_t cut = utf8_cut(p->data, p->len);
+            cb(ud, stream, p->data, cut);
+            cb(ud, stream, DG_LINE_SPLIT_MARK, sizeof DG_LINE_SPLIT_MARK - 1);
+            dg_buf_consume(p, cut);
+        }
         if (!nl) {
-            dg_buf_append(p, data, len);
+            dg_buf_append(p, data, n);
             return;
         }
-        size_t n = (size_t)(nl - data);
         if (p->len > 0) {
             dg_buf_append(p, data, n);
             cb(ud, stream, p->data, p->len);

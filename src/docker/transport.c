@@ -407,6 +407,15 @@ static void transport_error(dg__req *r, CURLcode res, dg_error *err) {
         dg_error_set(err, -ECONNREFUSED, "the Docker engine at %s could not be reached: %s",
                      d->host, why);
         break;
+    case CURLE_GOT_NOTHING:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_PARTIAL_FILE:
+        /* the engine went away mid-request (a restart, a proxy cut): it may or may not
+         * have acted on it */
+        dg_error_set(err, -ECONNRESET, "the connection to the Docker engine at %s broke (%s %s): %s",
+                     d->host, r->method, r->path, why);
+        break;
     case CURLE_OPERATION_TIMEDOUT:
         dg_error_set(err, -ETIMEDOUT, "the Docker engine at %s did not answer %s %s in time: %s",
                      d->host, r->method, r->path, why);

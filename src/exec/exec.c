@@ -6,7 +6,6 @@
  * callback comes after that), and every other call in flight (a file read, a notification)
  * one; it is freed when the last goes, so callbacks never see freed memory. */
 #include <errno.h>
-#include <glob.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -58,6 +57,7 @@ static void run_unref(exec_run *er) {
     free(er->outputs);
     free(er->cur);
     free(er->prepared);
+    free(er->ti_unsaved);
     free(er->run_type);
     dg_strv_free(er->secrets);
     free(er);
@@ -79,6 +79,7 @@ static void try_unref(exec_try *t) {
     free(t->name);
     free(t->job_id);
     free(t->image);
+    free(t->rendered);
     free(t->message);
     free(t->output_error);
     exec_run *er = t->er;
@@ -87,8 +88,9 @@ static void try_unref(exec_try *t) {
     run_unref(er);
     if (x->outstanding == 0) {
         check_stalled(x);
-        if (x->hooks.idle) x->hooks.idle(x->hooks.ud);
-        if (x->closing && x->wake_closed) exec_release(x);
+        /* records still to be written keep a foreground run going */
+        if (x->hooks.idle && !x->store_err) x->hooks.idle(x->hooks.ud);
+        if (x->closing && x->wake_closed && x->retry_closed) exec_release(x);
     }
 }
 
@@ -118,11 +120,70 @@ static void try_release(exec_try *t) {
     try_unref(t);
 }
 
+exec_try *dg__exec_try_ref(exec_try *t) { return try_ref(t); }
+void dg__exec_try_unref(exec_try *t) { try_unref(t); }
+void dg__exec_try_drop_job(exec_try *t, bool remove) { try_drop_job(t, remove); }
+void dg__exec_try_release(exec_try *t) { try_release(t); }
+
 /* ---- persistence ---- */
 
+static void retry_cb(uv_timer_t *h);
+
+/* A write failed: state writes are failing until every record not written is (see
+ * docs/operations.md, "A full disk"). Said once, when it begins. */
 static void store_failed(dg_exec *x, const dg_run *run, const char *what) {
+    _cleanup_free_ char *reason = xasprintf("saving %s failed: %s", what, dg_store_errmsg(x->store));
+    if (x->store_err) {
+        free(x->store_err);
+        x->store_err = xstrdup(reason);
+        return;
+    }
+    x->store_err = xstrdup(reason);
     dg_log_ctx c = {.dag = run->dag->dag_id, .run = run->run_id};
-    dg_log(DG_LOG_ERR, &c, "saving %s failed: %s", what, dg_store_errmsg(x->store));
+    dg_log(DG_LOG_ERR, &c,
+           "state writes are failing (%s): no task starts and no run is made until they work again; "
+           "retrying every second",
+           reason);
+    dg_notify_status("degraded: %s", reason);
+    if (!x->closing) uv_timer_start(&x->retry, retry_cb, 1000, 1000);
+}
+
+static bool try_rec_same(const dg_try_rec *a, const dg_try_rec *b) {
+    return !strcmp(a->dag_id, b->dag_id) && !strcmp(a->run_id, b->run_id) && !strcmp(a->task_id, b->task_id) &&
+           a->try_number == b->try_number;
+}
+
+/* Writes a try record; one not written is kept (a copy) to be written again, replacing
+ * an older copy of the same try, so that every finished try is recorded once space
+ * returns even when its instance has moved on to another try. */
+static void put_try(dg_exec *x, const dg_run *run, const dg_try_rec *tr) {
+    size_t i = 0;
+    while (i < x->n_unsaved_tries && !try_rec_same(x->unsaved_tries[i], tr)) i++;
+    if (dg_store_put_try(x->store, tr) == 0) {
+        if (i < x->n_unsaved_tries) {
+            dg_try_rec_free(x->unsaved_tries[i]);
+            x->unsaved_tries[i] = x->unsaved_tries[--x->n_unsaved_tries];
+        }
+        return;
+    }
+    store_failed(x, run, "a try");
+    dg_try_rec *c = xcalloc(1, sizeof *c);
+    *c = *tr;
+    c->dag_id = xstrdup(tr->dag_id);
+    c->run_id = xstrdup(tr->run_id);
+    c->task_id = xstrdup(tr->task_id);
+    c->state = xstrdup(tr->state);
+    c->container_id = xstrdup(tr->container_id);
+    c->container_name = xstrdup(tr->container_name);
+    c->message = xstrdup(tr->message);
+    c->rendered = xstrdup(tr->rendered);
+    if (i < x->n_unsaved_tries) {
+        dg_try_rec_free(x->unsaved_tries[i]);
+        x->unsaved_tries[i] = c;
+        return;
+    }
+    x->unsaved_tries = xrealloc(x->unsaved_tries, (x->n_unsaved_tries + 1) * sizeof *x->unsaved_tries);
+    x->unsaved_tries[x->n_unsaved_tries++] = c;
 }
 
 static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
@@ -150,7 +211,11 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
         .output = er->outputs[task],
         .message = ti->message,
     };
-    if (dg_store_put_ti(x->store, &r) < 0) store_failed(x, run, "a task instance");
+    er->ti_unsaved[task] = false;
+    if (dg_store_put_ti(x->store, &r) < 0) {
+        er->ti_unsaved[task] = true;
+        store_failed(x, run, "a task instance");
+    }
     /* the try record mirrors the instance while that try is current; `scheduled` (a retry
      * waiting) and `none` say nothing about the last try */
     if (ti->try_number > 0 && (!t || t->try_number == ti->try_number) && ti->state != DG_TI_SCHEDULED &&
@@ -163,6 +228,8 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
             .state = (char *)dg_ti_state_name(ti->state == DG_TI_UP_FOR_RETRY ? DG_TI_FAILED : ti->state),
             .try_number = ti->try_number,
             .start_ms = ti->start_ms,
+            .running_ms = ti->running_ms,
+            .rendered = t ? t->rendered : NULL,
             .end_ms = ti->end_ms ? ti->end_ms : (t ? t->end_ms : 0),
             .has_exit_code = ti->has_exit_code,
             .exit_code = ti->exit_code,
@@ -170,7 +237,7 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
             .container_name = t ? t->name : NULL,
             .message = ti->message,
         };
-        if (dg_store_put_try(x->store, &tr) < 0) store_failed(x, run, "a try");
+        put_try(x, run, &tr);
     }
 }
 
@@ -190,8 +257,88 @@ static void persist_run(dg_exec *x, dg_run *run) {
         .end_ms = run->end_ms,
         .conf_json = conf,
     };
-    if (dg_store_put_run(x->store, &r) < 0) store_failed(x, run, "the run");
+    er->run_unsaved = false;
+    if (dg_store_put_run(x->store, &r) < 0) {
+        er->run_unsaved = true;
+        store_failed(x, run, "the run");
+    }
 }
+
+static bool run_unsaved(const exec_run *er) {
+    if (er->run_unsaved) return true;
+    for (size_t i = 0; i < er->n_tasks; i++)
+        if (er->ti_unsaved[i]) return true;
+    return false;
+}
+
+static void begin_try(exec_try *t);
+static void start_job(exec_try *t);
+
+/* Work held back while state writes failed goes on, in the order it was held. */
+static void resume_waiting(dg_exec *x) {
+    size_t n = 0;
+    for (exec_try *t = x->tries; t; t = t->next) n += t->wait != WAIT_NONE;
+    if (!n) return;
+    exec_try **v = xcalloc(n, sizeof *v);
+    size_t k = n;
+    for (exec_try *t = x->tries; t; t = t->next) /* the list is newest first */
+        if (t->wait != WAIT_NONE) v[--k] = try_ref(t);
+    for (size_t i = 0; i < n; i++) {
+        exec_try *t = v[i];
+        int w = t->wait;
+        t->wait = WAIT_NONE;
+        if (w == WAIT_BEGIN && !t->reported) begin_try(t);
+        else if (w == WAIT_START && !t->reported && t->job) start_job(t);
+        else if (w == WAIT_RELEASE) try_drop_job(t, t->remove_job);
+        try_unref(t);
+    }
+    free(v);
+}
+
+/* Every second while state writes fail: write again what was not written (runs before
+ * their task instances, instances before their tries, as the store needs); when all is
+ * written, the condition ends and work held back goes on. */
+static void retry_cb(uv_timer_t *h) {
+    dg_exec *x = h->data;
+    for (dg_run *run = dg_sched_runs(x->sched); run; run = run->next) {
+        exec_run *er = run->userdata;
+        if (!er) continue;
+        if (er->run_unsaved) persist_run(x, run);
+        for (size_t i = 0; i < er->n_tasks; i++)
+            if (er->ti_unsaved[i]) persist_ti(x, run, i);
+    }
+    dg_try_rec **v = x->unsaved_tries;
+    size_t n = x->n_unsaved_tries;
+    x->unsaved_tries = NULL;
+    x->n_unsaved_tries = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool newer = false; /* written again meanwhile, from the instance */
+        for (size_t k = 0; k < x->n_unsaved_tries; k++) newer |= try_rec_same(x->unsaved_tries[k], v[i]);
+        if (!newer && dg_store_put_try(x->store, v[i]) < 0) {
+            x->unsaved_tries = xrealloc(x->unsaved_tries, (x->n_unsaved_tries + 1) * sizeof *x->unsaved_tries);
+            x->unsaved_tries[x->n_unsaved_tries++] = v[i];
+            free(x->store_err);
+            x->store_err = xasprintf("saving a try failed: %s", dg_store_errmsg(x->store));
+            continue;
+        }
+        dg_try_rec_free(v[i]);
+    }
+    free(v);
+    if (x->n_unsaved_tries) return;
+    for (dg_run *run = dg_sched_runs(x->sched); run; run = run->next)
+        if (run->userdata && run_unsaved(run->userdata)) return;
+    dg_log(DG_LOG_NOTICE, NULL, "state writes work again (they failed: %s); held work resumes", x->store_err);
+    dg_notify_status("state writes work again");
+    free(x->store_err);
+    x->store_err = NULL;
+    uv_timer_stop(&x->retry);
+    resume_waiting(x);
+    pump(x);
+    if (x->hooks.store_ok) x->hooks.store_ok(x->hooks.ud);
+    if (x->outstanding == 0 && x->hooks.idle) x->hooks.idle(x->hooks.ud);
+}
+
+const char *dg_exec_store_error(const dg_exec *x) { return x->store_err; }
 
 /* ---- reporting to the scheduler ---- */
 
@@ -221,6 +368,8 @@ void dg__exec_try_succeed(exec_try *t) {
     try_release(t);
 }
 
+void dg__exec_report(exec_try *t, const dg_result *res) { report(t, res); }
+
 /* ---- template variables ---- */
 
 int dg__exec_xcom_pull(void *ud, const char *task_id, char **ret, dg_error *err) {
@@ -248,7 +397,7 @@ json_t *dg__exec_vars(exec_try *t) { return dg__exec_run_vars(t->er, t->task, t-
 
 /* ---- the job's events ---- */
 
-static void open_log(exec_try *t, bool fresh) {
+void dg__exec_open_log(exec_try *t, bool fresh) {
     dg_exec *x = t->x;
     if (!x->state_dir || t->log) return;
     const dg_run *run = t->er->run;
@@ -276,13 +425,30 @@ static void job_created(void *ud, const dg_error *err) {
     if (t->start_requested) start_job(t);
 }
 
+static void create_job(exec_try *t);
+
 static void job_started(void *ud, const dg_error *err) {
     exec_try *t = ud;
+    if (err && err->code == -ENOENT && !t->remade && !t->stopping && !t->x->closing) {
+        /* the container was removed before it ever ran (a removal a previous dagd sent
+         * just before it died): the command did not run, so the same try makes a new one */
+        dg_log_ctx c = try_ctx(t);
+        dg_log(DG_LOG_NOTICE, &c, "the try's container is gone before it started; making it again");
+        t->remade = true;
+        t->created = false;
+        free(t->job_id);
+        t->job_id = NULL;
+        try_drop_job(t, false);
+        create_job(t);
+        return;
+    }
     if (err) {
         dg__exec_try_fail(t, err->msg);
         return;
     }
     t->started = true;
+    /* a backend may name its job only once it runs (a swarm service) */
+    if (!t->job_id) t->job_id = xstrdup(dg_job_id(t->job));
     dg_exec *x = t->x;
     int64_t now = now_ms();
     x->starts++;
@@ -298,7 +464,7 @@ static void job_started(void *ud, const dg_error *err) {
     pump(x);
 }
 
-static void job_line(void *ud, int stream, const char *line, size_t len) {
+void dg__exec_job_line(void *ud, int stream, const char *line, size_t len) {
     exec_try *t = ud;
     exec_run *er = t->er;
     _cleanup_free_ char *red = NULL;
@@ -363,7 +529,15 @@ static void report_exit(exec_try *t) {
     }
     report(t, &res);
     bool success = res.type == DG_RES_EXITED && t->exit_code == 0;
-    try_drop_job(t, tk->remove == DG_REMOVE_ALWAYS || (tk->remove == DG_REMOVE_ON_SUCCESS && success));
+    bool remove = tk->remove == DG_REMOVE_ALWAYS || (tk->remove == DG_REMOVE_ON_SUCCESS && success);
+    if (t->x->store_err && t->job) {
+        /* the outcome is not on disk yet: the job stays, so that a restart before it is
+         * takes its exit again instead of running the try a second time */
+        t->wait = WAIT_RELEASE;
+        t->remove_job = remove;
+    } else {
+        try_drop_job(t, remove);
+    }
     try_release(t);
 }
 
@@ -382,16 +556,54 @@ static void job_exited(void *ud, int exit_code, bool vanished) {
 static const dg_job_events job_events = {
     .created = job_created,
     .started = job_started,
-    .line = job_line,
+    .line = dg__exec_job_line,
     .exited = job_exited,
 };
 
 /* ---- the container path ---- */
 
+/* A created job starts only once its id is on disk, so that a restart finds the try's
+ * container instead of making another. */
 static void start_job(exec_try *t) {
-    open_log(t, false);
+    dg__exec_open_log(t, false);
     persist_ti(t->x, t->er->run, t->task);
+    if (t->x->store_err) {
+        t->wait = WAIT_START;
+        return;
+    }
     dg_job_start(t->job);
+}
+
+static json_t *strv_json(char *const *v) {
+    if (!v) return json_null();
+    json_t *a = json_array();
+    for (; *v; v++) json_array_append_new(a, json_string(*v));
+    return a;
+}
+
+/* What the API shows of a try's spec (docs/api.md): the rendered command and entrypoint with
+ * secrets redacted; the env's keys, with the values of the task's own non-secret `env:`
+ * entries (redacted too) and "***" for everything else (secret entries, env_file lines,
+ * connections). */
+static char *rendered_json(exec_try *t, const dg_job_spec *s) {
+    const dg_task *tk = &t->er->run->dag->tasks[t->task];
+    json_auto_t *o = json_object();
+    json_object_set_new(o, "command", strv_json(s->command));
+    json_object_set_new(o, "entrypoint", strv_json(s->entrypoint));
+    json_t *env = json_object();
+    for (size_t i = 0; s->env && s->env[i]; i++) {
+        const char *eq = strchr(s->env[i], '=');
+        if (!eq) continue;
+        _cleanup_free_ char *key = xstrndup(s->env[i], (size_t)(eq - s->env[i]));
+        bool shown = false;
+        for (size_t k = 0; k < tk->n_env && !shown; k++)
+            shown = strcmp(tk->env[k].key, key) == 0 && !tk->env[k].secret;
+        json_object_set_new(env, key, json_string(shown ? eq + 1 : "***"));
+    }
+    json_object_set_new(o, "env", env);
+    _cleanup_free_ char *text = json_dumps(o, JSON_COMPACT);
+    if (!text) return NULL;
+    return t->er->secrets ? dg_redact(t->er->secrets, text, strlen(text)) : TAKE_PTR(text);
 }
 
 static void create_job(exec_try *t) {
@@ -404,73 +616,12 @@ static void create_job(exec_try *t) {
     }
     free(t->image);
     t->image = xstrdup(sp.s.image);
+    free(t->rendered);
+    t->rendered = rendered_json(t, &sp.s);
     free(t->name);
     t->name = xstrdup(sp.s.name);
     t->job = dg_job_create(t->x->backend, &sp.s, &job_events, try_ref(t));
     dg__exec_spec_free(&sp);
-}
-
-/* ---- sensors: a glob on the dagd host ---- */
-
-static bool sensor_check(exec_try *t, dg_error *err) {
-    const dg_task *tk = &t->er->run->dag->tasks[t->task];
-    json_auto_t *vars = dg__exec_vars(t);
-    dg_tmpl_ctx ctx = {.vars = vars, .xcom_pull = dg__exec_xcom_pull, .userdata = t->er};
-    _cleanup_free_ char *pat = NULL;
-    dg_error e = {0};
-    if (dg_tmpl_render(tk->sensor.file, &ctx, &pat, &e) < 0) {
-        dg_error_set(err, -EINVAL, "sensor.file: %s", e.msg ? e.msg : "template error");
-        dg_error_clear(&e);
-        return false;
-    }
-    glob_t g;
-    int r = glob(pat, 0, NULL, &g);
-    bool found = r == 0 && g.gl_pathc > 0;
-    if (r == 0) globfree(&g);
-    return found;
-}
-
-static void sensor_poke_cb(uv_timer_t *h) {
-    exec_try *t = h->data;
-    const dg_task *tk = &t->er->run->dag->tasks[t->task];
-    dg_error err = {0};
-    bool found = sensor_check(t, &err);
-    if (err.msg) {
-        uv_timer_stop(h);
-        dg__exec_try_fail(t, err.msg);
-    } else if (found) {
-        uv_timer_stop(h);
-        dg__exec_try_succeed(t);
-    } else if (now_ms() - t->sensor_start_ms >= tk->sensor.timeout_ms) {
-        uv_timer_stop(h);
-        _cleanup_free_ char *d = dg_format_duration(tk->sensor.timeout_ms);
-        _cleanup_free_ char *m = xasprintf("sensor timed out after %s", d);
-        dg__exec_try_fail(t, m);
-    }
-    dg_error_clear(&err);
-}
-
-static void start_sensor(exec_try *t) {
-    const dg_task *tk = &t->er->run->dag->tasks[t->task];
-    const dg_ti *ti = &t->er->run->ti[t->task];
-    dg_sched_on_started(t->x->sched, t->er->run, t->task, t->try_number, now_ms());
-    t->sensor_start_ms = ti->first_start_ms ? ti->first_start_ms : now_ms();
-    if (tk->sensor.reschedule) {
-        dg_error err = {0};
-        bool found = sensor_check(t, &err);
-        if (err.msg) dg__exec_try_fail(t, err.msg);
-        else {
-            dg_result res = {.type = found ? DG_RES_EXITED : DG_RES_NOT_YET, .exit_code = 0};
-            report(t, &res);
-            try_release(t);
-        }
-        dg_error_clear(&err);
-        return;
-    }
-    t->timer = xmalloc(sizeof *t->timer);
-    uv_timer_init(t->x->loop, t->timer);
-    t->timer->data = t;
-    uv_timer_start(t->timer, sensor_poke_cb, 0, (uint64_t)tk->sensor.interval_ms);
 }
 
 /* ---- command handling ---- */
@@ -479,7 +630,6 @@ static void handle_unprepare(dg_exec *x, dg_run *run, size_t task);
 
 static void handle_start(dg_exec *x, dg_run *run, size_t task, int try_number) {
     exec_run *er = run->userdata;
-    const dg_task *tk = &run->dag->tasks[task];
     exec_try *t = er->prepared[task];
     if (t && t->try_number != try_number) {
         /* made ahead for another try (the task was cleared since): not this one's */
@@ -499,9 +649,17 @@ static void handle_start(dg_exec *x, dg_run *run, size_t task, int try_number) {
     er->cur[task] = t;
     t->start_requested = true;
     t->start_cmd_ms = now_ms();
-    switch (tk->kind) {
+    if (x->store_err) {
+        t->wait = WAIT_BEGIN; /* nothing starts that could not be recorded */
+        return;
+    }
+    begin_try(t);
+}
+
+static void begin_try(exec_try *t) {
+    switch (t->er->run->dag->tasks[t->task].kind) {
     case DG_KIND_CONTAINER: create_job(t); break;
-    case DG_KIND_SENSOR: start_sensor(t); break;
+    case DG_KIND_SENSOR: dg__exec_start_sensor(t); break;
     case DG_KIND_NOTIFY: dg__exec_notify_task(t); break;
     default: dg__exec_try_fail(t, "task has no kind"); break;
     }
@@ -512,11 +670,13 @@ static void handle_stop(dg_exec *x, dg_run *run, size_t task, int try_number) {
     exec_try *t = er->cur[task];
     if (!t || t->try_number != try_number || t->reported) return;
     t->stopping = true;
-    if (t->started && t->job) {
+    if (t->wait == WAIT_BEGIN) {
+        t->wait = WAIT_NONE;
+        dg__exec_try_fail(t, "stopped before the container started");
+    } else if (t->started && t->job) {
         dg_job_stop(t->job, x->stop_grace_s); /* exited follows */
     } else if (run->dag->tasks[task].kind == DG_KIND_SENSOR) {
-        if (t->timer) uv_timer_stop(t->timer);
-        dg__exec_try_fail(t, "sensor stopped");
+        dg__exec_stop_sensor(t);
     } else if (t->job) {
         /* not started yet (image pull, create or start in flight): the backend undoes it */
         dg__exec_try_fail(t, "stopped before the container started");
@@ -526,7 +686,7 @@ static void handle_stop(dg_exec *x, dg_run *run, size_t task, int try_number) {
 static void handle_prepare(dg_exec *x, dg_run *run, size_t task, int try_number) {
     exec_run *er = run->userdata;
     const dg_task *tk = &run->dag->tasks[task];
-    if (tk->kind != DG_KIND_CONTAINER || er->prepared[task] || er->cur[task]) return;
+    if (tk->kind != DG_KIND_CONTAINER || er->prepared[task] || er->cur[task] || x->store_err) return;
     if (dg_tmpl_uses_xcom(tk->image) || (tk->working_dir && dg_tmpl_uses_xcom(tk->working_dir))) return;
     for (size_t i = 0; tk->command && tk->command[i]; i++)
         if (dg_tmpl_uses_xcom(tk->command[i])) return;
@@ -577,7 +737,7 @@ static void handle(dg_exec *x, const dg_cmd *c) {
 static void wake_cb(uv_timer_t *h) { pump(h->data); }
 
 static void check_stalled(dg_exec *x) {
-    if (x->closing || !x->ready || x->held || x->pumping || x->outstanding > 0 || !x->hooks.stalled) return;
+    if (x->closing || x->store_err || !x->ready || x->held || x->pumping || x->outstanding > 0 || !x->hooks.stalled) return;
     if (dg_sched_next_wakeup(x->sched) >= 0) return;
     for (dg_run *r = dg_sched_runs(x->sched); r; r = r->next)
         if (r->state == DG_RUN_RUNNING) x->hooks.stalled(x->hooks.ud, r);
@@ -641,7 +801,10 @@ dg_exec *dg_exec_new(const dg_exec_opts *opts) {
     x->stop_grace_s = opts->stop_grace_s > 0 ? opts->stop_grace_s : 10;
     x->allow_privileged = opts->policy.allow_privileged;
     x->allow_docker_socket = opts->policy.allow_docker_socket;
+    x->allow_host_network = opts->policy.allow_host_network;
+    x->allow_container_network = opts->policy.allow_container_network;
     x->allowed_volume_prefixes = dg_strv_copy(opts->policy.allowed_volume_prefixes);
+    x->allowed_sensitive_paths = dg_strv_copy(opts->policy.allowed_sensitive_paths);
     x->protected_paths = dg_strv_copy((char *const *)opts->policy.protected_paths);
     x->conn_uris = opts->connections ? json_deep_copy(opts->connections) : json_object();
     x->conns = dg_conn_parse_all(x->conn_uris);
@@ -655,6 +818,8 @@ dg_exec *dg_exec_new(const dg_exec_opts *opts) {
     else if (dg_random_hex(6, &x->instance) < 0) x->instance = xasprintf("p%d", (int)getpid());
     uv_timer_init(x->loop, &x->wake);
     x->wake.data = x;
+    uv_timer_init(x->loop, &x->retry);
+    x->retry.data = x;
     return x;
 }
 
@@ -707,6 +872,7 @@ dg_run *dg_exec_add_run(dg_exec *x, const dg_dag *dag, const char *run_id, const
     er->outputs = xcalloc(dag->n_tasks, sizeof(char *));
     er->cur = xcalloc(dag->n_tasks, sizeof(exec_try *));
     er->prepared = xcalloc(dag->n_tasks, sizeof(exec_try *));
+    er->ti_unsaved = xcalloc(dag->n_tasks, sizeof(bool));
     run->userdata = er;
     set_prev_states(x, run, logical_ms);
     persist_run(x, run);
@@ -724,7 +890,8 @@ const char *dg_exec_output(dg_exec *x, dg_run *run, size_t task) {
     return er ? er->outputs[task] : NULL;
 }
 
-int dg_exec_outstanding(dg_exec *x) { return x->outstanding; }
+/* records still to be written count as one: a foreground run waits for them */
+int dg_exec_outstanding(dg_exec *x) { return x->outstanding + (x->store_err ? 1 : 0); }
 
 void dg_exec_hold(dg_exec *x, bool hold) {
     x->held = hold;
@@ -775,7 +942,9 @@ static void recover_try(dg_exec *x, dg_run *run, size_t i, const dg_job_info *fo
     dg_ti *ti = &run->ti[i];
     const dg_task *tk = &run->dag->tasks[i];
     if (tk->kind == DG_KIND_SENSOR) {
-        /* a sensor keeps no job and a poke changes nothing: it pokes again, same try */
+        /* a check changes nothing: it checks again, same try (a probe container of the
+         * last check is not followed: it goes) */
+        if (found) dg_backend_remove(x->backend, found->id);
         handle_start(x, run, i, ti->try_number);
         return;
     }
@@ -791,7 +960,7 @@ static void recover_try(dg_exec *x, dg_run *run, size_t i, const dg_job_info *fo
         t->job_id = xstrdup(found->id);
         t->created = t->started = true;
         if (ti->state == DG_TI_QUEUED) dg_sched_on_started(x->sched, run, i, ti->try_number, now_ms());
-        open_log(t, true);
+        dg__exec_open_log(t, true);
         t->job = dg_job_adopt(x->backend, found, &job_events, try_ref(t));
     } else if (found) {
         /* made but never started: start it now, the same try */
@@ -866,6 +1035,7 @@ bool dg_exec_forget_run(dg_exec *x, dg_run *run) {
     if (run->state != DG_RUN_SUCCESS && run->state != DG_RUN_FAILED) return false;
     if (er) {
         if (er->refs > 1) return false; /* a try of it is still in flight (a removal) */
+        if (run_unsaved(er)) return false; /* the store does not have it all yet */
         run->userdata = NULL;
         run_unref(er);
     }
@@ -877,6 +1047,7 @@ bool dg_exec_forget_run(dg_exec *x, dg_run *run) {
 
 static void exec_release(dg_exec *x) {
     dg_strv_free(x->allowed_volume_prefixes);
+    dg_strv_free(x->allowed_sensitive_paths);
     dg_strv_free(x->protected_paths);
     json_decref(x->conn_uris);
     json_decref(x->conns);
@@ -886,13 +1057,16 @@ static void exec_release(dg_exec *x) {
     free(x->smtp_password);
     free(x->state_dir);
     free(x->instance);
+    free(x->store_err);
+    dg_try_recs_free(x->unsaved_tries, x->n_unsaved_tries);
     free(x);
 }
 
 static void exec_free_cb(uv_handle_t *h) {
     dg_exec *x = h->data;
-    x->wake_closed = true;
-    if (x->outstanding == 0) exec_release(x);
+    if (h == (uv_handle_t *)&x->wake) x->wake_closed = true;
+    else x->retry_closed = true;
+    if (x->outstanding == 0 && x->wake_closed && x->retry_closed) exec_release(x);
 }
 
 void dg_exec_free(dg_exec *x) {
@@ -903,7 +1077,8 @@ void dg_exec_free(dg_exec *x) {
      * the rest as the backend cancels them */
     for (exec_try *t = x->tries, *n; t; t = n) {
         try_ref(t);
-        try_drop_job(t, false);
+        /* a sensor's probe container is never taken over: it goes */
+        try_drop_job(t, t->er->run->dag->tasks[t->task].kind == DG_KIND_SENSOR);
         n = t->next;
         try_unref(t);
     }
@@ -918,5 +1093,10 @@ void dg_exec_free(dg_exec *x) {
         run_unref(er);
     }
     x->hooks.idle = NULL;
+    if (x->store_err) {
+        dg_log(DG_LOG_WARNING, NULL, "stopping while state writes fail (%s): what was not written is lost; "
+               "the containers of unrecorded tries are kept for the next start", x->store_err);
+    }
     uv_close((uv_handle_t *)&x->wake, exec_free_cb);
+    uv_close((uv_handle_t *)&x->retry, exec_free_cb);
 }

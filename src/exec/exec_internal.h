@@ -13,8 +13,9 @@ struct dg_exec {
     char *state_dir;
     char *instance; /* io.dagd.instance label value of this process */
     int stop_grace_s;
-    bool allow_privileged, allow_docker_socket;
+    bool allow_privileged, allow_docker_socket, allow_host_network, allow_container_network;
     char **allowed_volume_prefixes;
+    char **allowed_sensitive_paths;
     char **protected_paths;
     json_t *conn_uris; /* {id: URI} */
     json_t *conns;     /* {id: parsed}, what templates see under conn */
@@ -23,6 +24,14 @@ struct dg_exec {
     dg_exec_hooks hooks;
     uv_timer_t wake;
     bool wake_closed;
+    /* State writes are failing (docs/operations.md, "A full disk"): the reason, NULL while
+     * they work. While set nothing starts; the records that could not be written are
+     * written again from the retry timer, and when all are, work resumes. */
+    char *store_err;
+    uv_timer_t retry;
+    bool retry_closed;
+    dg_try_rec **unsaved_tries; /* try records to write again (owned copies) */
+    size_t n_unsaved_tries;
     void (*connect_cb)(void *ud, const dg_error *err);
     void *connect_ud;
     bool ready, closing, pumping, pump_again;
@@ -48,6 +57,8 @@ struct exec_run {
     exec_try **prepared;
     char **secrets; /* values to redact from logs */
     int last_state; /* run state last reported (-1: none yet) */
+    bool run_unsaved;  /* the run record could not be written: again from the retry timer */
+    bool *ti_unsaved;  /* per task: its instance record could not be written */
 };
 
 struct exec_try {
@@ -59,9 +70,16 @@ struct exec_try {
     exec_try *next;
     dg_job *job;    /* the backend's, until released */
     char *name, *image, *message;
+    char *rendered; /* the command, entrypoint and env it ran with, redacted (JSON text) */
     char *job_id; /* the backend's id of the job (a container id), once created */
     bool prepare_only, start_requested, stopping, released;
     bool created, started, exited, reported, output_read;
+    /* waiting for state writes to work again: to begin at all (WAIT_BEGIN), to start its
+     * created job once its id is on disk (WAIT_START), or to release its finished job once
+     * its outcome is on disk (WAIT_RELEASE, remove_job says whether to remove it) */
+    enum { WAIT_NONE, WAIT_BEGIN, WAIT_START, WAIT_RELEASE } wait;
+    bool remove_job;
+    bool remade; /* its job vanished before it started and was made anew (once) */
     int exit_code;
     char *output_error;
     dg_tasklog *log;
@@ -74,6 +92,21 @@ struct exec_try {
 
 
 void dg__exec_notify_task(exec_try *t);
+/* One GET on the thread pool, as notifications are sent (notify.c); cb runs on the loop
+ * with the status and (up to 1 MiB of) the body, or error set when no answer came. */
+typedef void (*dg__exec_http_cb)(void *ud, long status, const char *body, size_t len, const char *error);
+void dg__exec_http_get(dg_exec *x, const char *url, int64_t timeout_ms, dg__exec_http_cb cb, void *ud);
+/* Sensors (sensor.c): the first check of a try, and a stop while it waits. */
+void dg__exec_start_sensor(exec_try *t);
+void dg__exec_stop_sensor(exec_try *t);
+/* Shared with sensor.c: the try's log file, and a probe job's output lines into it. */
+void dg__exec_open_log(exec_try *t, bool fresh);
+void dg__exec_job_line(void *ud, int stream, const char *line, size_t len);
+void dg__exec_report(exec_try *t, const dg_result *res);
+void dg__exec_try_release(exec_try *t);
+exec_try *dg__exec_try_ref(exec_try *t);
+void dg__exec_try_unref(exec_try *t);
+void dg__exec_try_drop_job(exec_try *t, bool remove);
 void dg__exec_notify_event(dg_exec *x, dg_run *run, size_t task, dg_notify_event ev);
 /* Shared with notify.c: end a try that could not run / report a finished one. */
 void dg__exec_try_fail(exec_try *t, const char *msg);

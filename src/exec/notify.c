@@ -1,7 +1,7 @@
 /* exec/notify — notifications (email over SMTP, webhooks) for notify tasks and for
- * on_failure / on_success / on_retry. Delivery is a blocking libcurl transfer, so it
- * runs on libuv's thread pool; the result comes back on the loop. SMTP settings come
- * with the executor's options (the configuration's smtp keys). */
+ * on_failure / on_success / on_retry, and the GET of an http sensor. Each is a blocking
+ * libcurl transfer, so it runs on libuv's thread pool; the result comes back on the loop.
+ * SMTP settings come with the executor's options (the configuration's smtp keys). */
 #include <curl/curl.h>
 #include <errno.h>
 #include <string.h>
@@ -19,8 +19,15 @@ typedef struct notify_job {
     char *url, *body, *subject, *from, *user, *password;
     char **to;
     bool email;
+    /* an http sensor's GET (dg__exec_http_get) */
+    bool get;
+    int64_t timeout_ms;
+    dg__exec_http_cb cb;
+    void *cb_ud;
     /* result */
     char *error;
+    long status;
+    dg_buf resp;
 } notify_job;
 
 typedef struct upload {
@@ -39,6 +46,15 @@ static size_t read_cb(char *buf, size_t size, size_t n, void *ud) {
 
 static size_t discard_cb(char *p, size_t s, size_t n, void *ud) { return s * n; }
 
+#define HTTP_BODY_MAX (1024 * 1024) /* an http sensor matches its body against this much */
+
+static size_t keep_cb(char *p, size_t s, size_t n, void *ud) {
+    dg_buf *b = ud;
+    size_t len = s * n;
+    if (b->len < HTTP_BODY_MAX) dg_buf_append(b, p, len < HTTP_BODY_MAX - b->len ? len : HTTP_BODY_MAX - b->len);
+    return len;
+}
+
 static void deliver(uv_work_t *w) {
     notify_job *j = w->data;
     CURL *c = curl_easy_init();
@@ -54,7 +70,16 @@ static void deliver(uv_work_t *w) {
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard_cb);
-    if (j->email) {
+    if (j->get) {
+        curl_easy_setopt(c, CURLOPT_URL, j->url);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)j->timeout_ms);
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep_cb);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &j->resp);
+    } else if (j->email) {
         curl_easy_setopt(c, CURLOPT_URL, j->url);
         curl_easy_setopt(c, CURLOPT_MAIL_FROM, j->from);
         for (size_t i = 0; j->to && j->to[i]; i++) rcpt = curl_slist_append(rcpt, j->to[i]);
@@ -83,8 +108,11 @@ static void deliver(uv_work_t *w) {
         curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
     }
     CURLcode rc = curl_easy_perform(c);
-    if (rc != CURLE_OK)
+    if (rc != CURLE_OK && j->get)
+        j->error = xstrdup(errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    else if (rc != CURLE_OK)
         j->error = xasprintf("notification '%s': %s", j->name, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    if (rc == CURLE_OK && j->get) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &j->status);
     curl_slist_free_all(hdrs);
     curl_slist_free_all(rcpt);
     dg_buf_free(&msg);
@@ -101,13 +129,16 @@ static void job_free(notify_job *j) {
     free(j->password);
     dg_strv_free(j->to);
     free(j->error);
+    dg_buf_free(&j->resp);
     free(j);
 }
 
 static void delivered(uv_work_t *w, int status) {
     notify_job *j = w->data;
-    if (status == UV_ECANCELED && !j->error) j->error = xstrdup("notification cancelled");
-    if (j->t) {
+    if (status == UV_ECANCELED && !j->error) j->error = xstrdup(j->get ? "request cancelled" : "notification cancelled");
+    if (j->get) {
+        j->cb(j->cb_ud, j->status, j->resp.data ? j->resp.data : "", j->resp.len, j->error);
+    } else if (j->t) {
         if (j->error) dg__exec_try_fail(j->t, j->error);
         else dg__exec_try_succeed(j->t);
     } else if (j->error) {
@@ -180,6 +211,18 @@ static void queue(dg_exec *x, const dg_notification *n, exec_run *er, exec_try *
         job_free(j);
         return;
     }
+    uv_queue_work(x->loop, &j->work, deliver, delivered);
+}
+
+void dg__exec_http_get(dg_exec *x, const char *url, int64_t timeout_ms, dg__exec_http_cb cb, void *ud) {
+    notify_job *j = xcalloc(1, sizeof *j);
+    j->x = x;
+    j->work.data = j;
+    j->get = true;
+    j->url = xstrdup(url);
+    j->timeout_ms = timeout_ms;
+    j->cb = cb;
+    j->cb_ud = ud;
     uv_queue_work(x->loop, &j->work, deliver, delivered);
 }
 

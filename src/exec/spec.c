@@ -142,36 +142,183 @@ char *dg_exec_bind_source(const char *dag_file, const char *spec) {
     return xasprintf("%s/%s", base ? base : ".", rest);
 }
 
-/* The engine's socket is root on the host, so a bind that reaches it (the socket itself,
- * or any folder above it, like /run) is refused unless allowed. */
-int dg_exec_check_bind(const dg_exec_policy *p, const char *source, dg_error *err) {
-    _cleanup_free_ char *canon = realpath(source, NULL);
-    const char *path = canon ? canon : source;
+/* Host paths a bind may not reach unless policy.allowed_sensitive_paths allows them: the
+ * host's configuration, devices and kernel interfaces, and the state folders and sockets
+ * of the container runtimes (see docs/dags.md, "The container policy"). A folder above
+ * one of them (/, /var, /run, ...) reaches it too. Both spellings of the run folder are
+ * listed for hosts where /var/run is not a link to /run. */
+static const char *const sensitive_paths[] = {
+    "/etc",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/boot",
+    "/root",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+    "/var/lib/containers",
+    "/var/lib/kubelet",
+    "/run/docker",
+    "/run/docker.sock",
+    "/run/containerd",
+    "/run/crio",
+    "/run/podman",
+    "/run/containers",
+    "/run/buildkit",
+    "/run/k3s",
+    "/run/cri-dockerd.sock",
+    "/run/dockershim.sock",
+    "/run/user",
+    "/var/run/docker",
+    "/var/run/docker.sock",
+    "/var/run/containerd",
+    "/var/run/crio",
+    "/var/run/podman",
+    "/var/run/containers",
+    "/var/run/buildkit",
+    "/var/run/k3s",
+    "/var/run/cri-dockerd.sock",
+    "/var/run/dockershim.sock",
+    "/var/run/user",
+};
+
+char *dg_exec_host_path(const char *source) {
+    if (source[0] != '/') return xstrdup(source);
+    /* lexically, as the engine cleans a bind source: no "", "." or ".." parts */
+    _cleanup_free_ char *copy = xstrdup(source);
+    dg_buf clean = {0};
+    char *save = NULL;
+    for (char *part = strtok_r(copy, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(part, ".")) continue;
+        if (!strcmp(part, "..")) {
+            char *slash = clean.data ? strrchr(clean.data, '/') : NULL;
+            if (slash) {
+                clean.len = (size_t)(slash - clean.data);
+                clean.data[clean.len] = 0;
+            }
+            continue;
+        }
+        dg_buf_printf(&clean, "/%s", part);
+    }
+    if (!clean.len) dg_buf_puts(&clean, "/");
+    /* then the links of the longest part that exists resolved, the rest kept as written */
+    _cleanup_free_ char *path = clean.data;
+    size_t cut = strlen(path);
+    for (;;) {
+        char save_c = path[cut];
+        path[cut] = 0;
+        char *real = realpath(cut ? path : "/", NULL);
+        path[cut] = save_c;
+        if (real) {
+            const char *rest = path + cut;
+            char *r = xasprintf("%s%s", strcmp(real, "/") || !*rest ? real : "", rest);
+            free(real);
+            return r;
+        }
+        if (!cut) return xstrdup(path);
+        while (cut > 0 && path[cut - 1] != '/') cut--;
+        if (cut > 0) cut--;
+    }
+}
+
+/* The policy's own paths, taken the same way as a bind source (links resolved). */
+static bool path_allowed(const char *path, char *const *allowed) {
+    for (size_t i = 0; allowed && allowed[i]; i++) {
+        _cleanup_free_ char *a = dg_exec_host_path(allowed[i]);
+        if (path_within(path, a)) return true;
+    }
+    return false;
+}
+
+static bool is_protected(const dg_exec_policy *p, const char *path) {
+    for (size_t i = 0; p->protected_paths && p->protected_paths[i]; i++)
+        if (path_within(path, p->protected_paths[i])) return true;
+    return false;
+}
+
+int dg_exec_check_bind(const dg_exec_policy *p, const char *source, char **ret_path, dg_error *err) {
+    _cleanup_free_ char *path = dg_exec_host_path(source);
+    /* messages name the path as written, and where it leads when that differs */
+    _cleanup_free_ char *led = strcmp(path, source) ? xasprintf(" (it is %s on the host)", path) : xstrdup("");
+    /* The engine's socket is root on the host: the socket itself, or any folder above it
+     * (like /run), is refused unless allowed. */
     bool socket = strstr(path, "docker.sock") != NULL;
     for (size_t i = 0; !socket && p->protected_paths && p->protected_paths[i]; i++)
         socket = path_within(p->protected_paths[i], path);
     if (socket && !p->allow_docker_socket)
         return dg_error_set(err, -EPERM,
                             "volumes: %s gives the container the Docker engine's socket; refused by policy "
-                            "(policy.allow_docker_socket)",
-                            source);
-    if (!p->allowed_volume_prefixes) return 0;
-    for (size_t i = 0; p->allowed_volume_prefixes[i]; i++)
-        if (path_within(path, p->allowed_volume_prefixes[i])) return 0;
-    return dg_error_set(err, -EPERM, "volumes: host path %s is outside policy.allowed_volume_prefixes", path);
+                            "(policy.allow_docker_socket)%s",
+                            source, led);
+    if (!path_allowed(path, p->allowed_sensitive_paths))
+        for (size_t i = 0; i < ARRAY_SIZE(sensitive_paths); i++) {
+            const char *s = sensitive_paths[i];
+            /* the engine's own socket is allow_docker_socket's to allow */
+            if (is_protected(p, s) || !(path_within(path, s) || path_within(s, path))) continue;
+            _cleanup_free_ char *what = !strcmp(path, s)          ? xstrdup("is")
+                                        : path_within(path, s) ? xasprintf("is under %s,", s)
+                                                               : xasprintf("holds %s,", s);
+            return dg_error_set(err, -EPERM,
+                                "volumes: %s %s a sensitive host path; refused by policy unless "
+                                "policy.allowed_sensitive_paths lists it%s",
+                                source, what, led);
+        }
+    if (p->allowed_volume_prefixes) {
+        bool ok = false;
+        for (size_t i = 0; !ok && p->allowed_volume_prefixes[i]; i++)
+            ok = path_within(path, p->allowed_volume_prefixes[i]);
+        if (!ok)
+            return dg_error_set(err, -EPERM, "volumes: host path %s is outside policy.allowed_volume_prefixes",
+                                path);
+    }
+    if (ret_path) *ret_path = TAKE_PTR(path);
+    return 0;
+}
+
+size_t dg_exec_task_refusals(const dg_exec_policy *p, const dg_task *t,
+                             void (*refused)(void *ud, const char *msg), void *ud) {
+    size_t n = 0;
+    if (t->privileged && !p->allow_privileged) {
+        refused(ud, "privileged: true is refused by policy (policy.allow_privileged)");
+        n++;
+    }
+    const char *net = t->network;
+    if (net && !strcmp(net, "host") && !p->allow_host_network) {
+        refused(ud, "network: host gives the container the host's network stack; refused by policy "
+                    "(policy.allow_host_network)");
+        n++;
+    }
+    if (net && dg_str_has_prefix(net, "container:") && !p->allow_container_network) {
+        _cleanup_free_ char *m = xasprintf("network: %s joins another container's network stack; refused by "
+                                           "policy (policy.allow_container_network)",
+                                           net);
+        refused(ud, m);
+        n++;
+    }
+    return n;
+}
+
+static void first_refusal(void *ud, const char *msg) {
+    dg_error *err = ud;
+    if (err && !err->msg) dg_error_set(err, -EPERM, "%s", msg);
 }
 
 int dg_exec_check_task(const dg_exec_policy *p, const dg_task *t, dg_error *err) {
-    if (t->privileged && !p->allow_privileged)
-        return dg_error_set(err, -EPERM, "privileged: true is refused by policy (policy.allow_privileged)");
-    return 0;
+    dg_error first = {0};
+    if (!dg_exec_task_refusals(p, t, first_refusal, &first)) return 0;
+    int r = dg_error_set(err, -EPERM, "%s", first.msg);
+    dg_error_clear(&first);
+    return r;
 }
 
 static dg_exec_policy policy_of(const dg_exec *x) {
     return (dg_exec_policy){
         .allow_privileged = x->allow_privileged,
         .allow_docker_socket = x->allow_docker_socket,
+        .allow_host_network = x->allow_host_network,
+        .allow_container_network = x->allow_container_network,
         .allowed_volume_prefixes = x->allowed_volume_prefixes,
+        .allowed_sensitive_paths = x->allowed_sensitive_paths,
         .protected_paths = (const char *const *)x->protected_paths,
     };
 }
@@ -254,8 +401,9 @@ static int build(exec_try *t, exec_spec *sp, dg_error *err) {
             continue;
         }
         _cleanup_free_ char *src = dg_exec_bind_source(dag->file, s);
-        if (src && (r = dg_exec_check_bind(&pol, src, err)) < 0) return r;
-        sp->binds[nb++] = src ? xasprintf("%s%s", src, colon) : TAKE_PTR(s);
+        _cleanup_free_ char *judged = NULL;
+        if (src && (r = dg_exec_check_bind(&pol, src, &judged, err)) < 0) return r;
+        sp->binds[nb++] = judged ? xasprintf("%s%s", judged, colon) : TAKE_PTR(s); /* the path judged */
     }
 
     _cleanup_free_ char *name = job_name(t, err);
@@ -278,6 +426,8 @@ static int build(exec_try *t, exec_spec *sp, dg_error *err) {
         .binds = sp->binds,
         .volumes = sp->volumes,
         .extra_hosts = tk->extra_hosts,
+        .constraints = tk->placement_constraints,
+        .preferences = tk->placement_preferences,
         .cpus = tk->cpus,
         .memory = tk->memory,
         .shm_size = tk->shm_size,

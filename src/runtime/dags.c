@@ -38,19 +38,41 @@ int dg_dags_scan(const char *dir, char ***ret, size_t *ret_n) {
     return 0;
 }
 
-/* The container policy, on what a file says before any template is rendered: a task the
- * server would refuse at run time is refused here already. */
+dg_exec_policy dg_runtime_policy(const dg_config *cfg, const char *const *protected_paths) {
+    return (dg_exec_policy){
+        .allow_privileged = cfg->allow_privileged,
+        .allow_docker_socket = cfg->allow_docker_socket,
+        .allow_host_network = cfg->allow_host_network,
+        .allow_container_network = cfg->allow_container_network,
+        .allowed_volume_prefixes = cfg->allowed_volume_prefixes,
+        .allowed_sensitive_paths = cfg->allowed_sensitive_paths,
+        .protected_paths = protected_paths,
+    };
+}
+
+typedef struct policy_check {
+    const dg_dag *dag;
+    const dg_task *t;
+    dg_diags *d;
+} policy_check;
+
+static void task_refused(void *ud, const char *msg) {
+    policy_check *c = ud;
+    dg_diags_add(c->d, c->dag->file, c->t->line, c->t->col, "task '%s': %s", c->t->id, msg);
+}
+
+/* The container policy, on what a file says before any template is rendered: every thing
+ * the server would refuse at run time is refused here already (one judge for both, in
+ * exec; see docs/dags.md, "The container policy"). */
 static void check_policy(void *ud, const dg_dag *dag, const dg_task *t, dg_diags *d) {
     const dg_exec_policy *p = ud;
     _cleanup_error_ dg_error err = {0};
-    if (dg_exec_check_task(p, t, &err) < 0) {
-        dg_diags_add(d, dag->file, t->line, t->col, "task '%s': %s", t->id, err.msg);
-        dg_error_clear(&err);
-    }
+    policy_check c = {dag, t, d};
+    dg_exec_task_refusals(p, t, task_refused, &c);
     for (size_t i = 0; t->volumes && t->volumes[i]; i++) {
         if (strstr(t->volumes[i], "{{")) continue; /* judged once rendered */
         _cleanup_free_ char *src = dg_exec_bind_source(dag->file, t->volumes[i]);
-        if (src && dg_exec_check_bind(p, src, &err) < 0) {
+        if (src && dg_exec_check_bind(p, src, NULL, &err) < 0) {
             dg_diags_add(d, dag->file, t->line, t->col, "task '%s': %s", t->id, err.msg);
             dg_error_clear(&err);
         }
@@ -71,12 +93,7 @@ int dg_dags_load(const dg_config *cfg, const char *path, dg_dag **ret, dg_diags 
     json_t *v;
     json_object_foreach(cfg->connections, id, v) conns[k++] = id;
     char **prot = dg_docker_socket_paths(cfg->docker_host);
-    dg_exec_policy pol = {
-        .allow_privileged = cfg->allow_privileged,
-        .allow_docker_socket = cfg->allow_docker_socket,
-        .allowed_volume_prefixes = cfg->allowed_volume_prefixes,
-        .protected_paths = (const char *const *)prot,
-    };
+    dg_exec_policy pol = dg_runtime_policy(cfg, (const char *const *)prot);
     dg_dag_opts opts = {
         .known_pools = pools,
         .known_connections = conns,

@@ -4,24 +4,25 @@
 #include <sys/stat.h>
 
 #include "dagd/backend_local.h"
+#include "dagd/backend_swarm.h"
 #include "dagd/log.h"
 #include "dagd/runtime.h"
 
 /* The backends this build has, by their `backend:` name. */
 static const struct {
     const char *name;
-    int (*make)(uv_loop_t *loop, const char *host, dg_backend **ret, dg_error *err);
+    int (*make)(uv_loop_t *loop, const char *host, const char *log_max_size, dg_backend **ret, dg_error *err);
 } backends[] = {
     {"local", dg_backend_local_new},
+    {"swarm", dg_backend_swarm_new},
 };
 
 static int make_backend(uv_loop_t *loop, const dg_config *cfg, dg_backend **ret, dg_error *err) {
     const char *name = cfg->backend ? cfg->backend : "local";
     for (size_t i = 0; i < ARRAY_SIZE(backends); i++)
-        if (!strcmp(backends[i].name, name)) return backends[i].make(loop, cfg->docker_host, ret, err);
-    if (!strcmp(name, "swarm"))
-        return dg_error_set(err, -EINVAL, "backend 'swarm' is not available in this version; use backend: local");
-    return dg_error_set(err, -EINVAL, "backend '%s' is unknown; the backends are: local", name);
+        if (!strcmp(backends[i].name, name))
+            return backends[i].make(loop, cfg->docker_host, cfg->container_log_max_size, ret, err);
+    return dg_error_set(err, -EINVAL, "backend '%s' is unknown; the backends are: local, swarm", name);
 }
 
 static dg_sched_opts sched_opts(const dg_config *cfg, dg_pool_limit **ret_pools) {
@@ -37,6 +38,8 @@ int dg_runtime_new(uv_loop_t *loop, const dg_config *cfg, const dg_runtime_opts 
     rt->loop = loop;
     dg_config_copy(&rt->cfg, cfg);
     int r;
+    /* before the first goto: its cleanup runs on every way out */
+    _cleanup_free_ dg_pool_limit *pools = NULL;
     if (opts->keep_state) {
         if ((r = dg_store_open(rt->cfg.state_dir, &rt->store, err)) < 0) goto fail;
         struct stat st;
@@ -47,7 +50,6 @@ int dg_runtime_new(uv_loop_t *loop, const dg_config *cfg, const dg_runtime_opts 
                    rt->cfg.state_dir, (unsigned)(st.st_mode & 0777));
     }
     if ((r = make_backend(loop, &rt->cfg, &rt->backend, err)) < 0) goto fail;
-    _cleanup_free_ dg_pool_limit *pools = NULL;
     dg_sched_opts so = sched_opts(&rt->cfg, &pools);
     rt->sched = dg_sched_new(&so);
     dg_exec_opts xo = {
@@ -56,13 +58,7 @@ int dg_runtime_new(uv_loop_t *loop, const dg_config *cfg, const dg_runtime_opts 
         .sched = rt->sched,
         .store = rt->store,
         .state_dir = rt->store ? rt->cfg.state_dir : NULL,
-        .policy =
-            {
-                .allow_privileged = rt->cfg.allow_privileged,
-                .allow_docker_socket = rt->cfg.allow_docker_socket,
-                .allowed_volume_prefixes = rt->cfg.allowed_volume_prefixes,
-                .protected_paths = dg_backend_protected_paths(rt->backend),
-            },
+        .policy = dg_runtime_policy(&rt->cfg, dg_backend_protected_paths(rt->backend)),
         .connections = rt->cfg.connections,
         .smtp = {rt->cfg.smtp_url, rt->cfg.smtp_from, rt->cfg.smtp_user, rt->cfg.smtp_password},
         .instance = opts->instance,

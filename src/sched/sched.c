@@ -1178,6 +1178,7 @@ static void start_try(dg_sched *s, dg_run *run, size_t i, int64_t now) {
     dg_ti *ti = &run->ti[i];
     ti->try_number++;
     ti->start_ms = now;
+    ti->running_ms = 0;
     if (ti->try_number == 1) ti->first_start_ms = now;
     ti->end_ms = 0;
     ti->not_before_ms = 0;
@@ -1317,6 +1318,7 @@ void dg_sched_on_started(dg_sched *s, dg_run *run, size_t task, int try_number, 
     if (ti->try_number != try_number || ti->state != DG_TI_QUEUED) return;
     int64_t timeout = task_of(run, task)->timeout_ms;
     if (timeout > 0) ti->deadline_ms = sat_add(now, timeout);
+    ti->running_ms = now;
     set_state(s, run, task, DG_TI_RUNNING);
 }
 
@@ -1353,6 +1355,21 @@ static char *timeout_message(const char *what, int64_t ms) {
     return xasprintf("%s after %s", what, d);
 }
 
+/* A sensor whose timeout passed ends without retry: failed, or skipped with soft_fail
+ * (docs/dags.md, "Sensor tasks"). */
+static void sensor_timed_out(dg_sched *s, dg_run *run, size_t i, int64_t now) {
+    const dg_task *t = task_of(run, i);
+    if (!t->sensor.soft_fail) {
+        end_failed(s, run, i, timeout_message("sensor timed out", t->sensor.timeout_ms), now);
+        return;
+    }
+    dg_ti *ti = &run->ti[i];
+    ti->end_ms = now;
+    _cleanup_free_ char *d = dg_format_duration(t->sensor.timeout_ms);
+    set_message(ti, xasprintf("skipped: sensor timed out after %s (soft_fail)", d));
+    set_state(s, run, i, DG_TI_SKIPPED);
+}
+
 void dg_sched_on_finished(dg_sched *s, dg_run *run, size_t task, int try_number,
                           const dg_result *res, int64_t now) {
     if (!run || !res || task >= run->dag->n_tasks) return;
@@ -1386,7 +1403,7 @@ void dg_sched_on_finished(dg_sched *s, dg_run *run, size_t task, int try_number,
     switch (res->type) {
     case DG_RES_NOT_YET:
         if (t->sensor.timeout_ms > 0 && now - ti->first_start_ms >= t->sensor.timeout_ms) {
-            end_failed(s, run, task, timeout_message("sensor timed out", t->sensor.timeout_ms), now);
+            sensor_timed_out(s, run, task, now);
             return;
         }
         ti->max_tries++;
@@ -1394,6 +1411,7 @@ void dg_sched_on_finished(dg_sched *s, dg_run *run, size_t task, int try_number,
         set_message(ti, NULL);
         set_state(s, run, task, DG_TI_SCHEDULED);
         return;
+    case DG_RES_SENSOR_TIMEOUT: sensor_timed_out(s, run, task, now); return;
     case DG_RES_EXITED:
         ti->has_exit_code = true;
         ti->exit_code = res->exit_code;

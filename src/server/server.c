@@ -340,7 +340,8 @@ bool dg__server_upcoming(const dag_entry *e, int64_t now, dg_interval *ret) {
 static void create_due_runs(dg_server *s, dag_entry *e, int64_t now) {
     const dg_dag *d = e->dag;
     dg_interval iv;
-    while (dg__server_upcoming(e, now, &iv) && iv.end_ms <= now) {
+    /* no run is made that could not be recorded: the store_ok hook looks again */
+    while (!dg_exec_store_error(s->exec) && dg__server_upcoming(e, now, &iv) && iv.end_ms <= now) {
         if (active_runs(s, e->dag_id) >= (d->max_active_runs > 0 ? d->max_active_runs : 16)) return;
         dg_run_rec *existing = NULL;
         if (dg_store_run_at(s->store, e->dag_id, iv.start_ms, &existing) == 0) {
@@ -392,6 +393,11 @@ static void sweep_cb(uv_timer_t *h) {
     if (freed) schedule_clock(s);
     int runs = 0, tasks = dg_sched_running(s->sched);
     for (dg_run *r = dg_sched_runs(s->sched); r; r = r->next) runs += r->state == DG_RUN_RUNNING;
+    const char *why = dg_exec_store_error(s->exec);
+    if (why) {
+        dg_notify_status("degraded: %s", why);
+        return;
+    }
     dg_notify_status("%d run%s running, %d task%s in flight, %zu DAG%s", runs, runs == 1 ? "" : "s", tasks,
                      tasks == 1 ? "" : "s", s->n_dags, s->n_dags == 1 ? "" : "s");
 }
@@ -495,6 +501,9 @@ static void on_run_changed(void *ud, dg_run *run) {
     if (run->state == DG_RUN_SUCCESS || run->state == DG_RUN_FAILED) dg__server_kick(ud);
 }
 
+/* State writes work again: intervals that came due meanwhile get their runs. */
+static void on_store_ok(void *ud) { dg__server_kick(ud); }
+
 /* ---- lifecycle ---- */
 
 int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_server **ret, dg_error *err) {
@@ -513,7 +522,7 @@ int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_server **ret, dg_err
     dg_runtime_opts ro = {
         .keep_state = true,
         .instance = s->instance,
-        .hooks = {.ti_changed = on_ti_changed, .run_changed = on_run_changed, .ud = s},
+        .hooks = {.ti_changed = on_ti_changed, .run_changed = on_run_changed, .store_ok = on_store_ok, .ud = s},
     };
     if ((r = dg_runtime_new(loop, &s->cfg, &ro, &s->rt, err)) < 0) goto fail;
     s->store = s->rt->store;
@@ -596,8 +605,10 @@ void dg_server_reload(dg_server *s, const dg_config *cfg) {
     if (s->stopping) return;
     dg_notify_reloading();
     if (cfg) {
-        if (strcmp(cfg->listen, s->cfg.listen) || strcmp(cfg->state_dir, s->cfg.state_dir))
-            dg_log(DG_LOG_WARNING, NULL, "listen and state_dir changes take effect at the next start");
+        if (strcmp(cfg->listen, s->cfg.listen) || strcmp(cfg->state_dir, s->cfg.state_dir) ||
+            strcmp(cfg->container_log_max_size, s->cfg.container_log_max_size))
+            dg_log(DG_LOG_WARNING, NULL,
+                   "listen, state_dir and container_log_max_size changes take effect at the next start");
         free(s->cfg.dags_folder);
         s->cfg.dags_folder = xstrdup(cfg->dags_folder);
         s->cfg.parallelism = cfg->parallelism;

@@ -68,6 +68,9 @@ dg_run *dg__server_add_run(dg_server *s, dag_entry *e, const char *run_id, const
  * off and intervals missed, the newest due one. false when the schedule has no more. */
 bool dg__server_upcoming(const dag_entry *e, int64_t now, dg_interval *ret);
 void dg__server_kick(dg_server *s); /* re-evaluate schedules soon */
+/* 0, or -EAGAIN with the reason while state writes fail: every call that changes state
+ * is refused then (docs/api.md, "Errors"). */
+int dg__server_writable(dg_server *s, dg_error *err);
 /* How many files have import errors (a file may have many errors). */
 size_t dg__server_error_files(const dg_server *s);
 

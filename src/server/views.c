@@ -114,6 +114,16 @@ static json_t *dag_json(dg_server *s, dag_entry *e) {
     json_t *ids = json_array();
     for (size_t i = 0; i < d->n_tasks; i++) json_array_append_new(ids, json_string(d->tasks[i].id));
     json_object_set_new(o, "task_ids", ids);
+    /* What the web UI's graph and trigger form are drawn from (see docs/ui.md). */
+    json_t *tasks = json_array();
+    for (size_t i = 0; i < d->n_tasks; i++) {
+        json_t *up = json_array();
+        for (size_t k = 0; k < d->tasks[i].n_upstream; k++)
+            json_array_append_new(up, json_string(d->tasks[d->tasks[i].upstream[k]].id));
+        json_array_append_new(tasks, json_pack("{s:s, s:o}", "task_id", d->tasks[i].id, "upstream", up));
+    }
+    json_object_set_new(o, "tasks", tasks);
+    json_object_set_new(o, "params", json_deep_copy(d->params));
     return o;
 }
 
@@ -152,6 +162,7 @@ int dg_server_get_dag(dg_server *s, const char *dag, json_t **ret, dg_error *err
 int dg_server_patch_dag(dg_server *s, const char *dag, const json_t *body, json_t **ret, dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
     if (!e) return -ENOENT;
+    if (dg__server_writable(s, err) < 0) return -EAGAIN;
     if (!json_is_object(body)) return dg_error_set(err, -EINVAL, "the body must be a JSON object");
     const char *k;
     json_t *v;
@@ -341,6 +352,7 @@ static int get_rerun(const json_t *body, bool *ret, dg_error *err) {
 int dg_server_trigger(dg_server *s, const char *dag, const json_t *body, json_t **ret, dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
     if (!e) return -ENOENT;
+    if (dg__server_writable(s, err) < 0) return -EAGAIN;
     json_t *empty = NULL;
     _cleanup_free_ char *ts = NULL, *run_id = NULL, *when = NULL;
     dg_run_rec *existing = NULL;
@@ -398,6 +410,12 @@ int dg_server_trigger(dg_server *s, const char *dag, const json_t *body, json_t 
         run_id = xstrdup(existing->run_id);
     } else {
         dg__server_add_run(s, e, run_id, "manual", logical, NULL, json_is_object(conf) ? conf : NULL);
+        if (dg_exec_store_error(s->exec)) {
+            /* it is in memory, and is written (then started) once writes work again */
+            r = dg_error_set(err, -EAGAIN, "run '%s' was made but could not be saved (%s); it starts once state "
+                             "writes work again", run_id, dg_exec_store_error(s->exec));
+            goto out;
+        }
     }
     r = run_doc(s, e->dag_id, run_id, ret, err);
 out:
@@ -407,6 +425,7 @@ out:
 }
 
 int dg_server_cancel_run(dg_server *s, const char *dag, const char *run, json_t **ret, dg_error *err) {
+    if (dg__server_writable(s, err) < 0) return -EAGAIN;
     dg_run *rn = dg__server_find_run(s, dag, run);
     if (!rn) {
         json_t *doc = NULL;
@@ -434,11 +453,42 @@ static void add_downstream(const dg_dag *d, size_t i, bool *sel) {
     }
 }
 
+/* Every try of a task instance, for the web UI's task page and Gantt (see docs/api.md). */
+static void add_tries(dg_server *s, json_t *o, const char *dag, const char *run, const char *task) {
+    dg_try_rec **v = NULL;
+    size_t n = 0;
+    json_t *tries = json_array();
+    if (dg_store_list_tries(s->store, dag, run, task, &v, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            const dg_try_rec *t = v[i];
+            json_t *x = json_object();
+            json_object_set_new(x, "try_number", json_integer(t->try_number));
+            json_object_set_new(x, "state", str_or_null(t->state));
+            json_object_set_new(x, "start_date", dg__json_time(t->start_ms));
+            json_object_set_new(x, "running_date", dg__json_time(t->running_ms));
+            json_object_set_new(x, "end_date", dg__json_time(t->end_ms));
+            json_object_set_new(x, "exit_code", t->has_exit_code ? json_integer(t->exit_code) : json_null());
+            json_object_set_new(x, "container_name", str_or_null(t->container_name));
+            json_object_set_new(x, "message", str_or_null(t->message));
+            /* stored redacted, see rendered_json in exec */
+            json_t *rd = t->rendered ? json_loads(t->rendered, 0, NULL) : NULL;
+            json_object_set_new(x, "command", json_incref(json_object_get(rd, "command")) ?: json_null());
+            json_object_set_new(x, "entrypoint", json_incref(json_object_get(rd, "entrypoint")) ?: json_null());
+            json_object_set_new(x, "env", json_incref(json_object_get(rd, "env")) ?: json_null());
+            json_decref(rd);
+            json_array_append_new(tries, x);
+        }
+        dg_try_recs_free(v, n);
+    }
+    json_object_set_new(o, "tries", tries);
+}
+
 static json_t *ti_doc(dg_server *s, const char *dag, const char *run, const char *task) {
     dg_ti_rec *r = NULL;
     if (dg_store_get_ti(s->store, dag, run, task, &r) < 0) return NULL;
     json_t *o = dg__ti_json(r);
     dg_ti_rec_free(r);
+    add_tries(s, o, dag, run, task);
     return o;
 }
 
@@ -446,6 +496,7 @@ int dg_server_clear(dg_server *s, const char *dag, const char *run, const json_t
                     dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
     if (!e) return -ENOENT;
+    if (dg__server_writable(s, err) < 0) return -EAGAIN;
     json_t *empty = NULL;
     if (!body) body = empty = json_object();
     static const char *const allowed[] = {"tasks", "task_ids", "downstream", "include_downstream", "only_failed",
@@ -521,6 +572,7 @@ out:
 int dg_server_backfill(dg_server *s, const char *dag, const json_t *body, json_t **ret, dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
     if (!e) return -ENOENT;
+    if (dg__server_writable(s, err) < 0) return -EAGAIN;
     static const char *const allowed[] = {"from", "to", "conf", "rerun"};
     int r = check_fields(body, allowed, ARRAY_SIZE(allowed), err);
     if (r < 0) return r;
@@ -623,7 +675,11 @@ int dg_server_list_tasks(dg_server *s, const char *dag, const char *run, json_t 
     if (dg_store_list_tis(s->store, dag, run, &v, &n) < 0)
         return dg_error_set(err, -EIO, "reading task instances failed: %s", dg_store_errmsg(s->store));
     json_t *items = json_array();
-    for (size_t i = 0; i < n; i++) json_array_append_new(items, dg__ti_json(v[i]));
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = dg__ti_json(v[i]);
+        add_tries(s, o, dag, run, v[i]->task_id);
+        json_array_append_new(items, o);
+    }
     dg_ti_recs_free(v, n);
     *ret = list_doc("task_instances", items, n);
     return 0;
@@ -646,6 +702,7 @@ int dg_server_patch_task(dg_server *s, const char *dag, const char *run, const c
                          json_t **ret, dg_error *err) {
     dag_entry *e = need_dag(s, dag, err);
     if (!e) return -ENOENT;
+    if (dg__server_writable(s, err) < 0) return -EAGAIN;
     static const char *const allowed[] = {"state", "new_state", "dry_run"};
     int r = check_fields(body, allowed, ARRAY_SIZE(allowed), err);
     if (r < 0) return r;
@@ -689,6 +746,23 @@ int dg_server_log(dg_server *s, const char *dag, const char *run, const char *ta
     return 0;
 }
 
+int dg_server_log_streams(dg_server *s, const char *dag, const char *run, const char *task, int try_number,
+                          char **ret, size_t *ret_len, dg_error *err) {
+    _cleanup_free_ char *path = NULL;
+    bool live = false;
+    int r = dg_server_log(s, dag, run, task, try_number, &path, &live, err);
+    if (r < 0) return r;
+    r = dg_tasklog_read_streams(path, ret, ret_len);
+    if (r == -ENOENT && live) {
+        *ret = xstrdup("");
+        *ret_len = 0;
+        return 0;
+    }
+    if (r < 0) return dg_error_set(err, r == -ENOENT ? -ENOENT : -EIO, "try %d of '%s': %s", try_number, task,
+                                   strerror(-r));
+    return 0;
+}
+
 bool dg_server_log_live(dg_server *s, const char *dag, const char *run, const char *task, int try_number) {
     if (!s->exec) return false;
     dg_run *rn = dg__server_find_run(s, dag, run);
@@ -699,12 +773,23 @@ bool dg_server_log_live(dg_server *s, const char *dag, const char *run, const ch
 
 /* ---- health and metrics ---- */
 
+int dg__server_writable(dg_server *s, dg_error *err) {
+    const char *why = s->exec ? dg_exec_store_error(s->exec) : NULL;
+    if (!why) return 0;
+    return dg_error_set(err, -EAGAIN, "state writes are failing (%s): dagd takes no new work until they work again",
+                        why);
+}
+
 json_t *dg_server_health(dg_server *s) {
     int runs = 0;
     for (dg_run *r = dg_sched_runs(s->sched); r; r = r->next) runs += r->state == DG_RUN_RUNNING;
-    return json_pack("{s:s,s:s,s:I,s:i,s:i,s:I,s:b}", "status", s->stopping ? "stopping" : "ok", "version",
-                     DAGD_VERSION, "dags", (json_int_t)s->n_dags, "runs_running", runs, "tasks_running",
-                     dg_sched_running(s->sched), "import_errors", (json_int_t)dg__server_error_files(s), "ready", s->ready);
+    const char *why = s->exec ? dg_exec_store_error(s->exec) : NULL;
+    json_t *o = json_pack("{s:s,s:s,s:I,s:i,s:i,s:I,s:b}", "status", s->stopping ? "stopping" : why ? "degraded" : "ok",
+                          "version", DAGD_VERSION, "dags", (json_int_t)s->n_dags, "runs_running", runs,
+                          "tasks_running", dg_sched_running(s->sched), "import_errors",
+                          (json_int_t)dg__server_error_files(s), "ready", s->ready);
+    if (why) json_object_set_new(o, "reason", json_string(why));
+    return o;
 }
 
 static void metric_states(dg_server *s, dg_buf *b, bool tasks, const char *name, const char *help) {

@@ -52,7 +52,7 @@ struct dg_store {
     "container_id, container_name, image, output, message"
 #define TRY_COLS                                                                        \
     "dag_id, run_id, task_id, try_number, state, start_ms, end_ms, exit_code, "        \
-    "container_id, container_name, message"
+    "container_id, container_name, message, running_ms, rendered_json"
 
 static const char *const migrations[] = {
     /* 1 */
@@ -83,6 +83,9 @@ static const char *const migrations[] = {
     "CREATE TABLE dags ("
     "  dag_id TEXT PRIMARY KEY NOT NULL, is_paused INTEGER NOT NULL DEFAULT 0,"
     "  file TEXT, first_seen_ms INTEGER);",
+    /* 3: when each try's container started running (start_ms is when it was queued) */
+    "ALTER TABLE task_tries ADD COLUMN running_ms INTEGER;"
+    "ALTER TABLE task_tries ADD COLUMN rendered_json TEXT;",
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == DG_STORE_SCHEMA_VERSION,
@@ -104,11 +107,13 @@ static const char *const stmt_sql[ST_MAX] = {
                   " container_id=excluded.container_id, container_name=excluded.container_name,"
                   " image=excluded.image, output=excluded.output, message=excluded.message",
     [ST_PUT_TRY] = "INSERT INTO task_tries (" TRY_COLS ")"
-                   " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+                   " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
                    " ON CONFLICT (dag_id, run_id, task_id, try_number) DO UPDATE SET"
                    " state=excluded.state, start_ms=excluded.start_ms, end_ms=excluded.end_ms,"
                    " exit_code=excluded.exit_code, container_id=excluded.container_id,"
-                   " container_name=excluded.container_name, message=excluded.message",
+                   " container_name=excluded.container_name, message=excluded.message,"
+                   " running_ms=coalesce(excluded.running_ms, running_ms),"
+                   " rendered_json=coalesce(excluded.rendered_json, rendered_json)",
     [ST_GET_RUN] = "SELECT " RUN_COLS " FROM dag_runs WHERE dag_id=?1 AND run_id=?2",
     [ST_GET_TI] = "SELECT " TI_COLS
                   " FROM task_instances WHERE dag_id=?1 AND run_id=?2 AND task_id=?3",
@@ -268,7 +273,7 @@ int dg_store_open(const char *state_dir, dg_store **ret, dg_error *err) {
                             strerror(-r));
 
     _cleanup_free_ char *path = xasprintf("%s/dagd.db", state_dir);
-    _cleanup_free_ char *mode = NULL;
+    _cleanup_free_ char *mode = NULL, *check = NULL;
     dg_store *st = xcalloc(1, sizeof *st);
     st->dir = xstrdup(state_dir);
     int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
@@ -302,6 +307,17 @@ int dg_store_open(const char *state_dir, dg_store **ret, dg_error *err) {
     if (!mode || strcmp(mode, "wal") != 0) {
         r = dg_error_set(err, -EIO, "%s: cannot enable WAL (journal mode stays %s)", path,
                          mode ? mode : "unknown");
+        goto fail;
+    }
+    /* a database damaged in its middle pages is refused now, not when a write or a
+     * recovery first reads those pages (docs/operations.md, "A damaged database") */
+    r = query_text(st, "PRAGMA quick_check(1)", &check);
+    if (r < 0 || !check || strcmp(check, "ok") != 0) {
+        r = dg_error_set(err, -EBADMSG,
+                         "%s is damaged (integrity check: %s); dagd will not use it: stop dagd, move "
+                         "the file (with its -wal and -shm files) aside, and restore a backup or start "
+                         "with an empty state directory",
+                         path, r < 0 ? st->errmsg : check ? check : "no answer");
         goto fail;
     }
     r = exec(st, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON");
@@ -396,6 +412,8 @@ int dg_store_put_try(dg_store *st, const dg_try_rec *r) {
     rc |= bind_str(s, 9, r->container_id);
     rc |= bind_str(s, 10, r->container_name);
     rc |= bind_str(s, 11, r->message);
+    rc |= bind_ms(s, 12, r->running_ms);
+    rc |= bind_str(s, 13, r->rendered);
     return step_done(st, s, rc);
 }
 
@@ -450,6 +468,8 @@ static dg_try_rec *row_try(sqlite3_stmt *s) {
     r->container_id = col_str(s, 8);
     r->container_name = col_str(s, 9);
     r->message = col_str(s, 10);
+    r->running_ms = sqlite3_column_int64(s, 11);
+    r->rendered = col_str(s, 12);
     return r;
 }
 
@@ -611,6 +631,7 @@ void dg_try_rec_free(dg_try_rec *r) {
     free(r->container_id);
     free(r->container_name);
     free(r->message);
+    free(r->rendered);
     free(r);
 }
 

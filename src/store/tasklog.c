@@ -1,9 +1,11 @@
 /* store/tasklog — where a task try's log file lives and how lines get into it.
  *
  * The file format is plain text, one line per container output line, stdout and
- * stderr interleaved in arrival order exactly as `docker logs` shows them; the stream
- * number is not recorded. A dg_tasklog owns its FILE*; output is buffered and reaches
- * the file on dg_tasklog_flush or dg_tasklog_close. */
+ * stderr interleaved in arrival order exactly as `docker logs` shows them. Which stream
+ * each line came from is kept beside it in <try>.streams, one byte per line ('o' stdout,
+ * 'e' stderr), for the web UI (docs/api.md, Log following). A dg_tasklog owns its two
+ * FILE*s; output is buffered and reaches the files on dg_tasklog_flush or
+ * dg_tasklog_close, the streams file first so that it never has fewer lines. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -14,7 +16,27 @@
 
 struct dg_tasklog {
     FILE *f;
+    FILE *s; /* the streams file; NULL when it could not be opened */
 };
+
+/* <try>.log -> <try>.streams */
+static char *streams_path(const char *log_path) {
+    size_t n = strlen(log_path);
+    if (n > 4 && strcmp(log_path + n - 4, ".log") == 0) n -= 4;
+    return xasprintf("%.*s.streams", (int)n, log_path);
+}
+
+static FILE *open_append(const char *path) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, "a");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
+    return f;
+}
 
 /* Ids come from DAG files and API callers, so one must never climb out of its
  * directory or add a level: '/' and '%' are percent-encoded (keeping the mapping
@@ -62,33 +84,55 @@ int dg_tasklog_open(const char *path, dg_tasklog **ret) {
         int r = dg_mkdir_p(dir, 0750);
         if (r < 0) return r;
     }
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (fd < 0) return -errno;
-    FILE *f = fdopen(fd, "a");
-    if (!f) {
-        int r = -errno;
-        close(fd);
-        return r;
-    }
+    FILE *f = open_append(path);
+    if (!f) return -errno;
     dg_tasklog *l = xcalloc(1, sizeof *l);
     l->f = f;
+    _cleanup_free_ char *sp = streams_path(path);
+    l->s = open_append(sp);
     *ret = l;
     return 0;
 }
 
 void dg_tasklog_line(dg_tasklog *l, int stream, const char *line, size_t len) {
     if (!l || !l->f) return;
+    if (l->s) fputc(stream == 2 ? 'e' : 'o', l->s);
     if (line && len) fwrite(line, 1, len, l->f);
     fputc('\n', l->f);
 }
 
 int dg_tasklog_flush(dg_tasklog *l) {
     if (!l || !l->f) return 0;
+    if (l->s) fflush(l->s);
     return fflush(l->f) == 0 ? 0 : -errno;
 }
 
 void dg_tasklog_close(dg_tasklog *l) {
     if (!l) return;
+    if (l->s) fclose(l->s);
     if (l->f) fclose(l->f);
     free(l);
+}
+
+int dg_tasklog_read_streams(const char *log_path, char **ret, size_t *ret_len) {
+    _cleanup_free_ char *text = NULL, *marks = NULL;
+    size_t len = 0, nmarks = 0;
+    int r = dg_read_file(log_path, &text, &len);
+    if (r < 0) return r;
+    _cleanup_free_ char *sp = streams_path(log_path);
+    if (dg_read_file(sp, &marks, &nmarks) < 0) nmarks = 0;
+    dg_buf b = {0};
+    size_t line = 0;
+    for (size_t i = 0; i < len; line++) {
+        const char *nl = memchr(text + i, '\n', len - i);
+        size_t end = nl ? (size_t)(nl - text) : len;
+        char m = line < nmarks ? marks[line] : 0;
+        dg_buf_puts(&b, m == 'e' ? "stderr\t" : m == 'o' ? "stdout\t" : "-\t");
+        dg_buf_append(&b, text + i, end - i);
+        dg_buf_puts(&b, "\n");
+        i = end + 1;
+    }
+    if (ret_len) *ret_len = b.len;
+    *ret = dg_buf_steal(&b);
+    return 0;
 }

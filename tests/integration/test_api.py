@@ -707,9 +707,10 @@ def test_times_carry_milliseconds(dg):
     assert srv.wait_run(dg.dag_id, run["dag_run_id"])["state"] == "success"
     text = srv.ok("GET", "%s/%s/tasks" % (runs_path, q(run["dag_run_id"]))).text
     text += srv.ok("GET", runs_path).text
-    times = re.findall(r'"(?:start_date|end_date|logical_date|data_interval_start|data_interval_end)":\s*"([^"]*)"',
-                       text)
-    assert len(times) == 9, text
+    times = re.findall(r'"(?:start_date|running_date|end_date|logical_date|data_interval_start|data_interval_end)":'
+                       r'\s*"([^"]*)"', text)
+    # 5 of the run, 2 of each task instance and 3 of its one try
+    assert len(times) == 5 + 2 * (2 + 3), text
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", t) for t in times), text
 
 

@@ -20,6 +20,7 @@
 
 #define ENGINE_RETRY_MS 1000
 #define ENGINE_GIVE_UP_MS (10 * 60 * 1000)
+#define REMOVE_RETRY_MAX_MS 5000
 #define DIE_FALLBACK_MS 2000
 #define DIE_FALLBACK_REPEAT_MS 5000
 
@@ -33,6 +34,7 @@ struct local_backend {
     char **protected;  /* where the engine's socket is on this host (resolved paths) */
     char **cache;      /* images and networks known to exist ("network:NAME") */
     char *description;
+    char *log_max_size; /* json-file max-size for every container; NULL = the engine's */
     dg_docker_stream *events;
     dg_backend_done_cb connect_cb;
     void *connect_ud;
@@ -56,6 +58,8 @@ struct local_job {
     json_t *config; /* the create body until create is sent */
     bool image_ok, network_ok, created, started, die_seen, logs_done, vanished, exited_sent;
     bool removing;
+    int64_t remove_failing_since;
+    uint64_t remove_delay;
     int exit_code;
     dg_docker_stream *logs;
     uv_timer_t *timer;
@@ -132,8 +136,34 @@ static uv_timer_t *job_timer(local_job *j) {
 
 static bool live(local_job *j) { return !j->released && !j->b->closing; }
 
+static void remove_container(local_job *j);
+
+static void remove_retry_cb(uv_timer_t *h) {
+    local_job *j = h->data;
+    j->removing = false;
+    remove_container(j);
+    job_unref(j); /* the timer's */
+}
+
 static void removed_cb(void *ud, const dg_error *err) {
     local_job *j = ud;
+    if (err && err->code != -ECANCELED && !j->b->closing) {
+        /* an engine restarting, a connection cut: try again with a backoff, for as long
+         * as an engine may take to come back; the job (and so a caller waiting for it to
+         * be gone) stays until then */
+        int64_t now = dg_now_ms();
+        if (!j->remove_failing_since) {
+            j->remove_failing_since = now;
+            dg_log(DG_LOG_WARNING, NULL, "removing container %s failed, trying again: %s",
+                   j->name ? j->name : j->id, err->msg ? err->msg : "");
+        }
+        if (now - j->remove_failing_since <= ENGINE_GIVE_UP_MS) {
+            j->remove_delay = j->remove_delay ? j->remove_delay * 2 : ENGINE_RETRY_MS / 2;
+            if (j->remove_delay > REMOVE_RETRY_MAX_MS) j->remove_delay = REMOVE_RETRY_MAX_MS;
+            uv_timer_start(job_timer(j), remove_retry_cb, j->remove_delay, 0);
+            return; /* the call's reference goes to the timer */
+        }
+    }
     if (err && err->code != -ECANCELED) {
         dg_log(DG_LOG_WARNING, NULL, "removing container %s failed: %s", j->name ? j->name : j->id,
                err->msg ? err->msg : "");
@@ -162,9 +192,10 @@ static void fail_created(local_job *j, const char *msg) {
     j->ev->created(j->ud, &e);
 }
 
-static void fail_started(local_job *j, const char *msg) {
+/* code -ENOENT: the container is gone (docs/architecture.md, "Crash recovery") */
+static void fail_started(local_job *j, int code, const char *msg) {
     if (!live(j)) return;
-    dg_error e = {.code = -EIO, .msg = (char *)msg};
+    dg_error e = {.code = code == -ENOENT ? -ENOENT : -EIO, .msg = (char *)msg};
     j->ev->started(j->ud, &e);
 }
 
@@ -178,8 +209,11 @@ static void engine_retry_cb(uv_timer_t *h) {
     job_unref(j);
 }
 
-static bool retry_when_engine_back(local_job *j, const dg_error *err, void (*step)(local_job *j)) {
-    if (err->code != -ECONNREFUSED || !live(j)) return false;
+/* repeatable: the step may be sent again after a connection that broke mid-request (the
+ * engine may have acted on it): ensuring an image or a network, a start (304 then), an
+ * inspect — not a create, which looks for its container first (find_created_cb). */
+static bool retry_when_engine_back(local_job *j, const dg_error *err, bool repeatable, void (*step)(local_job *j)) {
+    if (!(err->code == -ECONNREFUSED || (repeatable && err->code == -ECONNRESET)) || !live(j)) return false;
     int64_t now = dg_now_ms();
     if (!j->engine_down_since) j->engine_down_since = now;
     if (now - j->engine_down_since > ENGINE_GIVE_UP_MS) return false;
@@ -198,7 +232,7 @@ static void image_cb(void *ud, const dg_error *err) {
     if (err) {
         if (err->code != -ECANCELED) {
             j->image_ok = false;
-            if (!retry_when_engine_back(j, err, create_step)) fail_created(j, err->msg);
+            if (!retry_when_engine_back(j, err, true, create_step)) fail_created(j, err->msg);
         }
     } else {
         cache_put(j->b, j->image);
@@ -210,7 +244,7 @@ static void image_cb(void *ud, const dg_error *err) {
 static void network_cb(void *ud, const dg_error *err) {
     local_job *j = ud;
     if (err) {
-        if (err->code != -ECANCELED && !retry_when_engine_back(j, err, create_step)) {
+        if (err->code != -ECANCELED && !retry_when_engine_back(j, err, true, create_step)) {
             _cleanup_free_ char *m = xasprintf("network %s: %s", j->network, err->msg);
             fail_created(j, m);
         }
@@ -225,17 +259,7 @@ static void network_cb(void *ud, const dg_error *err) {
 
 static void start_step(local_job *j);
 
-static void create_cb(void *ud, const char *id, const dg_error *err) {
-    local_job *j = ud;
-    if (err) {
-        if (err->code != -ECANCELED) {
-            /* a cached image that vanished since: forget it so the next job checks again */
-            if (err->code == -ENOENT) cache_drop(j->b, j->image);
-            if (!retry_when_engine_back(j, err, create_step)) fail_created(j, err->msg);
-        }
-        job_unref(j);
-        return;
-    }
+static void created(local_job *j, const char *id) {
     j->id = xstrdup(id);
     j->created = true;
     if (j->released) {
@@ -243,7 +267,69 @@ static void create_cb(void *ud, const char *id, const dg_error *err) {
     } else if (live(j)) {
         j->ev->created(j->ud, NULL);
     }
+}
+
+static void find_created_step(local_job *j);
+
+/* A create whose answer was lost (or a repeat of it, answered 409): the container may
+ * exist. Its name is this try's own (it ends in random digits), so one by that name whose
+ * labels are this create's is it; none: create it now. */
+static void find_created_cb(void *ud, int status, json_t *body, const dg_error *err) {
+    local_job *j = ud;
+    if (err) {
+        if (err->code == -ENOENT) {
+            if (live(j)) create_step(j);
+        } else if (err->code != -ECANCELED && !retry_when_engine_back(j, err, true, find_created_step)) {
+            fail_created(j, err->msg);
+        }
+        job_unref(j);
+        return;
+    }
+    const char *id = json_string_value(json_object_get(body, "Id"));
+    json_t *want = json_object_get(j->config, "Labels");
+    json_t *have = json_object_get(json_object_get(body, "Config"), "Labels");
+    bool ours = id && json_is_object(want) && json_is_object(have);
+    const char *k;
+    json_t *v;
+    json_object_foreach(want, k, v) ours = ours && json_equal(v, json_object_get(have, k)); /* image labels join them */
+    if (ours) {
+        created(j, id);
+    } else {
+        _cleanup_free_ char *m = xasprintf("a container named %s that dagd did not create for this try exists", j->name);
+        fail_created(j, m);
+    }
     job_unref(j);
+}
+
+static void find_created_step(local_job *j) {
+    dg_docker_container_inspect(j->b->docker, j->name, find_created_cb, job_ref(j));
+}
+
+static void create_cb(void *ud, const char *id, const dg_error *err) {
+    local_job *j = ud;
+    if (err) {
+        if (err->code != -ECANCELED) {
+            /* a cached image that vanished since: forget it so the next job checks again */
+            if (err->code == -ENOENT) cache_drop(j->b, j->image);
+            if ((err->code == -ECONNRESET || err->code == -EEXIST) && live(j)) {
+                /* the engine may have made it (see find_created_cb) */
+                if (err->code == -EEXIST) find_created_step(j);
+                else if (!retry_when_engine_back(j, err, true, find_created_step)) fail_created(j, err->msg);
+            } else if (!retry_when_engine_back(j, err, false, create_step)) {
+                fail_created(j, err->msg);
+            }
+        }
+        job_unref(j);
+        return;
+    }
+    created(j, id);
+    job_unref(j);
+}
+
+/* The engine's network modes that are no network to create and take no alias: the host's
+ * stack, another container's, none (docs/dags.md, "The container policy"). */
+static bool network_mode(const char *net) {
+    return !strcmp(net, "host") || !strcmp(net, "none") || dg_str_has_prefix(net, "container:");
 }
 
 static void create_step(local_job *j) {
@@ -255,7 +341,7 @@ static void create_step(local_job *j) {
             return;
         }
     }
-    if (j->network && !j->network_ok) {
+    if (j->network && !j->network_ok && !network_mode(j->network)) {
         _cleanup_free_ char *key = xasprintf("network:%s", j->network);
         if (!cache_has(b, key)) {
             dg_docker_network_ensure(b->docker, j->network, network_cb, job_ref(j));
@@ -273,7 +359,7 @@ static json_t *strv_json(char *const *v) {
 }
 
 /* The engine's create body for a spec. */
-static json_t *container_config(const dg_job_spec *s) {
+static json_t *container_config(const local_backend *b, const dg_job_spec *s) {
     json_t *cfg = json_object();
     json_t *host = json_object();
     json_object_set_new(cfg, "Image", json_string(s->image));
@@ -294,8 +380,8 @@ static json_t *container_config(const dg_job_spec *s) {
         json_object_set_new(cfg, "Volumes", anon);
     }
     json_object_set_new(host, "Binds", strv_json(s->binds));
-    if (s->network) {
-        json_object_set_new(host, "NetworkMode", json_string(s->network));
+    if (s->network) json_object_set_new(host, "NetworkMode", json_string(s->network));
+    if (s->network && !network_mode(s->network)) {
         json_t *ep = json_pack("{s:{s:{s:[s]}}}", "EndpointsConfig", s->network, "Aliases",
                                s->network_alias ? s->network_alias : s->name);
         json_object_set_new(cfg, "NetworkingConfig", ep);
@@ -306,6 +392,11 @@ static json_t *container_config(const dg_job_spec *s) {
     if (s->privileged) json_object_set_new(host, "Privileged", json_true());
     if (s->extra_hosts) json_object_set_new(host, "ExtraHosts", strv_json(s->extra_hosts));
     json_object_set_new(host, "AutoRemove", json_false());
+    /* a json-file log large enough that the engine does not rotate away lines dagd has
+     * not read yet (docs/operations.md, Logs) */
+    if (b->log_max_size)
+        json_object_set_new(host, "LogConfig",
+                            json_pack("{s:s,s:{s:s}}", "Type", "json-file", "Config", "max-size", b->log_max_size));
     json_object_set_new(cfg, "HostConfig", host);
     return cfg;
 }
@@ -329,7 +420,7 @@ static dg_job *local_create(dg_backend *bb, const dg_job_spec *s, const dg_job_e
     j->image = xstrdup(s->image);
     j->network = xstrdup(s->network);
     j->pull = s->pull;
-    j->config = container_config(s);
+    j->config = container_config(b, s);
     create_step(j);
     return &j->base;
 }
@@ -377,6 +468,12 @@ static void die_fallback_cb(uv_timer_t *h) { reconcile(h->data); }
 
 static void log_line_cb(void *ud, int stream, const char *line, size_t len) {
     local_job *j = ud;
+    if (stream == DG_DOCKER_GAP) {
+        /* on stdout, so that a gap at the end is the try's output, never a line from
+         * before it (docs/operations.md, Logs) */
+        dg_log(DG_LOG_WARNING, NULL, "container %s: %s", j->name ? j->name : j->id, line);
+        stream = 1;
+    }
     if (live(j)) j->ev->line(j->ud, stream, line, len);
 }
 
@@ -409,7 +506,8 @@ static void follow_logs(local_job *j) {
 static void start_cb(void *ud, const dg_error *err) {
     local_job *j = ud;
     if (err) {
-        if (err->code != -ECANCELED && !retry_when_engine_back(j, err, start_step)) fail_started(j, err->msg);
+        if (err->code != -ECANCELED && !retry_when_engine_back(j, err, true, start_step))
+            fail_started(j, err->code, err->msg);
         job_unref(j);
         return;
     }
@@ -649,6 +747,7 @@ static void local_free(dg_backend *bb) {
     dg_strv_free(b->protected);
     dg_strv_free(b->cache);
     free(b->description);
+    free(b->log_max_size);
     /* jobs freed by their last docker callback (run during dg_docker_free) are gone; any
      * left have no call in flight */
     while (b->jobs) {
@@ -676,7 +775,8 @@ static const dg_backend_ops local_ops = {
     .free = local_free,
 };
 
-int dg_backend_local_new(uv_loop_t *loop, const char *host, dg_backend **ret, dg_error *err) {
+int dg_backend_local_new(uv_loop_t *loop, const char *host, const char *log_max_size, dg_backend **ret,
+                         dg_error *err) {
     dg_docker *d;
     int r = dg_docker_new(loop, host, &d, err);
     if (r < 0) return r;
@@ -685,6 +785,7 @@ int dg_backend_local_new(uv_loop_t *loop, const char *host, dg_backend **ret, dg
     b->loop = loop;
     b->docker = d;
     b->protected = dg_docker_socket_paths(host);
+    if (log_max_size && strcmp(log_max_size, "engine") != 0) b->log_max_size = xstrdup(log_max_size);
     *ret = &b->base;
     return 0;
 }

@@ -14,7 +14,8 @@ static void setup(void) {
     cr_assert_not_null(mkdtemp(dir));
     const char *vars[] = {"DAGD_DAGS_FOLDER", "DAGD_STATE_DIR", "DAGD_LISTEN", "DAGD_PARALLELISM", "DAGD_POOLS",
                           "DAGD_LOG", "DAGD_SMTP_URL", "DAGD_POLICY_ALLOW_PRIVILEGED", "DAGD_BACKEND",
-                          "STATE_DIRECTORY", "XDG_STATE_HOME"};
+                          "DAGD_API_MAX_CONNECTIONS", "DAGD_API_MAX_CONNECTIONS_PER_ADDRESS",
+                          "DAGD_API_REQUEST_HEAD_TIMEOUT", "STATE_DIRECTORY", "XDG_STATE_HOME"};
     for (size_t i = 0; i < ARRAY_SIZE(vars); i++) unsetenv(vars[i]);
     setenv("HOME", dir, 1);
 }
@@ -38,7 +39,11 @@ Test(config, defaults) {
     cr_assert_str_eq(c.listen, "127.0.0.1:8080");
     cr_assert_eq(c.parallelism, 32);
     cr_assert_str_eq(c.backend, "local");
+    cr_assert_eq(c.api_max_connections, 1024);
+    cr_assert_eq(c.api_max_connections_per_address, 64);
+    cr_assert_eq(c.api_request_head_timeout, 10);
     cr_assert_str_eq(c.log, "auto");
+    cr_assert_str_eq(c.container_log_max_size, "1g");
     char *want = xasprintf("%s/.local/state/dagd", dir);
     cr_assert_str_eq(c.state_dir, want);
     free(want);
@@ -56,8 +61,11 @@ Test(config, file_then_environment) {
                                            "pools: {spark: 2, db: 4}\n"
                                            "smtp: {url: 'smtp://mail:25', from: dagd@example.com}\n"
                                            "policy:\n  allow_privileged: true\n  allowed_volume_prefixes: [/data, /apps]\n"
-                                           "log: stderr\n");
+                                           "log: stderr\n"
+                                           "api: {max_connections: 300, max_connections_per_address: 8, "
+                                           "request_head_timeout: 5}\n");
     setenv("DAGD_PARALLELISM", "3", 1);
+    setenv("DAGD_API_REQUEST_HEAD_TIMEOUT", "7", 1);
     setenv("DAGD_POOLS", "db=1,gpu=2", 1);
     dg_config c;
     dg_error err = {0};
@@ -81,6 +89,10 @@ Test(config, file_then_environment) {
     cr_assert_eq(dg_strv_len(c.allowed_volume_prefixes), 2);
     cr_assert_str_eq(c.allowed_volume_prefixes[1], "/apps");
     cr_assert_str_eq(c.log, "stderr");
+    cr_assert_eq(c.api_max_connections, 300);
+    cr_assert_eq(c.api_max_connections_per_address, 8);
+    cr_assert_eq(c.api_request_head_timeout, 7, "the environment wins over the file");
+    unsetenv("DAGD_API_REQUEST_HEAD_TIMEOUT");
     dg_config_free(&c);
 }
 
@@ -165,7 +177,41 @@ Test(config, errors_name_the_setting_and_the_form) {
                        "DAGD_PARALLELISM: invalid value 'many' (expected a whole number from 1 to 100000)");
     expect_env_message("DAGD_POLICY_ALLOW_PRIVILEGED", "maybe",
                        "DAGD_POLICY_ALLOW_PRIVILEGED: invalid value 'maybe' (expected true or false)");
+    expect_message("api:\n  max_connections_per_address: 0\n",
+                   ":2:32: error: api.max_connections_per_address: invalid value '0' (expected a whole number "
+                   "from 1 to 100000)");
+    expect_message("api: {max_conections: 9}\n",
+                   ":1:7: error: unknown setting 'api.max_conections' (did you mean 'api.max_connections'?)");
+    expect_env_message("DAGD_API_REQUEST_HEAD_TIMEOUT", "3601",
+                       "DAGD_API_REQUEST_HEAD_TIMEOUT: invalid value '3601' (expected a number of seconds from 1 to "
+                       "3600)");
     expect_env_message("DAGD_LOG", "syslog", "DAGD_LOG: invalid value 'syslog' (expected auto, journald or stderr)");
+    expect_message("container_log_max_size: 10 MB\n",
+                   ":1:25: error: container_log_max_size: invalid value '10 MB' (expected a size such as 100m or "
+                   "1g, or engine)");
+    expect_env_message("DAGD_CONTAINER_LOG_MAX_SIZE", "0m",
+                       "DAGD_CONTAINER_LOG_MAX_SIZE: invalid value '0m' (expected a size such as 100m or 1g, or "
+                       "engine)");
+    expect_env_message("DAGD_CONTAINER_LOG_MAX_SIZE", "1gb",
+                       "DAGD_CONTAINER_LOG_MAX_SIZE: invalid value '1gb' (expected a size such as 100m or 1g, or "
+                       "engine)");
+}
+
+Test(config, container_log_max_size) {
+    dg_config c;
+    dg_error err = {0};
+    const char *good[] = {"engine", "100m", "2g", "512k", "1048576"};
+    for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+        setenv("DAGD_CONTAINER_LOG_MAX_SIZE", good[i], 1);
+        cr_assert_eq(dg_config_load(NULL, &c, &err), 0, "%s: %s", good[i], err.msg);
+        cr_assert_str_eq(c.container_log_max_size, good[i]);
+        dg_config copy;
+        dg_config_copy(&copy, &c);
+        cr_assert_str_eq(copy.container_log_max_size, good[i]);
+        dg_config_free(&copy);
+        dg_config_free(&c);
+    }
+    unsetenv("DAGD_CONTAINER_LOG_MAX_SIZE");
 }
 
 Test(config, missing_file) {
@@ -180,7 +226,9 @@ Test(config, missing_file) {
 Test(config, copy_is_independent) {
     _cleanup_free_ char *path = write_file("dags_folder: /srv/dags\n"
                                            "pools: {spark: 2, db: 4}\n"
-                                           "policy:\n  allowed_volume_prefixes: [/data]\n");
+                                           "policy:\n  allowed_volume_prefixes: [/data]\n"
+                                           "  allowed_sensitive_paths: [/etc/ssl, /run/containerd]\n"
+                                           "  allow_host_network: true\n");
     dg_config c, d;
     dg_error err = {0};
     cr_assert_eq(dg_config_load(path, &c, &err), 0, "%s", err.msg);
@@ -193,6 +241,10 @@ Test(config, copy_is_independent) {
     cr_assert_str_eq(d.pools[0].name, "spark");
     cr_assert_eq(d.pools[1].slots, 4);
     cr_assert_str_eq(d.allowed_volume_prefixes[0], "/data");
+    cr_assert_eq(dg_strv_len(d.allowed_sensitive_paths), 2);
+    cr_assert_str_eq(d.allowed_sensitive_paths[1], "/run/containerd");
+    cr_assert(d.allow_host_network);
+    cr_assert(!d.allow_container_network);
     dg_config_pool one[] = {{.name = (char *)"gpu", .slots = 1}};
     dg_config_set_pools(&d, one, 1);
     cr_assert_eq(d.n_pools, 1);
@@ -233,4 +285,22 @@ Test(config, connections_file_then_environment) {
     cr_assert_str_eq(json_string_value(json_object_get(d.connections, "other")), "sqlite:///x");
     cr_assert_str_eq(d.smtp_url, "smtp://m:25");
     dg_config_free(&d);
+}
+
+Test(config, container_network_policy_from_the_environment) {
+    setenv("DAGD_POLICY_ALLOW_CONTAINER_NETWORK", "yes", 1);
+    setenv("DAGD_POLICY_ALLOWED_SENSITIVE_PATHS", "/etc,/proc", 1);
+    dg_config c;
+    dg_error err = {0};
+    int r = dg_config_load(NULL, &c, &err);
+    unsetenv("DAGD_POLICY_ALLOW_CONTAINER_NETWORK");
+    unsetenv("DAGD_POLICY_ALLOWED_SENSITIVE_PATHS");
+    cr_assert_eq(r, 0, "%s", err.msg);
+    cr_assert(c.allow_container_network);
+    cr_assert(!c.allow_host_network);
+    cr_assert_eq(dg_strv_len(c.allowed_sensitive_paths), 2);
+    cr_assert_str_eq(c.allowed_sensitive_paths[0], "/etc");
+    dg_config_free(&c);
+    expect_env_message("DAGD_POLICY_ALLOW_HOST_NETWORK", "maybe",
+                       "DAGD_POLICY_ALLOW_HOST_NETWORK: invalid value 'maybe' (expected true or false)");
 }

@@ -776,3 +776,126 @@ Test(dag, free_accepts_null) {
     cr_assert_eq(dg_dag_task_index(NULL, "a"), -1);
     cr_assert_null(dg_dag_notification(NULL, "a"));
 }
+
+Test(dag, placement) {
+    dg_dag *d = load_ok("dag: d\ntasks:\n  a:\n    image: x\n    placement:\n      constraints: [\"node.role==worker\", "
+                        "\"node.labels.zone!=eu\"]\n      preferences: [\"spread=node.labels.rack\"]\n",
+                        NULL);
+    const dg_task *t = &d->tasks[task(d, "a")];
+    cr_assert_eq(dg_strv_len(t->placement_constraints), 2);
+    cr_assert_str_eq(t->placement_constraints[1], "node.labels.zone!=eu");
+    cr_assert_str_eq(t->placement_preferences[0], "spread=node.labels.rack");
+    dg_dag_free(d);
+    expect_error("dag: d\ntasks:\n  a: {image: x, placement: [a]}\n", 3, 28, "'placement' must be a mapping");
+    expect_error("dag: d\ntasks:\n  a: {image: x, placement: {constraint: [a]}}\n", 3, 29,
+                 "unknown key 'constraint' in placement (did you mean 'constraints'?)");
+    expect_error("dag: d\ntasks:\n  a: {image: x, placement: {constraints: [node.role=worker]}}\n", 3, 43,
+                 "bad placement constraint 'node.role=worker'");
+    expect_error("dag: d\ntasks:\n  a: {image: x, placement: {preferences: [node.labels.x]}}\n", 3, 43,
+                 "bad placement preference 'node.labels.x'");
+}
+
+/* The dag, http and command sensors (docs/dags.md, "Sensor tasks"): fields and defaults. */
+Test(dag, sensor_kinds) {
+    dg_dag *dag = load_ok("dag: d\n"
+                          "tasks:\n"
+                          "  up:\n"
+                          "    sensor: {dag: other, task: load, allowed_states: [success, skipped], failed_states: failed,\n"
+                          "             delta: 1h, mode: reschedule, soft_fail: true, interval: 5s, timeout: 1m}\n"
+                          "  back:\n"
+                          "    sensor: {dag: other, delta: -30m}\n"
+                          "  web:\n"
+                          "    sensor: {http: 'http://h/{{ ds }}', status: 204, body: '^ok$', request_timeout: 2s}\n"
+                          "  probe:\n"
+                          "    sensor: {image: 'busybox:{{ ds }}', command: 'test -e /d/x'}\n"
+                          "    volumes: ['/tmp:/d:ro']\n"
+                          "    env: {A: b}\n"
+                          "    pull: never\n"
+                          "  f: {sensor: {file: /x}}\n",
+                          NULL);
+    const dg_sensor *s = &dag->tasks[task(dag, "up")].sensor;
+    cr_assert_eq(s->kind, DG_SENSOR_DAG);
+    cr_assert_str_eq(s->dag_id, "other");
+    cr_assert_str_eq(s->task_id, "load");
+    cr_assert_str_eq(s->allowed_states[0], "success");
+    cr_assert_str_eq(s->allowed_states[1], "skipped");
+    cr_assert_null(s->allowed_states[2]);
+    cr_assert_str_eq(s->failed_states[0], "failed");
+    cr_assert_null(s->failed_states[1]);
+    cr_assert_eq(s->delta_ms, 3600000);
+    cr_assert(s->reschedule);
+    cr_assert(s->soft_fail);
+    cr_assert_eq(s->interval_ms, 5000);
+    cr_assert_eq(s->timeout_ms, 60000);
+    s = &dag->tasks[task(dag, "back")].sensor;
+    cr_assert_null(s->task_id);
+    cr_assert_str_eq(s->allowed_states[0], "success"); /* the default */
+    cr_assert_null(s->allowed_states[1]);
+    cr_assert_null(s->failed_states);
+    cr_assert_eq(s->delta_ms, -1800000);
+    cr_assert_not(s->soft_fail);
+    s = &dag->tasks[task(dag, "web")].sensor;
+    cr_assert_eq(s->kind, DG_SENSOR_HTTP);
+    cr_assert_str_eq(s->url, "http://h/{{ ds }}");
+    cr_assert_eq(s->status, 204);
+    cr_assert_str_eq(s->body, "^ok$");
+    cr_assert_eq(s->request_timeout_ms, 2000);
+    const dg_task *p = &dag->tasks[task(dag, "probe")];
+    cr_assert_eq(p->kind, DG_KIND_SENSOR);
+    cr_assert_eq(p->sensor.kind, DG_SENSOR_COMMAND);
+    cr_assert_str_eq(p->image, "busybox:{{ ds }}");
+    cr_assert_str_eq(p->command[0], "test");
+    cr_assert_str_eq(p->command[2], "/d/x");
+    cr_assert_str_eq(p->volumes[0], "/tmp:/d:ro");
+    cr_assert_eq(p->n_env, 1);
+    cr_assert_eq(p->pull, DG_PULL_NEVER);
+    const dg_task *w = &dag->tasks[task(dag, "web")];
+    cr_assert_eq(w->sensor.request_timeout_ms, 2000);
+    s = &dag->tasks[task(dag, "f")].sensor;
+    cr_assert_eq(s->kind, DG_SENSOR_FILE);
+    cr_assert_eq(s->status, 200); /* defaults, though unused by a file sensor */
+    cr_assert_eq(s->request_timeout_ms, 10000);
+    dg_dag_free(dag);
+}
+
+Test(dag, sensor_errors) {
+    expect_error("dag: d\ntasks:\n  a: {sensor: {interval: 1s}}\n", 3, 15,
+                 "sensor needs one of 'file', 'dag', 'http' or 'command'");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {file: /x, http: 'http://h'}}\n", 3, 15,
+                 "sensor checks more than one thing (file and http)");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {dag: o, status: 200}}\n", 3, 24,
+                 "key 'status' does not apply to a dag sensor");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {http: 'http://h', task: t}}\n", 3, 34,
+                 "key 'task' does not apply to an http sensor");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {dag: o, alowed_states: [success]}}\n", 3, 24,
+                 "unknown key 'alowed_states' in task 'a' (did you mean 'allowed_states'?)");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {dag: 'o o'}}\n", 3, 21, "bad DAG id 'o o'");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {dag: o, allowed_states: [sucess]}}\n", 3, 41,
+                 "bad run state 'sucess' (did you mean 'success'?)");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {dag: o, allowed_states: [upstream_failed]}}\n", 3, 41,
+                 "bad run state 'upstream_failed'");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {dag: o, task: t, failed_states: [upstream_faild]}}\n", 3, 49,
+                 "bad task state 'upstream_faild' (did you mean 'upstream_failed'?)");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {dag: o, failed_states: [success]}}\n", 3, 39,
+                 "state 'success' is both allowed and failed");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {dag: o, delta: soon}}\n", 3, 31, "bad duration 'soon' for 'delta'");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {http: 'ftp://h'}}\n", 3, 22,
+                 "sensor 'http' must be an http:// or https:// URL");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {http: 'http://h', status: 99}}\n", 3, 42, "'status' must be at least 100");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {http: 'http://h', body: 'a('}}\n", 3, 40,
+                 "sensor 'body' is not a valid regular expression");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {http: 'http://h/{{ nope }}'}}\n", 3, 22, "sensor http:");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {http: 'http://h', request_timeout: 0s}}\n", 3, 51,
+                 "'request_timeout' must be longer than 0");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {command: [x]}}\n", 3, 15,
+                 "a command sensor needs an 'image' for its probe container");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {image: x, command: [x]}, command: [y]}\n", 3, 41,
+                 "key 'command' does not apply to sensor task 'a' (a command sensor's command goes in its 'sensor')");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {image: x, command: [x]}, output: {file: /x}}\n", 3, 41,
+                 "key 'output' does not apply to sensor task 'a'");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {dag: o}, volumes: ['/a:/b']}\n", 3, 25,
+                 "key 'volumes' does not apply to sensor task 'a' (container keys apply to a command sensor's probe only)");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {file: /x, mode: pok}}\n", 3, 32, "bad sensor mode 'pok' (did you mean 'poke'?)");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {file: /x, soft_fail: 1}}\n", 3, 37, "'soft_fail' must be true or false");
+    expect_error("dag: d\ntasks:\n  a: {sensor: {image: x, command: [x], mode: wait}}\n", 3, 46, "bad sensor mode 'wait'");
+}

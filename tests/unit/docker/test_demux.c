@@ -171,6 +171,38 @@ Test(lines, long_utf8_line_across_frames) {
     dg_buf_free(&wire);
 }
 
+/* A line of 2.5 MiB of 3-byte characters, fed in 16 KiB chunks: it comes out in pieces
+ * of at most DG_LINE_MAX bytes, cut between characters, each but the last followed by the
+ * split marker, and the pieces put together are the line. */
+Test(lines, long_line_is_split_with_a_marker) {
+    dg_buf line = {0};
+    while (line.len < 5 * DG_LINE_MAX / 2) dg_buf_puts(&line, "\xe2\x82\xac");
+    dg_lines l = {0};
+    lines_seen seen = {0};
+    for (size_t off = 0; off < line.len; off += 16384)
+        dg_lines_feed(&l, 1, line.data + off, line.len - off < 16384 ? line.len - off : 16384, on_line, &seen);
+    dg_lines_feed(&l, 1, "\n", 1, on_line, &seen);
+    cr_assert_eq(seen.n, 5);
+    dg_buf joined = {0};
+    for (int i = 0; i < seen.n; i++) {
+        cr_assert_eq(seen.stream[i], 1);
+        if (i % 2) {
+            cr_assert_str_eq(seen.line[i], DG_LINE_SPLIT_MARK);
+            continue;
+        }
+        cr_assert_leq(seen.len[i], DG_LINE_MAX);
+        cr_assert_eq(seen.len[i] % 3, 0, "piece %d cuts a character (%zu bytes)", i, seen.len[i]);
+        dg_buf_append(&joined, seen.line[i], seen.len[i]);
+    }
+    cr_assert_eq(joined.len, line.len);
+    cr_assert(memcmp(joined.data, line.data, line.len) == 0);
+    for (int i = 0; i < 4; i++) cr_assert_eq(l.partial[i].len, 0);
+    seen_free(&seen);
+    dg_lines_free(&l);
+    dg_buf_free(&joined);
+    dg_buf_free(&line);
+}
+
 Test(lines, empty_lines_and_flush) {
     dg_lines l = {0};
     lines_seen seen = {0};

@@ -17,6 +17,8 @@ static void setup(void) {
     unsetenv("DAGD_POOLS");
     unsetenv("DAGD_POLICY_ALLOW_PRIVILEGED");
     unsetenv("DAGD_POLICY_ALLOWED_VOLUME_PREFIXES");
+    unsetenv("DAGD_POLICY_ALLOWED_SENSITIVE_PATHS");
+    unsetenv("DAGD_POLICY_ALLOW_HOST_NETWORK");
     unsetenv("DAGD_CONN_MART");
 }
 
@@ -107,20 +109,27 @@ Test(dags, policy_is_part_of_validation) {
                                           "  a:\n"
                                           "    image: busybox\n"
                                           "    privileged: true\n"
+                                          "    network: host\n"
                                           "    volumes: [\"/run:/host\", \"{{ params.x }}:/y\", \"named:/z\"]\n");
     _cleanup_(dg_config_free) dg_config c = {0};
     config(&c);
     _cleanup_free_ char *v = verdict(&c, p);
     cr_assert_str_eq(v, "3:3: task 'a': privileged: true is refused by policy (policy.allow_privileged)\n"
+                        "3:3: task 'a': network: host gives the container the host's network stack; refused by "
+                        "policy (policy.allow_host_network)\n"
                         "3:3: task 'a': volumes: /run gives the container the Docker engine's socket; refused "
                         "by policy (policy.allow_docker_socket)");
     setenv("DAGD_POLICY_ALLOW_PRIVILEGED", "true", 1);
     setenv("DAGD_POLICY_ALLOW_DOCKER_SOCKET", "true", 1);
     setenv("DAGD_POLICY_ALLOWED_VOLUME_PREFIXES", "/srv", 1);
+    setenv("DAGD_POLICY_ALLOWED_SENSITIVE_PATHS", "/run", 1); /* /run holds other runtimes' sockets */
+    setenv("DAGD_POLICY_ALLOW_HOST_NETWORK", "true", 1);
     _cleanup_(dg_config_free) dg_config c2 = {0};
     config(&c2);
     _cleanup_free_ char *v2 = verdict(&c2, p);
     unsetenv("DAGD_POLICY_ALLOW_DOCKER_SOCKET");
+    unsetenv("DAGD_POLICY_ALLOWED_SENSITIVE_PATHS");
+    unsetenv("DAGD_POLICY_ALLOW_HOST_NETWORK");
     cr_assert_str_eq(v2, "3:3: task 'a': volumes: host path /run is outside policy.allowed_volume_prefixes");
 }
 

@@ -1031,6 +1031,50 @@ Test(sched, sensor_reschedule_and_timeout) {
     free_dag(dag);
 }
 
+/* soft_fail: a sensor timeout (reschedule mode, or DG_RES_SENSOR_TIMEOUT from a poking
+ * one) ends the task skipped, its all_success downstream skipped and the run a success;
+ * without soft_fail the poking one fails with no retry. */
+Test(sched, sensor_timeout_soft_fail) {
+    for (int variant = 0; variant < 3; variant++) {
+        bool soft = variant < 2, resched = variant == 0;
+        dg_dag *dag = mk_dag("d", "s b:s");
+        dg_task *t = &dag->tasks[0];
+        t->kind = DG_KIND_SENSOR;
+        t->sensor.interval_ms = 1000;
+        t->sensor.timeout_ms = 3000;
+        t->sensor.reschedule = resched;
+        t->sensor.soft_fail = soft;
+        t->retries = 2;
+        h *x = h_new(NULL);
+        dg_run *r = dg_sched_add_run(x->s, dag, "r", 0);
+        tick(x);
+        started(x, r, 0);
+        if (resched) {
+            x->now = 3000;
+            finish_res(x, r, 0, DG_RES_NOT_YET, 0, NULL);
+        } else {
+            x->now = 3000;
+            finish_res(x, r, 0, DG_RES_SENSOR_TIMEOUT, 0, NULL);
+        }
+        tick(x);
+        dg_ti *ti = &r->ti[0];
+        if (soft) {
+            cr_assert_eq(ti->state, DG_TI_SKIPPED, "variant %d: %s", variant, dg_ti_state_name(ti->state));
+            cr_assert_str_eq(ti->message, "skipped: sensor timed out after 3s (soft_fail)");
+            cr_assert_eq(r->ti[1].state, DG_TI_SKIPPED);
+            cr_assert_eq(r->state, DG_RUN_SUCCESS);
+        } else {
+            cr_assert_eq(ti->state, DG_TI_FAILED, "no retry after a sensor timeout");
+            cr_assert_str_eq(ti->message, "sensor timed out after 3s");
+            cr_assert_eq(r->ti[1].state, DG_TI_UPSTREAM_FAILED);
+            cr_assert_eq(r->state, DG_RUN_FAILED);
+        }
+        cr_assert_eq(ti->end_ms, 3000);
+        h_free(x);
+        free_dag(dag);
+    }
+}
+
 Test(sched, sensor_checks_do_not_consume_retries) {
     dg_dag *dag = mk_dag("d", "s");
     dg_task *t = &dag->tasks[0];
