@@ -14,7 +14,7 @@ IMAGE_TAG     ?= local
 TANSU_VERSION := 0.6.0
 PYSPARK_SPEC  := pyspark==3.5.*
 IMG           := build/images
-DOCKER_BUILD  := DOCKER_BUILDKIT=0 docker build -q --build-arg BASE=$(BASE)
+DOCKER_BUILD  := DOCKER_BUILDKIT=0 docker build -q --force-rm --build-arg BASE=$(BASE)
 PIP_WHEELS    := $(PYTHON) -m pip download -q --disable-pip-version-check --no-deps
 
 IMAGE_NAMES   := dagd postgres broker spark producer loader docker-proxy
@@ -44,7 +44,7 @@ define build-image
 	@mv $@.tmp $@
 endef
 
-$(IMG)/dagd.stamp: images/dagd/Dockerfile images/dagd/collect.sh .dockerignore Makefile $(SRCS) src/main.c $(wildcard include/dagd/*.h src/*/*.h) | images-base
+$(IMG)/dagd.stamp: images/dagd/Dockerfile images/dagd/collect.sh images/services.mk .dockerignore Makefile $(SRCS) src/main.c $(wildcard include/dagd/*.h src/*/*.h) | images-base
 	$(call build-image,dagd,.)
 
 $(IMG)/postgres.stamp: images/postgres/Dockerfile images/postgres/entrypoint.sh | images-base
