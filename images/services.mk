@@ -44,7 +44,7 @@ define build-image
 	@mv $@.tmp $@
 endef
 
-$(IMG)/dagd.stamp: images/dagd/Dockerfile images/dagd/collect.sh images/services.mk .dockerignore Makefile $(SRCS) src/main.c $(wildcard include/dagd/*.h src/*/*.h) | images-base
+$(IMG)/dagd.stamp: images/dagd/Dockerfile images/dagd/collect.sh .dockerignore Makefile $(SRCS) src/main.c $(wildcard include/dagd/*.h src/*/*.h) | images-base
 	$(call build-image,dagd,.)
 
 $(IMG)/postgres.stamp: images/postgres/Dockerfile images/postgres/entrypoint.sh | images-base
@@ -59,7 +59,7 @@ $(IMG)/loader.stamp: images/loader/Dockerfile | images-base
 # The broker: tansu built by cargo on the host (crates.io), its binary copied in.
 TANSU_BIN := $(DAGD_CACHE)/tansu/bin/tansu
 $(TANSU_BIN):
-	@echo "cargo: tansu $(TANSU_VERSION) (the first build takes about 12 minutes)"
+	@echo "cargo: tansu $(TANSU_VERSION), once per machine (about 12 minutes on 2 idle cores)"
 	CARGO_TARGET_DIR=$(DAGD_CACHE)/tansu-target cargo install -q tansu --version $(TANSU_VERSION) \
 	    --locked --features dynostore --root $(DAGD_CACHE)/tansu
 
