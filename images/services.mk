@@ -21,8 +21,9 @@ IMAGE_NAMES   := dagd postgres broker spark producer loader docker-proxy
 STACK_IMAGES  := dagd postgres broker producer loader docker-proxy
 
 # Debian packages the images need on the host (not part of `make deps`: only these
-# targets and the image tests need them): debootstrap for the base, docker-compose for the stack.
-IMAGE_DEB_PKGS := debootstrap docker-compose
+# targets and the image tests need them): debootstrap for the base, docker-compose for the
+# stack, pip for the wheel downloads.
+IMAGE_DEB_PKGS := debootstrap docker-compose python3-pip
 
 .PHONY: images images-stack images-base images-deps $(IMAGE_NAMES:%=image-%)
 images: $(IMAGE_NAMES:%=image-%)
