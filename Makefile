@@ -126,4 +126,6 @@ install: all
 clean:
 	rm -rf build build-san
 
+include images/services.mk
+
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -36,7 +36,7 @@ static const char usage_text[] =
     "\n"
     "  client verbs (talk to `dagd serve`; --server URL, token from DAGD_TOKEN,\n"
     "  --token-file F or <state>/token; --json on listings):\n"
-    "  dags | import-errors | runs DAG | tasks DAG RUN | logs DAG RUN TASK [--try N] [-f]\n"
+    "  health | dags | import-errors | runs DAG | tasks DAG RUN | logs DAG RUN TASK [--try N] [-f]\n"
     "  trigger DAG [--conf JSON] [--date D] [--wait]\n"
     "  pause DAG | unpause DAG | cancel DAG RUN\n"
     "  clear DAG RUN [TASK...] [--downstream] [--failed]\n"
@@ -667,7 +667,7 @@ int dg_cli_main(int argc, char **argv) {
     }
     const char *names[] = {"run",     "validate", "test",    "serve",   "next",   "help",  "version",
                            "dags",    "runs",     "tasks",   "logs",    "trigger", "pause", "unpause",
-                           "cancel",  "clear",    "mark",    "backfill", "import-errors"};
+                           "cancel",  "clear",    "mark",    "backfill", "import-errors", "health"};
     const char *sug = dg_suggest(cmd, names, ARRAY_SIZE(names));
     fprintf(stderr, "dagd: unknown command '%s'%s%s%s\n\n%s", cmd, sug ? " (did you mean '" : "", sug ? sug : "",
             sug ? "'?)" : "", usage_text);

@@ -829,6 +829,19 @@ static int set_paused(client *c, opts *o, bool paused) {
     return 0;
 }
 
+/* The server's health (GET /api/v1/health, no token needed): exit 0 when it answers
+ * "ok", 3 otherwise; what a container HEALTHCHECK runs (docs/cli.md, docs/images.md). */
+static int cmd_health(client *c, opts *o) {
+    json_t *j = NULL;
+    if (call(c, "GET", "/api/v1/health", NULL, &j) < 0) return EXIT_SERVER;
+    _cleanup_free_ char *status = field_text(j, "status"), *version = field_text(j, "version");
+    if (c->json) print_json(j);
+    else printf("%s %s\n", status, version);
+    bool ok = json_is_string(json_object_get(j, "status")) && strcmp(status, "ok") == 0;
+    json_decref(j);
+    return ok ? 0 : EXIT_SERVER;
+}
+
 static int cmd_pause(client *c, opts *o) { return set_paused(c, o, true); }
 static int cmd_unpause(client *c, opts *o) { return set_paused(c, o, false); }
 
@@ -1009,6 +1022,8 @@ static int cmd_backfill(client *c, opts *o) {
 
 static const verb verbs[] = {
     {"dags", cmd_dags, 0, 0, O_JSON, "usage: dagd dags [--json]" COMMON "\n"},
+    {"health", cmd_health, 0, 0, O_JSON,
+     "usage: dagd health [--json]" COMMON "\n  exit 0 when the server answers that it is ok, 3 otherwise\n"},
     {"import-errors", cmd_import_errors, 0, 0, O_JSON,
      "usage: dagd import-errors [--json]" COMMON "\n  the DAG files the server could not load, and why\n"},
     {"runs", cmd_runs, 1, 1, O_JSON, "usage: dagd runs DAG [--json]" COMMON "\n"},

@@ -577,7 +577,7 @@ def test_import_errors_in_dags_import_errors_and_trigger(srv, dg):
 def test_help_on_every_verb(dg):
     """--help and -h print the verb's usage on stdout and exit 0, for every verb; so does
     `dagd help VERB`."""
-    verbs = ["run", "validate", "test", "next", "serve", "dags", "import-errors", "runs", "tasks", "logs",
+    verbs = ["run", "validate", "test", "next", "serve", "health", "dags", "import-errors", "runs", "tasks", "logs",
              "trigger", "pause", "unpause", "cancel", "clear", "mark", "backfill", "version"]
     env = clean_env(DAGD_TOKEN="x", DAGD_SERVER="http://127.0.0.1:%d" % free_port())
     for verb in verbs:
@@ -658,6 +658,20 @@ def test_errors_and_usage(srv, dg):
     assert res.rc == 3 and res.err.startswith("dagd: 404: "), res
     res = srv.cli("trigger", "no_such_dag")
     assert res.rc == 3 and res.err.startswith("dagd: 404: "), res
+
+
+def test_health_needs_no_token(srv, dg):
+    """`dagd health` (what the image's HEALTHCHECK runs, docs/images.md) asks the server's
+    health endpoint without a token: `ok <version>` and exit 0 from a running server, the
+    API's object with --json, exit 3 when nothing answers."""
+    env = clean_env(DAGD_SERVER=srv.url)
+    res = dg.exec("health", env=env, timeout=20)
+    assert res.rc == 0 and res.out == "ok 0.1.0\n", res
+    res = dg.exec("health", "--json", env=env, timeout=20)
+    assert res.rc == 0 and json.loads(res.out)["status"] == "ok", res
+    port = free_port()
+    res = dg.exec("health", "--server", "http://127.0.0.1:%d" % port, env=clean_env(), timeout=20)
+    assert res.rc == 3 and "cannot reach the server at http://127.0.0.1:%d" % port in res.err, res
 
 
 def test_unreachable_server(dg):
