@@ -190,6 +190,8 @@ def measure(dagd, scale, workdir, timeout):
                 "syscw": io1["syscw"] - io0["syscw"],
                 "wbytes": io1["write_bytes"] - io0["write_bytes"],
                 "rows": rows, "lat": lat}
+    except (OSError, TimeoutError) as e:
+        raise BenchError(f"{e!r}; server log:\n{srv.tail() if srv else ''}") from e
     finally:
         bench_serve.READY_TIMEOUT = saved_timeout
         if srv:
