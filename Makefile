@@ -116,6 +116,7 @@ bench: deps all bench-sched
 	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_chain.py
 	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_serve.py
 	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_swarm.py
+	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_scale.py
 
 run: deps all
 	bash examples/run-demo.sh $(abspath $(BUILD)/dagd)
