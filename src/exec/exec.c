@@ -963,7 +963,8 @@ static void recover_try(dg_exec *x, dg_run *run, size_t i, const dg_job_info *fo
         dg__exec_open_log(t, true);
         t->job = dg_job_adopt(x->backend, found, &job_events, try_ref(t));
     } else if (found) {
-        /* made but never started: start it now, the same try */
+        /* listed as only created: start it now, the same try; the backend starts it only
+         * if it still never ran (see docs/architecture.md, "Crash recovery") */
         dg_log(DG_LOG_NOTICE, &lc, "starting container %s, created before dagd stopped", found->name);
         t->name = xstrdup(found->name);
         t->job_id = xstrdup(found->id);
@@ -1002,8 +1003,12 @@ static void recover_list_cb(void *ud, dg_job_info *jobs, size_t n, const dg_erro
             const dg_job_info *found = NULL;
             for (size_t k = 0; k < n; k++)
                 if (job_is(&jobs[k], &dag->tasks[i], ti->try_number)) {
-                    /* two jobs for one try cannot come from dagd; prefer the started one */
-                    if (!found || (jobs[k].started && !found->started)) found = &jobs[k];
+                    /* two jobs for one try come only from a create still in flight when
+                     * the previous dagd listed; prefer the started one, else always the
+                     * same one, so that no two generations start different ones */
+                    if (!found || (jobs[k].started && !found->started) ||
+                        (jobs[k].started == found->started && strcmp(jobs[k].id, found->id) < 0))
+                        found = &jobs[k];
                 }
             if (found) used[found - jobs] = true;
             recover_try(x, run, i, found);

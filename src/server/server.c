@@ -21,6 +21,7 @@
 #define DEBOUNCE_MS 300
 #define CONNECT_RETRY_MIN_MS 1000
 #define CONNECT_RETRY_MAX_MS 30000
+#define RECOVERY_SETTLE_MS 1000
 
 static void schedule_clock(dg_server *s);
 static void watch_cb(uv_fs_event_t *h, const char *name, int events, int status);
@@ -458,6 +459,19 @@ static void recover(dg_server *s) {
 
 static void connected_cb(void *ud, const dg_error *err);
 
+static bool has_unfinished_runs(dg_server *s) {
+    dg_run_rec **runs = NULL;
+    size_t n = 0;
+    if (dg_store_unfinished_runs(s->store, &runs, &n) < 0) return false; /* recover() says why */
+    dg_run_recs_free(runs, n);
+    return n > 0;
+}
+
+static void settle_cb(uv_timer_t *h) {
+    dg_server *s = h->data;
+    if (!s->stopping) recover(s);
+}
+
 static void reconnect_cb(uv_timer_t *h) {
     dg_server *s = h->data;
     if (!s->stopping) dg_exec_connect(s->exec, connected_cb, s);
@@ -477,6 +491,13 @@ static void connected_cb(void *ud, const dg_error *err) {
         return;
     }
     dg_log(DG_LOG_INFO, NULL, "connected to the %s", dg_backend_describe(s->rt->backend));
+    if (has_unfinished_runs(s)) {
+        /* a create or a start the previous dagd sent just before it died may still be on
+         * its way through the engine: let it land before the runs' jobs are listed (see
+         * docs/architecture.md, "Crash recovery"); the reconnect timer is idle now */
+        uv_timer_start(&s->reconnect, settle_cb, RECOVERY_SETTLE_MS, 0);
+        return;
+    }
     recover(s);
 }
 

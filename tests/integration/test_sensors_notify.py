@@ -15,6 +15,7 @@ Readings taken where the contract leaves room:
 """
 import json
 import re
+import sqlite3
 import threading
 import time
 
@@ -25,12 +26,33 @@ from conftest import TIME_SCALE, env_with, free_port, wait_port
 DATE = "2025-01-01"
 
 
-def create_later(path, delay):
+def create_after_first_check(dg, task, mode, path):
+    """Create `path` once the state DB shows that the file sensor `task` has checked once
+    and found nothing: in reschedule mode a second try exists (made only after the first
+    check answered "not yet"); in poke mode the instance is written as running (the first
+    check is made in the same turn as the start, before that write). Returns the thread;
+    its `.created_ms` is when the file was about to be written (None: it never was)."""
+    def checked():
+        try:
+            if mode == "reschedule":
+                return bool(dg.rows("SELECT 1 FROM task_tries WHERE dag_id = ? AND task_id = ?"
+                                    " AND try_number >= 2", (dg.dag_id, task)))
+            return bool(dg.rows("SELECT 1 FROM task_instances WHERE dag_id = ? AND task_id = ?"
+                                " AND state = 'running'", (dg.dag_id, task)))
+        except (AssertionError, sqlite3.Error):  # no DB yet, or its tables not made yet
+            return False
+
     def go():
-        time.sleep(delay)
+        deadline = time.monotonic() + 30 * TIME_SCALE
+        while not checked():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        th.created_ms = int(time.time() * 1000)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x\n")
     th = threading.Thread(target=go, daemon=True)
+    th.created_ms = None
     th.start()
     return th
 
@@ -55,7 +77,7 @@ def test_file_sensor_waits_for_file(dg, mode):
     (inbox / DATE / "data.txt").write_text("no\n")
     (inbox / "2025-01-02").mkdir()
     (inbox / "2025-01-02" / "other.csv").write_text("wrong day\n")
-    th = create_later(inbox / DATE / "part-0.csv", 2.0)
+    th = create_after_first_check(dg, "wait", mode, inbox / DATE / "part-0.csv")
     res = dg.run(f, "--date", DATE, timeout=40)
     th.join()
     assert res.rc == 0, res
@@ -64,8 +86,10 @@ def test_file_sensor_waits_for_file(dg, mode):
     assert tis["use"]["state"] == "success", tis
     assert tis["wait"]["end_ms"] <= tis["use"]["start_ms"]
     run = dg.the_run()
-    # the file appeared about 2 s into the test: the sensor cannot have succeeded at once
-    assert tis["wait"]["end_ms"] - run["start_ms"] >= 1000, (run, tis["wait"])
+    # the file appeared only after a first check had found none, and the sensor ended
+    # after it appeared: it waited for the file (and did not succeed at once)
+    assert th.created_ms is not None, "the sensor's first check was never seen"
+    assert tis["wait"]["end_ms"] >= th.created_ms > run["start_ms"], (th.created_ms, run, tis["wait"])
     assert dg.log_lines("use") == ["used"]
     tries = dg.tries("wait")
     nums = [t["try_number"] for t in tries]
@@ -76,7 +100,7 @@ def test_file_sensor_waits_for_file(dg, mode):
     if mode == "poke":
         assert nums == [1], tries
     else:
-        # one check per second over ~2 s: at least two checks, not many more
+        # the first check found nothing, one a second later the file: two checks, not many more
         assert 2 <= len(nums) <= 8, tries
     assert dg.containers() == []
 

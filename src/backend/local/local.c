@@ -58,6 +58,7 @@ struct local_job {
     json_t *config; /* the create body until create is sent */
     bool image_ok, network_ok, created, started, die_seen, logs_done, vanished, exited_sent;
     bool removing;
+    bool start_checked; /* a start of it may have been sent before: look first (start_checked_step) */
     int64_t remove_failing_since;
     uint64_t remove_delay;
     int exit_code;
@@ -503,19 +504,27 @@ static void follow_logs(local_job *j) {
     j->logs = dg_docker_logs_follow(j->b->docker, j->id, log_line_cb, logs_done_cb, job_ref(j));
 }
 
-static void start_cb(void *ud, const dg_error *err) {
-    local_job *j = ud;
-    if (err) {
-        if (err->code != -ECANCELED && !retry_when_engine_back(j, err, true, start_step))
-            fail_started(j, err->code, err->msg);
-        job_unref(j);
-        return;
-    }
+static void on_started(local_job *j) {
     j->started = true;
     if (live(j)) {
         j->ev->started(j->ud, NULL);
         if (live(j)) follow_logs(j);
     }
+}
+
+static void start_checked_step(local_job *j);
+
+static void start_cb(void *ud, const dg_error *err) {
+    local_job *j = ud;
+    if (err) {
+        /* the engine may have acted on a start whose connection broke: look before a
+         * second start, which would run an exited container again */
+        if (err->code != -ECANCELED && !retry_when_engine_back(j, err, true, start_checked_step))
+            fail_started(j, err->code, err->msg);
+        job_unref(j);
+        return;
+    }
+    on_started(j);
     job_unref(j);
 }
 
@@ -523,10 +532,46 @@ static void start_step(local_job *j) {
     dg_docker_container_start(j->b->docker, j->id, start_cb, job_ref(j));
 }
 
+/* A start that may not be the container's first (a start a dead dagd sent, a start whose
+ * connection broke): the engine has no "start only if never started", and starting an
+ * exited container runs its command again. So the container is started only if the engine
+ * says it never was (status "created", StartedAt the zero time); otherwise it is taken as
+ * started and followed to its exit. See docs/architecture.md, "Crash recovery". */
+static void start_checked_cb(void *ud, int status, json_t *body, const dg_error *err) {
+    local_job *j = ud;
+    if (err) {
+        if (err->code != -ECANCELED && !retry_when_engine_back(j, err, true, start_checked_step))
+            fail_started(j, err->code, err->msg);
+        job_unref(j);
+        return;
+    }
+    json_t *st = json_object_get(body, "State");
+    const char *s = json_string_value(json_object_get(st, "Status"));
+    const char *at = json_string_value(json_object_get(st, "StartedAt"));
+    bool never = s && !strcmp(s, "created") && at && !strncmp(at, "0001-01-01T00:00:00", 19);
+    if (!live(j)) {
+        /* released meanwhile */
+    } else if (never) {
+        start_step(j);
+    } else {
+        dg_log(DG_LOG_NOTICE, NULL, "container %s was started before (%s): following it, not starting it again",
+               j->name ? j->name : j->id, s ? s : "?");
+        on_started(j);
+        reconcile(j); /* it may have exited already */
+    }
+    job_unref(j);
+}
+
+static void start_checked_step(local_job *j) {
+    dg_docker_container_inspect(j->b->docker, j->id, start_checked_cb, job_ref(j));
+}
+
 static const char *local_id(dg_job *jj) { return ((local_job *)jj)->id; }
 
 static void local_start(dg_job *jj) {
-    start_step((local_job *)jj);
+    local_job *j = (local_job *)jj;
+    if (j->start_checked) start_checked_step(j); /* adopted, listed as only created */
+    else start_step(j);
 }
 
 static void stop_cb(void *ud, const dg_error *err) {
@@ -599,6 +644,8 @@ static dg_job *local_adopt(dg_backend *bb, const dg_job_info *info, const dg_job
         j->started = true;
         follow_logs(j);
         reconcile(j);
+    } else {
+        j->start_checked = true; /* listed as created: a start may be in flight (local_start) */
     }
     return &j->base;
 }
