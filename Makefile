@@ -61,6 +61,7 @@ unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do $$t --jobs 2 || rc=1; done; exit $$rc
 
 engine: $(ENGINE_BINS)
+	@sh tests/support/ensure-dockerd.sh
 	@rc=0; for t in $(ENGINE_BINS); do $$t --jobs 2 || rc=1; done; exit $$rc
 
 # Python tools the tests use that Debian does not package (schemathesis), from PyPI.
@@ -72,6 +73,7 @@ $(VENV)/.done:
 	touch $@
 
 integration: $(BUILD)/dagd pydeps
+	@sh tests/support/ensure-dockerd.sh
 	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) -m pytest -q tests/integration
 
 test: deps
@@ -90,6 +92,7 @@ check: deps
 	$(MAKE) BUILD=build-san CFLAGS="-O1 -g $(SANFLAGS)" LDFLAGS="$(SANFLAGS)" unit engine integration
 
 valgrind: all $(UNIT_BINS) $(ENGINE_BINS)
+	@sh tests/support/ensure-dockerd.sh
 	@rc=0; for t in $(UNIT_BINS) $(ENGINE_BINS); do valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite --trace-children=yes --trace-children-skip="*/sh,*/docker,*/xargs,*/cp,*/rm" $$t --jobs 1 || rc=1; done; \
 	DAGD_VALGRIND=1 DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) -m pytest -q tests/integration -k "$(VALGRIND_K)" || rc=1; exit $$rc
 
