@@ -293,8 +293,10 @@ static void net_finish(net_ctx *c, const dg_error *err) {
 }
 
 static void net_create_done(dg__req *r, const dg_error *err) {
-    /* 409: someone created it between our look-up and the create. */
-    net_finish(r->ctx, err && r->status == 409 ? NULL : err);
+    /* 409: someone created it between our look-up and the create; a swarm manager says
+     * the same with a 500 "name conflicts with an existing object" */
+    bool exists = err && (r->status == 409 || (err->msg && strstr(err->msg, "conflicts with an existing object")));
+    net_finish(r->ctx, exists ? NULL : err);
 }
 
 static void net_create(dg_docker *d, net_ctx *c) {
@@ -318,7 +320,8 @@ static void net_inspect_done(dg__req *r, const dg_error *err) {
         const char *name = j ? json_string_value(json_object_get(j, "Name")) : NULL;
         const char *driver = j ? json_string_value(json_object_get(j, "Driver")) : NULL;
         bool same = name && strcmp(name, c->name) == 0;
-        if (same && strcmp(c->driver, "overlay") == 0 && (!driver || strcmp(driver, "overlay") != 0)) {
+        /* a swarm network still being made answers with no driver yet: that is ours */
+        if (same && strcmp(c->driver, "overlay") == 0 && driver && *driver && strcmp(driver, "overlay") != 0) {
             dg_error e = {0};
             dg_error_set(&e, -EINVAL, "network %s exists with driver %s; jobs on a swarm need an overlay network",
                          c->name, driver ? driver : "?");

@@ -937,6 +937,25 @@ static bool job_is(const dg_job_info *j, const dg_task *tk, int try_number) {
     return task && tr && !strcmp(task, tk->id) && atoi(tr) == try_number;
 }
 
+/* A started job of a try that is over: its instance finished (or moved to a later try),
+ * and the task's `remove` policy removes it (docs/architecture.md, "Crash recovery"). */
+static bool finished_job_to_remove(const dg_run *run, const dg_job_info *j) {
+    const char *task = json_string_value(json_object_get(j->labels, "io.dagd.task"));
+    const char *tr = json_string_value(json_object_get(j->labels, "io.dagd.try"));
+    if (!task || !tr) return false;
+    for (size_t i = 0; i < run->dag->n_tasks; i++) {
+        const dg_task *tk = &run->dag->tasks[i];
+        if (strcmp(tk->id, task) != 0) continue;
+        const dg_ti *ti = &run->ti[i];
+        int try_number = atoi(tr);
+        bool over = try_number < ti->try_number || (try_number == ti->try_number && dg_ti_state_finished(ti->state));
+        if (!over) return false;
+        bool success = try_number == ti->try_number && ti->state == DG_TI_SUCCESS;
+        return tk->remove == DG_REMOVE_ALWAYS || (tk->remove == DG_REMOVE_ON_SUCCESS && success);
+    }
+    return false;
+}
+
 static void recover_try(dg_exec *x, dg_run *run, size_t i, const dg_job_info *found) {
     exec_run *er = run->userdata;
     dg_ti *ti = &run->ti[i];
@@ -1013,9 +1032,13 @@ static void recover_list_cb(void *ud, dg_job_info *jobs, size_t n, const dg_erro
             if (found) used[found - jobs] = true;
             recover_try(x, run, i, found);
         }
-        /* jobs made ahead of their start (or for tries that are over): nobody uses them */
-        for (size_t k = 0; k < n; k++)
-            if (!used[k] && !jobs[k].started) dg_backend_remove(x->backend, jobs[k].id);
+        /* jobs made ahead of their start (or for tries that are over): nobody uses them;
+         * and a job whose try ended and was recorded, but whose removal the previous
+         * dagd did not live to make, goes as its removal policy says */
+        for (size_t k = 0; k < n; k++) {
+            if (used[k]) continue;
+            if (!jobs[k].started || finished_job_to_remove(run, &jobs[k])) dg_backend_remove(x->backend, jobs[k].id);
+        }
         free(used);
     }
     q->done(q->ud);
