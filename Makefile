@@ -91,7 +91,7 @@ check: deps
 	$(MAKE) layers
 	$(MAKE) BUILD=build-san CFLAGS="-O1 -g $(SANFLAGS)" LDFLAGS="$(SANFLAGS)" unit engine integration
 
-valgrind: all $(UNIT_BINS) $(ENGINE_BINS)
+valgrind: all $(UNIT_BINS) $(ENGINE_BINS) pydeps
 	@sh tests/support/ensure-dockerd.sh
 	@rc=0; for t in $(UNIT_BINS) $(ENGINE_BINS); do valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite --trace-children=yes --trace-children-skip="*/sh,*/docker,*/xargs,*/cp,*/rm" $$t --jobs 1 || rc=1; done; \
 	DAGD_VALGRIND=1 DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) -m pytest -q tests/integration -k "$(VALGRIND_K)" || rc=1; exit $$rc
