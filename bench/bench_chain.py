@@ -197,13 +197,15 @@ def chain_dag(n):
     return "\n".join(lines) + "\n"
 
 
-def run_dagd(dagd, dag_file, workdir, rep):
+def run_dagd(dagd, dag_file, workdir, rep, env=None):
+    """One `dagd run` on a fresh state dir; its wall time. env: the whole environment
+    (None: this process's)."""
     state = os.path.join(workdir, f"state-{rep}")
     out_path = os.path.join(workdir, f"dagd-{rep}.out")
     with open(out_path, "w") as out:
         t0 = time.monotonic()
         p = subprocess.run([dagd, "run", dag_file, "--state", state],
-                           stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
         wall = time.monotonic() - t0
     if p.returncode != 0:
         with open(out_path) as f:

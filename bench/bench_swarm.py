@@ -22,10 +22,8 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -38,19 +36,10 @@ END = "<!-- bench_swarm results: end -->"
 
 
 def run_side(dagd, dag_file, work, tag, backend, host):
-    state = os.path.join(work, "state-%s" % tag)
-    out_path = os.path.join(work, "%s.out" % tag)
+    """The chain once with `backend` against the engine at host (bench_chain.run_dagd)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGD_")}
     env.update(DAGD_BACKEND=backend, DAGD_DOCKER_HOST=host, DOCKER_HOST=host)
-    with open(out_path, "w") as out:
-        t0 = time.monotonic()
-        p = subprocess.run([dagd, "run", dag_file, "--state", state], stdin=subprocess.DEVNULL,
-                           stdout=out, stderr=subprocess.STDOUT, env=env)
-        wall = time.monotonic() - t0
-    if p.returncode != 0:
-        with open(out_path) as f:
-            raise bc.BenchError("dagd run (%s) exited with %d:\n%s" % (backend, p.returncode, f.read()[-2000:]))
-    return wall
+    return bc.run_dagd(dagd, dag_file, work, tag, env=env)
 
 
 def main():
