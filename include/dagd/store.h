@@ -66,6 +66,9 @@ int dg_store_prev_run(dg_store *st, const char *dag, int64_t logical_ms, dg_run_
 void dg_run_rec_free(dg_run_rec *r);
 void dg_ti_rec_free(dg_ti_rec *r);
 void dg_try_rec_free(dg_try_rec *r);
+/* A copy owning every string of r, next to dg_try_rec_free so that a new field is copied
+ * where it is freed. */
+dg_try_rec *dg_try_rec_dup(const dg_try_rec *r);
 void dg_run_recs_free(dg_run_rec **v, size_t n);
 void dg_ti_recs_free(dg_ti_rec **v, size_t n);
 void dg_try_recs_free(dg_try_rec **v, size_t n);

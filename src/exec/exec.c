@@ -167,16 +167,7 @@ static void put_try(dg_exec *x, const dg_run *run, const dg_try_rec *tr) {
         return;
     }
     store_failed(x, run, "a try");
-    dg_try_rec *c = xcalloc(1, sizeof *c);
-    *c = *tr;
-    c->dag_id = xstrdup(tr->dag_id);
-    c->run_id = xstrdup(tr->run_id);
-    c->task_id = xstrdup(tr->task_id);
-    c->state = xstrdup(tr->state);
-    c->container_id = xstrdup(tr->container_id);
-    c->container_name = xstrdup(tr->container_name);
-    c->message = xstrdup(tr->message);
-    c->rendered = xstrdup(tr->rendered);
+    dg_try_rec *c = dg_try_rec_dup(tr);
     if (i < x->n_unsaved_tries) {
         dg_try_rec_free(x->unsaved_tries[i]);
         x->unsaved_tries[i] = c;

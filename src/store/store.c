@@ -622,6 +622,20 @@ void dg_ti_rec_free(dg_ti_rec *r) {
     free(r);
 }
 
+dg_try_rec *dg_try_rec_dup(const dg_try_rec *r) {
+    dg_try_rec *c = xcalloc(1, sizeof *c);
+    *c = *r;
+    c->dag_id = xstrdup(r->dag_id);
+    c->run_id = xstrdup(r->run_id);
+    c->task_id = xstrdup(r->task_id);
+    c->state = xstrdup(r->state);
+    c->container_id = xstrdup(r->container_id);
+    c->container_name = xstrdup(r->container_name);
+    c->message = xstrdup(r->message);
+    c->rendered = xstrdup(r->rendered);
+    return c;
+}
+
 void dg_try_rec_free(dg_try_rec *r) {
     if (!r) return;
     free(r->dag_id);
