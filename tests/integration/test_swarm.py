@@ -250,5 +250,10 @@ def test_placement_and_a_node_lost_mid_try(dg, docker_engine, test_image):
         man = s.docker(1, "ps", "-a", "--filter", "label=io.dagd.dag=%s" % dg.dag_id,
                        "--format", "{{.Label \"io.dagd.task\"}}").stdout.decode().split()
         assert man == ["pinned"], man
+        # a worker's engine is refused clearly: the swarm backend needs a manager
+        wenv = dict(swarm_env(s), DAGD_DOCKER_HOST=s.host(other), DOCKER_HOST=s.host(other))
+        res = dg.run(path, "--state", str(dg.state) + "-worker", env=wenv, timeout=30, state=False)
+        assert res.rc == 3, res
+        assert "the engine is a swarm worker, not a manager" in res.err, res
     finally:
         s.stop()
