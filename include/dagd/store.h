@@ -9,7 +9,7 @@
 
 #include "dagd/util.h"
 
-#define DG_STORE_SCHEMA_VERSION 3
+#define DG_STORE_SCHEMA_VERSION 4
 
 typedef struct dg_store dg_store;
 
@@ -26,6 +26,8 @@ typedef struct dg_ti_rec {
     bool has_exit_code;
     int exit_code;
     char *container_id, *container_name, *image, *output, *message;
+    /* read only (a put ignores them): the image its current try ran, from that try's record */
+    char *image_id, *image_digest;
 } dg_ti_rec;
 
 typedef struct dg_try_rec {
@@ -37,6 +39,9 @@ typedef struct dg_try_rec {
     int exit_code;
     char *container_id, *container_name, *message;
     char *rendered; /* JSON text: the command, entrypoint and env shown by the API; NULL keeps the stored one */
+    /* the image the job ran: the engine's id ("sha256:...") and the repository digest
+     * ("name@sha256:...", NULL for an image never pushed or pulled); NULL keeps the stored one */
+    char *image_id, *image_digest;
 } dg_try_rec;
 
 /* Creates state_dir (0700) and state_dir/dagd.db when missing, enables WAL, migrates. */

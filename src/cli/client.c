@@ -505,6 +505,14 @@ static char *one_line_cell(const json_t *obj, const char *key) {
     return s;
 }
 
+/* An image id as `docker images` shows it: the first 12 hex digits (the full one in --json). */
+static char *image_id_cell(const json_t *obj, const char *key) {
+    const char *id = json_string_value(json_object_get(obj, key));
+    if (!id || !*id) return xstrdup("-");
+    if (dg_str_has_prefix(id, "sha256:")) id += strlen("sha256:");
+    return xstrndup(id, 12);
+}
+
 /* Aligned columns, two spaces apart, no trailing blanks. */
 static void print_table(const json_t *items, const column *cols, size_t ncols) {
     size_t rows = json_array_size(items);
@@ -552,6 +560,7 @@ static const column task_cols[] = {
     {"TRY", "try_number", NULL},
     {"EXIT", "exit_code", NULL},
     {"DURATION", "duration", duration_cell},
+    {"IMAGE_ID", "image_id", image_id_cell},
     {"MESSAGE", "message", one_line_cell},
 };
 static const column import_error_cols[] = {

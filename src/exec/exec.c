@@ -79,6 +79,8 @@ static void try_unref(exec_try *t) {
     free(t->name);
     free(t->job_id);
     free(t->image);
+    free(t->image_id);
+    free(t->image_digest);
     free(t->rendered);
     free(t->message);
     free(t->output_error);
@@ -227,6 +229,8 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
             .container_id = t ? t->job_id : NULL,
             .container_name = t ? t->name : NULL,
             .message = ti->message,
+            .image_id = t ? t->image_id : NULL,
+            .image_digest = t ? t->image_digest : NULL,
         };
         put_try(x, run, &tr);
     }
@@ -404,6 +408,21 @@ void dg__exec_open_log(exec_try *t, bool fresh) {
 
 static void start_job(exec_try *t);
 
+/* What the backend knows of the image the job runs (docs/dags.md, "Tries"): kept for the
+ * try's record, said once in the daemon's log. */
+static void take_image(exec_try *t) {
+    const char *id, *digest;
+    dg_job_image(t->job, &id, &digest);
+    if (!id || (t->image_id && !strcmp(t->image_id, id))) return;
+    free(t->image_id);
+    free(t->image_digest);
+    t->image_id = xstrdup(id);
+    t->image_digest = xstrdup(digest);
+    dg_log_ctx c = try_ctx(t);
+    dg_log(DG_LOG_INFO, &c, "image %s is %s%s%s", t->image ? t->image : "?", id, digest ? ", digest " : "",
+           digest ? digest : "");
+}
+
 static void job_created(void *ud, const dg_error *err) {
     exec_try *t = ud;
     if (err) {
@@ -413,6 +432,7 @@ static void job_created(void *ud, const dg_error *err) {
     t->created = true;
     free(t->job_id);
     t->job_id = xstrdup(dg_job_id(t->job));
+    take_image(t);
     if (t->start_requested) start_job(t);
 }
 
@@ -440,6 +460,7 @@ static void job_started(void *ud, const dg_error *err) {
     t->started = true;
     /* a backend may name its job only once it runs (a swarm service) */
     if (!t->job_id) t->job_id = xstrdup(dg_job_id(t->job));
+    take_image(t); /* a cluster learns it only now */
     dg_exec *x = t->x;
     int64_t now = now_ms();
     x->starts++;
@@ -536,6 +557,7 @@ static void job_exited(void *ud, int exit_code, bool vanished) {
     exec_try *t = ud;
     if (t->exited) return;
     t->exited = true;
+    take_image(t); /* a cluster may learn it only while the job runs */
     if (vanished) {
         dg__exec_try_fail(t, "the container vanished (removed outside dagd?)");
         return;

@@ -470,6 +470,8 @@ static void add_tries(dg_server *s, json_t *o, const char *dag, const char *run,
             json_object_set_new(x, "exit_code", t->has_exit_code ? json_integer(t->exit_code) : json_null());
             json_object_set_new(x, "container_name", str_or_null(t->container_name));
             json_object_set_new(x, "message", str_or_null(t->message));
+            json_object_set_new(x, "image_id", str_or_null(t->image_id));
+            json_object_set_new(x, "image_digest", str_or_null(t->image_digest));
             /* stored redacted, see rendered_json in exec */
             json_t *rd = t->rendered ? json_loads(t->rendered, 0, NULL) : NULL;
             json_object_set_new(x, "command", json_incref(json_object_get(rd, "command")) ?: json_null());
@@ -660,6 +662,8 @@ json_t *dg__ti_json(const dg_ti_rec *r) {
     json_object_set_new(o, "container_id", str_or_null(r->container_id));
     json_object_set_new(o, "container_name", str_or_null(r->container_name));
     json_object_set_new(o, "image", str_or_null(r->image));
+    json_object_set_new(o, "image_id", str_or_null(r->image_id));
+    json_object_set_new(o, "image_digest", str_or_null(r->image_digest));
     json_object_set_new(o, "output", str_or_null(r->output));
     json_object_set_new(o, "message", str_or_null(r->message));
     return o;
