@@ -99,12 +99,17 @@ char *dg_store_log_path(const char *state_dir, const char *dag, const char *run,
 /* A task try's log file: lines appended in arrival order, stdout and stderr together. */
 typedef struct dg_tasklog dg_tasklog;
 int dg_tasklog_open(const char *path, dg_tasklog **ret); /* creates parent dirs */
+/* stream: 1 stdout, 2 stderr, DG_TASKLOG_HEADER a line of the header dagd writes first
+ * (docs/dags.md, "Tries") */
+#define DG_TASKLOG_HEADER 3
 void dg_tasklog_line(dg_tasklog *l, int stream, const char *line, size_t len);
 void dg_tasklog_close(dg_tasklog *l); /* flushes; NULL is fine */
 /* The log at log_path with each line prefixed by the stream it came from: "stdout\t",
  * "stderr\t", or "-\t" when that is not known (a log written before streams were
  * recorded). -ENOENT when there is no log. */
 int dg_tasklog_read_streams(const char *log_path, char **ret, size_t *ret_len);
+/* The bytes of the log's header lines (at its start, "dagd\t" in read_streams); 0 when none. */
+int64_t dg_tasklog_header_len(const char *log_path);
 
 /* Additions by the store module. */
 

@@ -45,13 +45,14 @@ enum {
     O_TO = 1 << 9,
     O_RERUN = 1 << 10,
     O_RESET = 1 << 11,
+    O_HEADER = 1 << 12,
 };
 
 typedef struct opts {
     char **pos;
     size_t n_pos;
     const char *server, *token_file, *state, *conf, *date, *from, *to, *try_s;
-    bool json, follow, wait, downstream, failed, rerun, help;
+    bool json, follow, wait, downstream, failed, rerun, header, help;
 } opts;
 
 typedef struct client {
@@ -85,6 +86,7 @@ static const struct {
     {"json", O_JSON, 0, offsetof(opts, json), false, 0},
     {"try", O_TRY, offsetof(opts, try_s), 0, true, 0},
     {"follow", O_FOLLOW, 0, offsetof(opts, follow), false, 'f'},
+    {"header", O_HEADER, 0, offsetof(opts, header), false, 0},
     {"conf", O_CONF, offsetof(opts, conf), 0, true, 0},
     {"date", O_DATE, offsetof(opts, date), 0, true, 0},
     {"wait", O_WAIT, 0, offsetof(opts, wait), false, 0},
@@ -736,7 +738,8 @@ static int cmd_logs(client *c, opts *o) {
     int r = pick_try(c, o, &try_number);
     if (r < 0) return r == -EINVAL ? EXIT_USAGE : EXIT_SERVER;
     _cleanup_free_ char *tp = task_path(c, o->pos[0], o->pos[1], o->pos[2]);
-    _cleanup_free_ char *path = xasprintf("%s/logs/%ld%s", tp, try_number, o->follow ? "?follow=1" : "");
+    _cleanup_free_ char *path = xasprintf("%s/logs/%ld%s%s", tp, try_number, o->follow ? "?follow=1" : "",
+                                          o->header ? (o->follow ? "&header=1" : "?header=1") : "");
     xfer x = {.stream = stdout};
     long status = perform(c, "GET", path, NULL, &x);
     int rc = 0;
@@ -1037,7 +1040,7 @@ static const verb verbs[] = {
      "usage: dagd import-errors [--json]" COMMON "\n  the DAG files the server could not load, and why\n"},
     {"runs", cmd_runs, 1, 1, O_JSON, "usage: dagd runs DAG [--json]" COMMON "\n"},
     {"tasks", cmd_tasks, 2, 2, O_JSON, "usage: dagd tasks DAG RUN [--json]" COMMON "\n"},
-    {"logs", cmd_logs, 3, 3, O_TRY | O_FOLLOW, "usage: dagd logs DAG RUN TASK [--try N] [-f]" COMMON "\n"},
+    {"logs", cmd_logs, 3, 3, O_TRY | O_FOLLOW | O_HEADER, "usage: dagd logs DAG RUN TASK [--try N] [-f] [--header]" COMMON "\n"},
     {"trigger", cmd_trigger, 1, 1, O_JSON | O_CONF | O_DATE | O_WAIT | O_RERUN,
      "usage: dagd trigger DAG [--conf JSON] [--date D] [--rerun] [--wait] [--json]" COMMON "\n"},
     {"pause", cmd_pause, 1, 1, O_JSON, "usage: dagd pause DAG [--json]" COMMON "\n"},

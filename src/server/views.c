@@ -750,8 +750,10 @@ int dg_server_log(dg_server *s, const char *dag, const char *run, const char *ta
     return 0;
 }
 
+int64_t dg_server_log_header_len(const char *path) { return dg_tasklog_header_len(path); }
+
 int dg_server_log_streams(dg_server *s, const char *dag, const char *run, const char *task, int try_number,
-                          char **ret, size_t *ret_len, dg_error *err) {
+                          bool header, char **ret, size_t *ret_len, dg_error *err) {
     _cleanup_free_ char *path = NULL;
     bool live = false;
     int r = dg_server_log(s, dag, run, task, try_number, &path, &live, err);
@@ -764,6 +766,15 @@ int dg_server_log_streams(dg_server *s, const char *dag, const char *run, const 
     }
     if (r < 0) return dg_error_set(err, r == -ENOENT ? -ENOENT : -EIO, "try %d of '%s': %s", try_number, task,
                                    strerror(-r));
+    if (!header && *ret && *ret_len) { /* the header lines lead */
+        size_t skip = 0;
+        while (skip < *ret_len && dg_str_has_prefix(*ret + skip, "dagd\t")) {
+            const char *nl = memchr(*ret + skip, '\n', *ret_len - skip);
+            skip = nl ? (size_t)(nl - *ret) + 1 : *ret_len;
+        }
+        memmove(*ret, *ret + skip, *ret_len - skip + 1);
+        *ret_len -= skip;
+    }
     return 0;
 }
 
