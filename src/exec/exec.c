@@ -409,11 +409,12 @@ void dg__exec_open_log(exec_try *t, bool fresh) {
         return;
     }
     /* the header: which image the try runs, before its first line (docs/dags.md, "Tries") */
-    if (empty && t->image_id) {
+    if (empty && (t->image || t->image_id)) {
         exec_run *er = t->er;
         _cleanup_free_ char *image = t->image && er->secrets ? dg_redact(er->secrets, t->image, strlen(t->image)) : NULL;
         _cleanup_free_ char *h = xasprintf("[dagd] image %s (id %s, digest: %s)", image ? image : t->image ? t->image : "?",
-                                           t->image_id, t->image_digest ? t->image_digest : "none");
+                                           t->image_id ? t->image_id : "unknown",
+                                           t->image_digest ? t->image_digest : "none");
         dg_tasklog_line(t->log, DG_TASKLOG_HEADER, h, strlen(h));
         dg_tasklog_flush(t->log);
     }
