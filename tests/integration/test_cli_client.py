@@ -370,7 +370,7 @@ def test_cancel_prints_the_state_the_run_ends_in_and_tasks_say_why(srv, dg):
     assert rows[0] == ["TASK", "STATE", "TRY", "EXIT", "DURATION", "IMAGE_ID", "MESSAGE"], table.out
     got = {r[0]: r for r in rows[1:]}
     assert got["graceful"][1:4] == ["failed", "1", "0"] and got["graceful"][6] == "run cancelled", table.out
-    assert got["after"][1] == "skipped" and got["after"][5] == "run cancelled", table.out
+    assert got["after"][1] == "skipped" and got["after"][6] == "run cancelled", table.out
     assert srv.cli("logs", dg.dag_id, run_id, "graceful").out == "up\ngot-term\n"
     # a run that has ended cannot be cancelled again
     again = srv.cli("cancel", dg.dag_id, run_id)
