@@ -433,8 +433,7 @@ static void take_image(exec_try *t) {
     t->image_id = xstrdup(id);
     t->image_digest = xstrdup(digest);
     dg_log_ctx c = try_ctx(t);
-    dg_log(DG_LOG_INFO, &c, "image %s is %s%s%s", t->image ? t->image : "?", id, digest ? ", digest " : "",
-           digest ? digest : "");
+    dg_log(DG_LOG_INFO, &c, "runs image %s%s%s", id, digest ? ", digest " : "", digest ? digest : "");
 }
 
 static void job_created(void *ud, const dg_error *err) {
