@@ -65,7 +65,7 @@ struct swarm_job {
     int no_task_rounds;
     char *container_id, *node_id, *last_err;
     char *image_id, *image_digest; /* swarm_image */
-    bool image_looked;
+    bool image_looked, image_pending, exit_after_image;
     dg_docker_stream *logs;
     uv_timer_t *timer;
     void (*timer_step)(swarm_job *j);
@@ -170,6 +170,10 @@ static void remove_service(swarm_job *j) {
 
 static void send_exited(swarm_job *j) {
     if (j->exited_sent) return;
+    if (j->image_pending) { /* the try's record gets its image first (task_image_cb) */
+        j->exit_after_image = true;
+        return;
+    }
     j->exited_sent = true;
     if (j->logs) {
         dg_docker_stream_cancel(j->logs);
@@ -590,7 +594,13 @@ static void set_str(char **dst, const char *v) {
 static void task_image_cb(void *ud, int status, json_t *body, const dg_error *err) {
     swarm_job *j = ud;
     (void)status;
+    if (err && err->code == -ECANCELED) {
+        job_unref(j);
+        return;
+    }
+    j->image_pending = false;
     if (!err) set_str(&j->image_id, json_string_value(json_object_get(body, "Image")));
+    if (j->exit_after_image) send_exited(j);
     job_unref(j);
 }
 
@@ -598,7 +608,7 @@ static void task_image(swarm_job *j, json_t *task) {
     const char *img = json_string_value(json_object_get(json_object_get(json_object_get(task, "Spec"), "ContainerSpec"), "Image"));
     if (img && strstr(img, "@sha256:")) set_str(&j->image_digest, img);
     if (j->container_id && !j->image_looked && live(j)) {
-        j->image_looked = true;
+        j->image_looked = j->image_pending = true;
         dg_docker_container_inspect(j->b->docker, j->container_id, task_image_cb, job_ref(j));
     }
 }
