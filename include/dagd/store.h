@@ -99,6 +99,8 @@ char *dg_store_log_path(const char *state_dir, const char *dag, const char *run,
 /* A task try's log file: lines appended in arrival order, stdout and stderr together. */
 typedef struct dg_tasklog dg_tasklog;
 int dg_tasklog_open(const char *path, dg_tasklog **ret); /* creates parent dirs */
+/* Removes the log at path and the streams file beside it (a log to be written anew). */
+void dg_tasklog_remove(const char *path);
 /* stream: 1 stdout, 2 stderr, DG_TASKLOG_HEADER a line of the header dagd writes first
  * (docs/dags.md, "Tries") */
 #define DG_TASKLOG_HEADER 3

@@ -399,7 +399,7 @@ void dg__exec_open_log(exec_try *t, bool fresh) {
     const dg_run *run = t->er->run;
     _cleanup_free_ char *path =
         dg_store_log_path(x->state_dir, run->dag->dag_id, run->run_id, run->dag->tasks[t->task].id, t->try_number);
-    if (fresh) unlink(path); /* an adopted job's output comes again from its first line */
+    if (fresh) dg_tasklog_remove(path); /* an adopted job's output comes again from its first line */
     struct stat sb;
     bool empty = stat(path, &sb) < 0 || sb.st_size == 0;
     int r = dg_tasklog_open(path, &t->log);

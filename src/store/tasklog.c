@@ -157,3 +157,10 @@ int64_t dg_tasklog_header_len(const char *log_path) {
     fclose(f);
     return lines ? 0 : len; /* a header cut short (a full disk) is served as it is */
 }
+
+void dg_tasklog_remove(const char *path) {
+    if (!path) return;
+    unlink(path);
+    _cleanup_free_ char *sp = streams_path(path);
+    unlink(sp);
+}

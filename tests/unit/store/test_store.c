@@ -817,3 +817,29 @@ Test(store, migrates_schema_3) {
     dg_try_recs_free(v, n);
     dg_store_close(st);
 }
+
+/* The header dagd writes first is marked 'd' beside the log; its length is what a reader
+ * skips, and a log written anew loses its streams file too. */
+Test(store, tasklog_header) {
+    _cleanup_free_ char *path = xasprintf("%s/logs/d/r/t/1.log", tmpdir);
+    _cleanup_free_ char *sp = xasprintf("%s/logs/d/r/t/1.streams", tmpdir);
+    dg_tasklog *l = NULL;
+    cr_assert_eq(dg_tasklog_open(path, &l), 0);
+    cr_assert_eq(dg_tasklog_header_len(path), 0);
+    dg_tasklog_line(l, DG_TASKLOG_HEADER, "[dagd] image x (id sha256:1, digest: none)", 42);
+    dg_tasklog_line(l, 1, "out", 3);
+    dg_tasklog_line(l, 2, "err", 3);
+    dg_tasklog_close(l);
+    cr_assert_eq(dg_tasklog_header_len(path), 43);
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    cr_assert_eq(dg_tasklog_read_streams(path, &text, &len), 0);
+    cr_assert_str_eq(text, "dagd\t[dagd] image x (id sha256:1, digest: none)\nstdout\tout\nstderr\terr\n");
+    dg_tasklog_remove(path);
+    cr_assert_neq(access(path, F_OK), 0);
+    cr_assert_neq(access(sp, F_OK), 0);
+    cr_assert_eq(dg_tasklog_open(path, &l), 0);
+    dg_tasklog_line(l, 1, "again", 5);
+    dg_tasklog_close(l);
+    cr_assert_eq(dg_tasklog_header_len(path), 0);
+}
