@@ -277,6 +277,12 @@ void dg_docker_container_inspect(dg_docker *d, const char *id, dg_docker_cb cb, 
     dg__req_submit(dg__req_new(d, "GET", path, NULL, call_done, c));
 }
 
+void dg_docker_image_inspect(dg_docker *d, const char *image, dg_docker_cb cb, void *ud) {
+    _cleanup_free_ char *e = dg__escape(image ? image : "");
+    _cleanup_free_ char *path = xasprintf("/images/%s/json", e);
+    dg_docker_call(d, "GET", path, NULL, cb, ud);
+}
+
 /* ---- networks ---- */
 
 typedef struct net_ctx {

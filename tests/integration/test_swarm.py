@@ -18,6 +18,7 @@ swarm timing into a wait), and when the machine cannot make network namespaces (
 root, no `ip`): under CI that is a failure.
 """
 import os
+import subprocess
 import time
 
 import pytest
@@ -118,6 +119,13 @@ def test_core_scenarios_on_one_node(dg, one_node):
     assert [t["exit_code"] for t in dg.tries("right")] == [3, 0]
     assert "first" in dg.log("right", 1) and "second" in dg.log("right", 2)
     assert [t["exit_code"] for t in dg.tries("broken")] == [5]
+    # which image each try ran: the task containers ran on the manager's own node, whose
+    # engine says; the image was never pushed, so no digest (docs/operations.md)
+    node_image = subprocess.run(["docker", "-H", one_node.host(1), "image", "inspect", "--format", "{{.Id}}", IMAGE],
+                                capture_output=True, text=True, timeout=60).stdout.strip()
+    assert node_image.startswith("sha256:"), node_image
+    assert [(t["image_id"], t["image_digest"]) for t in dg.tries("right")] == [(node_image, None)] * 2
+    assert dg.log_header("start") == ["[dagd] image %s (id unknown, digest: none)" % IMAGE]
     assert services_gone(one_node), "services left: %r" % one_node.services()
 
 
