@@ -154,4 +154,4 @@ clean:
 
 include images/services.mk
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -path '$(BUILD)/airflow-venv*' -prune -o -name '*.d' -type f -print 2>/dev/null)
