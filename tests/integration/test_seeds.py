@@ -42,6 +42,7 @@ E2E = [
 ]
 
 EXAMPLES = REPO / "examples"
+CENT = Decimal("0.01")
 
 
 class Warehouse:
@@ -166,7 +167,7 @@ def sales_day(seed, files=3, rows=40):
         for _ in range(rows):
             n += 1
             prod = "P%02d" % rnd.randint(1, 7)
-            amount = Decimal(rnd.randint(1, 99999)) / 100
+            amount = (Decimal(rnd.randint(1, 99999)) / 100).quantize(CENT)  # 12.30, not 12.3
             lines.append("o%05d,%s,%s" % (n, prod, amount))
             totals[prod][0] += amount
             totals[prod][1] += 1
@@ -298,7 +299,7 @@ def orders_csv(seed, n=25):
     lines, want = ["order_id,customer,amount"], defaultdict(lambda: [0, Decimal("0.00")])
     for i in range(n):
         cust = rnd.choice(["acme", "globex", "initech", "umbrella"])
-        amount = Decimal(rnd.randint(100, 50000)) / 100
+        amount = (Decimal(rnd.randint(100, 50000)) / 100).quantize(CENT)
         lines.append("e%03d,%s,%s" % (i, cust, amount))
         want[cust][0] += 1
         want[cust][1] += amount
