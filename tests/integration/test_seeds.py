@@ -12,12 +12,14 @@ occur exactly once in the file, so an edit of the example that drops it fails he
   minutes (what they wait for is unchanged).
 The data folder is the examples' `data_root` param, given as a run's conf.
 
-`test_every_example_validates` runs in every pass. The others run in the plain pass only. The Spark scenarios start a JVM per job (tens of seconds
-each on two cores), and all of them wait on containers most of the time, so under the
-ASan build and valgrind they would add minutes while dagd's own code paths here (file and
-dag sensors, connections, email, volumes with templates) are covered there by
-test_sensors_notify.py, test_sensors_more.py and test_behaviour.py. Under $CI an image that
-cannot be built fails these tests (build_images); elsewhere it skips them with the reason.
+`test_every_example_validates` runs in every pass. The others run in the plain pass
+only: the Spark scenarios start a JVM per job (tens of seconds each on two cores), and all
+of them mostly wait on containers, so under the ASan build and valgrind they would add
+minutes while dagd's own code paths here (file and dag sensors, connections, email,
+volumes with templates) run in the ASan pass through test_sensors_notify.py,
+test_sensors_more.py and test_behaviour.py (the valgrind pass leaves the sensor waits out
+too, docs/operations.md). Under $CI an image that cannot be built fails these tests
+(build_images); elsewhere it skips them with the reason.
 """
 import json
 import random
@@ -36,9 +38,9 @@ from test_sensors_more import wait_proc
 
 E2E = [
     pytest.mark.skipif(VALGRIND, reason="end-to-end scenarios that mostly wait on containers (a JVM per Spark "
-                       "job); the plain pass runs them, and dagd's paths here are covered under valgrind elsewhere"),
+                       "job); the plain pass runs them"),
     pytest.mark.skipif(SANITIZED, reason="end-to-end scenarios that mostly wait on containers (a JVM per Spark "
-                       "job); the plain pass runs them, and dagd's paths here are covered under ASan elsewhere"),
+                       "job); the plain pass runs them, dagd's paths here run under ASan in the sensor tests"),
 ]
 
 EXAMPLES = REPO / "examples"
