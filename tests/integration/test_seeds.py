@@ -241,6 +241,7 @@ def test_daily_sales_batch(dg, warehouse, spark_image, smtp_sink):
     assert res.rc == 0, res
     assert mart() == want
     assert warehouse.psql("select count(*) from daily_product_sales where day = '%s'" % date) == [[str(len(want))]]
+    assert len(smtp_sink.wait(2, timeout=10)) == 2
 
 
 # --------------------------------------------------------------------------- log processing
