@@ -201,7 +201,7 @@ def test_daily_sales_batch(dg, warehouse, spark_image, smtp_sink):
     date = "2025-01-15"
     root = data_root(dg)
     f, dag_id = example(dg, warehouse, "daily_sales_batch", [("interval: 60s", "interval: 1s")])
-    conf = json.dumps({"data_root": str(root)})
+    conf = json.dumps({"data_root": str(root), "report_to": "sales@example.org"})
     env = run_env(warehouse, DAGD_SMTP_URL=smtp_sink.url, DAGD_SMTP_FROM="dagd@example.org")
     p = dg.popen("run", f, "--state", dg.state, "--date", date, "--conf", conf, env=env)
     wait_checked_once(dg, p, dag_id, "wait_for_raw_sales", date)
@@ -230,7 +230,7 @@ def test_daily_sales_batch(dg, warehouse, spark_image, smtp_sink):
     mails = smtp_sink.wait(1, timeout=10)
     assert len(mails) == 1, mails
     m = mails[0]
-    assert [r.strip("<>") for r in m["to"]] == ["sales-report@example.com"], m
+    assert [r.strip("<>") for r in m["to"]] == ["sales@example.org"], m
     assert header(m["data"], "Subject") == "Daily sales batch complete (%s)" % date, m
     assert summary.encode() in m["data"], m
 
