@@ -239,7 +239,7 @@ tasks:
     command: [sh, -c, 'psql "$DAGD_CONN_WAREHOUSE" -v ON_ERROR_STOP=1 -c "create table %(table)s (v text); insert into %(table)s values (''%(value)s'')"']
   pg_read:
     image: dagd/loader:local
-    upstream: [pg_write]
+    depends_on: [pg_write]
     connections: [warehouse]
     command: [sh, -c, 'psql "$DAGD_CONN_WAREHOUSE" -v ON_ERROR_STOP=1 -At -c "select ''read '' || v from %(table)s"']
   produce:
@@ -262,7 +262,7 @@ tasks:
         print("produced", os.environ["VALUE"])
   consume:
     image: dagd/producer:local
-    upstream: [produce]
+    depends_on: [produce]
     env: {BOOTSTRAP: "broker:9092", TOPIC: %(topic)s}
     command:
       - python3
