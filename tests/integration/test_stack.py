@@ -45,13 +45,19 @@ UP_TIMEOUT = 300      # seconds: `up -d` waits for the services' healthchecks
 RUN_TIMEOUT = 240     # a DAG run of a few task containers (image start, a JVM-less client)
 
 
-def compose_available():
+def need_compose():
+    """docker-compose answers, or the test fails under $CI and is skipped elsewhere."""
     try:
         p = subprocess.run(["docker-compose", "version"], capture_output=True, text=True,
                            timeout=30, stdin=subprocess.DEVNULL)
-        return p.returncode == 0, p.stdout + p.stderr
+        ok, out = p.returncode == 0, p.stdout + p.stderr
     except (OSError, subprocess.TimeoutExpired) as e:
-        return False, str(e)
+        ok, out = False, str(e)
+    if not ok:
+        msg = "docker-compose does not answer (`make images-deps` installs it): " + out
+        if os.environ.get("CI"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
 
 
 class Stack:
@@ -187,13 +193,8 @@ DAG_IDS = []
 
 @pytest.fixture(scope="module")
 def stack(docker_engine):
-    ok, out = compose_available()
-    if not ok:
-        msg = "docker-compose is not installed (`make images-deps`): " + out
-        if os.environ.get("CI"):
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    build_images("images-stack")
+    build_images("images-stack")        # images-deps installs docker-compose too
+    need_compose()
     root = tempfile.mkdtemp(prefix="dagd-stack-")
     s = Stack(pathlib.Path(root))
     s.write_dag(*pipeline_dag(s))
@@ -307,9 +308,8 @@ tasks:
 
 def test_compose_config_valid(tmp_path):
     """`docker-compose config` accepts the stack file alone and with the offline override."""
-    ok, out = compose_available()
-    if not ok:
-        pytest.skip("docker-compose is not installed: " + out)
+    build_images("images-deps")
+    need_compose()
     import yaml     # Debian's docker-compose depends on python3-yaml
     token = tmp_path / "token"
     token.write_text("x\n")
