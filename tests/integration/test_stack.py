@@ -215,6 +215,15 @@ def stack(docker_engine):
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def logs_on_failure(request):
+    """A failed test on the stack prints the services' logs."""
+    yield
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed and "stack" in request.fixturenames:
+        print(request.getfixturevalue("stack").logs())
+
+
 # -- the DAGs ------------------------------------------------------------------------
 
 def pipeline_dag(s):
