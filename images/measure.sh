@@ -27,7 +27,7 @@ human() {   # seconds -> "12.3 s" or "4 min 05 s"
 }
 mb() { awk -v b="$1" 'BEGIN { if (b >= 1e9) printf "%.2f GB", b / 1e9; else printf "%.1f MB", b / 1e6 }'; }
 cold_wanted() { case " $cold_names " in *" $1 "*) return 0;; esac; return 1; }
-mk() { $make -s --no-print-directory "$@" >"$tmp.out" 2>&1 || { cat "$tmp.out" >&2; exit 1; }; }
+mk() { $make -s --no-print-directory "$@" >"$tmp/out" 2>&1 || { cat "$tmp/out" >&2; exit 1; }; }
 
 mkdir -p "$tmp"
 if cold_wanted base; then
@@ -61,18 +61,29 @@ for n in "$@"; do
     echo "measure: $n" >&2
 done
 
+# the rows of the table already there, in their order, those measured now replaced (a
+# cold time not measured now kept); new ones after them
+sed -n '/^<!-- measured: begin -->$/,/^<!-- measured: end -->$/p' "$doc" | grep '^| [b`]' >"$tmp/old" || true
 {
     echo "<!-- measured: begin -->"
     echo "| image | size | cold build | cached build |"
     echo "|---|---|---|---|"
-    cat "$rows"
+    awk -F' [|] ' 'FNR == NR { new[$1] = $0; order[++n] = $1; next }
+                   ($1 in new) { row = new[$1]; done[$1] = 1
+                                 # a cold time not measured now: the one measured before
+                                 split(row, f, / [|] /)
+                                 if (f[3] == "-") row = f[1] " | " f[2] " | " $3 " | " f[4]
+                                 print row; next }
+                   { print }
+                   END { for (i = 1; i <= n; i++) if (!(order[i] in done)) print new[order[i]] }' \
+        "$rows" "$tmp/old"
     echo
     echo "Measured by \`make images-measure\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(docker version -f '{{.Server.Version}}' 2>/dev/null | sed 's/^/Docker /')."
     echo "<!-- measured: end -->"
-} >"$tmp.table"
-awk -v table="$tmp.table" '
+} >"$tmp/table"
+awk -v table="$tmp/table" '
     /^<!-- measured: begin -->$/ { while ((getline l < table) > 0) print l; skip = 1; next }
     /^<!-- measured: end -->$/   { skip = 0; next }
-    !skip' "$doc" >"$tmp.doc"
+    !skip' "$doc" >"$tmp/doc"
 grep -q '^<!-- measured: begin -->$' "$doc" || { echo "measure: no measured: begin line in $doc" >&2; exit 1; }
-cat "$tmp.doc" >"$doc"
+cat "$tmp/doc" >"$doc"
