@@ -32,7 +32,8 @@ from decimal import Decimal
 import pytest
 
 from conftest import REPO, TIME_SCALE, VALGRIND, docker, env_with, epoch_ms, wrap
-from test_images import SANITIZED, Container, build_images
+from image_helpers import SANITIZED, build_images
+from test_images import Container
 from test_sensors_notify import header
 from test_sensors_more import wait_proc
 
