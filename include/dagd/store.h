@@ -114,4 +114,4 @@ int dg_tasklog_read_streams(const char *log_path, char **ret, size_t *ret_len);
 /* The message of the store's last failed call ("" when none). */
 const char *dg_store_errmsg(const dg_store *st);
 /* Pushes buffered lines to the file, so followers of a running task see them. */
-int dg_tasklog_flush(dg_tasklog *l);
+int dg_tasklog_flush(dg_tasklog *l); /* holds no descriptor after it returns */
