@@ -113,5 +113,7 @@ int dg_tasklog_read_streams(const char *log_path, char **ret, size_t *ret_len);
 
 /* The message of the store's last failed call ("" when none). */
 const char *dg_store_errmsg(const dg_store *st);
+/* Write statements run and transactions committed since the store was opened. */
+void dg_store_counts(const dg_store *st, uint64_t *ret_writes, uint64_t *ret_commits);
 /* Pushes buffered lines to the file, so followers of a running task see them. */
 int dg_tasklog_flush(dg_tasklog *l); /* holds no descriptor after it returns */

@@ -815,6 +815,13 @@ char *dg_server_metrics(dg_server *s) {
     dg_buf_printf(&b, "# HELP dagd_tasks_running Task tries holding a slot.\n# TYPE dagd_tasks_running gauge\n"
                       "dagd_tasks_running %d\n",
                   dg_sched_running(s->sched));
+    uint64_t writes, commits;
+    dg_store_counts(s->store, &writes, &commits);
+    dg_buf_printf(&b, "# HELP dagd_store_writes_total Write statements run on the state database.\n"
+                      "# TYPE dagd_store_writes_total counter\ndagd_store_writes_total %llu\n"
+                      "# HELP dagd_store_commits_total Transactions committed on the state database.\n"
+                      "# TYPE dagd_store_commits_total counter\ndagd_store_commits_total %llu\n",
+                  (unsigned long long)writes, (unsigned long long)commits);
     if (s->exec) {
         dg_exec_stats_t st;
         dg_exec_stats(s->exec, &st);

@@ -42,6 +42,8 @@ struct dg_store {
     char *dir;
     char *errmsg;
     sqlite3_stmt *stmt[ST_MAX];
+    uint64_t writes;  /* write statements run (docs/daemon.md, Logs and metrics) */
+    uint64_t commits; /* transactions committed */
 };
 
 #define RUN_COLS                                                                        \
@@ -174,6 +176,16 @@ static int fail(dg_store *st, int rc) {
     return errno_from_sqlite(rc);
 }
 
+static int count_commit(void *ud) {
+    ((dg_store *)ud)->commits++;
+    return 0; /* let it commit */
+}
+
+void dg_store_counts(const dg_store *st, uint64_t *ret_writes, uint64_t *ret_commits) {
+    *ret_writes = st ? st->writes : 0;
+    *ret_commits = st ? st->commits : 0;
+}
+
 const char *dg_store_errmsg(const dg_store *st) {
     return st && st->errmsg ? st->errmsg : "";
 }
@@ -284,6 +296,7 @@ int dg_store_open(const char *state_dir, dg_store **ret, dg_error *err) {
     }
     sqlite3_extended_result_codes(st->db, 1);
     sqlite3_busy_timeout(st->db, 5000);
+    sqlite3_commit_hook(st->db, count_commit, st);
     /* the database holds run confs and task outputs: its owner's only (its -wal and -shm
      * files take the database's mode when SQLite makes them) */
     static const char *const suffixes[] = {"", "-wal", "-shm"};
@@ -358,6 +371,7 @@ const char *dg_store_dir(const dg_store *st) { return st ? st->dir : NULL; }
 /* Runs a bound write statement to completion. */
 static int step_done(dg_store *st, sqlite3_stmt *s, int bind_rc) {
     if (bind_rc != SQLITE_OK) return fail(st, bind_rc);
+    st->writes++;
     int rc = sqlite3_step(s);
     return rc == SQLITE_DONE ? 0 : fail(st, rc);
 }
@@ -701,6 +715,7 @@ int dg_store_put_dag(dg_store *st, const char *dag, bool paused, const char *fil
     sqlite3_bind_int(s, 2, paused ? 1 : 0);
     if (file) sqlite3_bind_text(s, 3, file, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 4, now_ms);
+    st->writes++;
     int rc = sqlite3_step(s);
     sqlite3_finalize(s);
     return rc == SQLITE_DONE ? 0 : fail(st, rc);
