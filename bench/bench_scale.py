@@ -3,7 +3,7 @@
 
 No container runs: every task is a `file` sensor on a file that exists, so each task
 succeeds at its first check and what is measured is the daemon itself (scheduler,
-executor, store, API, task logs). At --scale 1 (the default runs 0.1 and 0.25, see main()):
+executor, store, API, task logs). At --scale 1 (the default runs 0.1 and 1, see main()):
 
   1,000 DAGs of 50 tasks (10 layers of 5, each task depending on the whole layer before),
   2 runs of each triggered through the API (2,000 runs in flight), 100,000 task instances;
