@@ -171,6 +171,7 @@ int dg_server_patch_dag(dg_server *s, const char *dag, const json_t *body, json_
     }
     json_t *p = json_object_get(body, "is_paused");
     if (!json_is_boolean(p)) return dg_error_set(err, -EINVAL, "is_paused must be true or false");
+    dg_server_flush(s);
     if (dg_store_put_dag(s->store, e->dag_id, json_is_true(p), e->file, dg_now_ms()) < 0)
         return dg_error_set(err, -EAGAIN, "the paused state could not be saved: %s", dg_store_errmsg(s->store));
     e->paused = json_is_true(p);
@@ -327,6 +328,7 @@ static int rerun(dg_server *s, dag_entry *e, const dg_run_rec *rr, const json_t 
         _cleanup_free_ char *text = json_dumps(conf, JSON_COMPACT);
         dg_run_rec copy = *rr;
         copy.conf_json = text;
+        dg_server_flush(s);
         if (dg_store_put_run(s->store, &copy) < 0)
             return dg_error_set(err, -EAGAIN, "the run's conf could not be saved: %s", dg_store_errmsg(s->store));
     }
@@ -772,6 +774,10 @@ bool dg_server_log_live(dg_server *s, const char *dag, const char *run, const ch
 }
 
 /* ---- health and metrics ---- */
+
+void dg_server_flush(dg_server *s) {
+    if (s->exec) dg_exec_flush(s->exec);
+}
 
 int dg__server_writable(dg_server *s, dg_error *err) {
     const char *why = s->exec ? dg_exec_store_error(s->exec) : NULL;

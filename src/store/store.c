@@ -44,6 +44,7 @@ struct dg_store {
     sqlite3_stmt *stmt[ST_MAX];
     uint64_t writes;  /* write statements run (docs/daemon.md, Logs and metrics) */
     uint64_t commits; /* transactions committed */
+    bool in_tx;       /* a transaction of dg_store_begin is open */
 };
 
 #define RUN_COLS                                                                        \
@@ -359,6 +360,7 @@ fail:
 
 void dg_store_close(dg_store *st) {
     if (!st) return;
+    dg_store_commit(st); /* one left open by its caller: written, not dropped */
     for (int i = 0; i < ST_MAX; i++) sqlite3_finalize(st->stmt[i]);
     sqlite3_close(st->db);
     free(st->dir);
@@ -369,11 +371,36 @@ void dg_store_close(dg_store *st) {
 const char *dg_store_dir(const dg_store *st) { return st ? st->dir : NULL; }
 
 /* Runs a bound write statement to completion. */
+/* A failed write inside a transaction of dg_store_begin ends it: none of it is written. */
+static int tx_fail(dg_store *st, int r) {
+    if (st->in_tx) {
+        st->in_tx = false;
+        if (!sqlite3_get_autocommit(st->db)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    return r;
+}
+
 static int step_done(dg_store *st, sqlite3_stmt *s, int bind_rc) {
-    if (bind_rc != SQLITE_OK) return fail(st, bind_rc);
+    if (bind_rc != SQLITE_OK) return tx_fail(st, fail(st, bind_rc));
     st->writes++;
     int rc = sqlite3_step(s);
-    return rc == SQLITE_DONE ? 0 : fail(st, rc);
+    return rc == SQLITE_DONE ? 0 : tx_fail(st, fail(st, rc));
+}
+
+int dg_store_begin(dg_store *st) {
+    if (!st) return -EINVAL;
+    if (st->in_tx) return 0;
+    int r = exec(st, "BEGIN IMMEDIATE");
+    if (r == 0) st->in_tx = true;
+    return r;
+}
+
+bool dg_store_in_tx(const dg_store *st) { return st && st->in_tx; }
+
+int dg_store_commit(dg_store *st) {
+    if (!st || !st->in_tx) return 0;
+    int r = exec(st, "COMMIT");
+    return r < 0 ? tx_fail(st, r) : (st->in_tx = false, 0);
 }
 
 int dg_store_put_run(dg_store *st, const dg_run_rec *r) {
@@ -718,7 +745,7 @@ int dg_store_put_dag(dg_store *st, const char *dag, bool paused, const char *fil
     st->writes++;
     int rc = sqlite3_step(s);
     sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? 0 : fail(st, rc);
+    return rc == SQLITE_DONE ? 0 : tx_fail(st, fail(st, rc));
 }
 
 static int collect_runs(dg_store *st, sqlite3_stmt *s, dg_run_rec ***ret, size_t *ret_n) {
