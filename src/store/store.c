@@ -4,11 +4,12 @@
  * handed in are borrowed for the duration of the call, records handed out belong to
  * the caller.
  *
- * Durability: the database runs in WAL mode with synchronous=NORMAL. Every put is its
- * own transaction, and a committed transaction is in the WAL file (the kernel's page
- * cache) before the call returns, so a finished task's state survives kill -9 of the
- * process. Only a power loss or kernel crash can lose the last transactions; that
- * never corrupts the database.
+ * Durability: the database runs in WAL mode with synchronous=NORMAL. A put is its own
+ * transaction unless the caller opened one with dg_store_begin (the executor does, for
+ * the puts of one loop iteration; docs/daemon.md, Crash recovery); a committed
+ * transaction is in the WAL file (the kernel's page cache) before the call returns, so
+ * it survives kill -9 of the process. Only a power loss or kernel crash can lose the
+ * last transactions; that never corrupts the database.
  *
  * The schema is versioned with PRAGMA user_version; `migrations` lists the steps in
  * order and each runs in its own IMMEDIATE transaction, so two processes opening the
