@@ -818,6 +818,9 @@ static void handle(dg_exec *x, const dg_cmd *c) {
 
 static void wake_cb(uv_timer_t *h) { pump(h->data); }
 
+/* Scheduler commands one pump handles before it lets the loop turn. */
+#define PUMP_BUDGET 2000
+
 static void check_stalled(dg_exec *x) {
     if (x->closing || x->store_err || !x->ready || x->held || x->pumping || x->outstanding > 0 || !x->hooks.stalled) return;
     if (dg_sched_next_wakeup(x->sched) >= 0) return;
@@ -832,6 +835,8 @@ static void pump(dg_exec *x) {
         return;
     }
     x->pumping = true;
+    size_t handled = 0;
+    bool more = false;
     for (;;) {
         x->pump_again = false;
         dg_sched_tick(x->sched, now_ms());
@@ -840,8 +845,20 @@ static void pump(dg_exec *x) {
         for (size_t i = 0; i < n; i++) handle(x, &cmds[i]);
         free(cmds);
         if (n == 0 && !x->pump_again) break;
+        handled += n;
+        /* a cascade (tasks that finish as they start, like sensors whose condition holds)
+         * goes on in the next turn of the loop, so that the API answers and the turn's
+         * store transaction stays bounded (docs/benchmarks.md, Daemon at scale) */
+        if (handled >= PUMP_BUDGET) {
+            more = true;
+            break;
+        }
     }
     x->pumping = false;
+    if (more) {
+        uv_timer_start(&x->wake, wake_cb, 0, 0);
+        return;
+    }
     int64_t w = dg_sched_next_wakeup(x->sched);
     check_stalled(x);
     if (w >= 0) {
