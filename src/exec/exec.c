@@ -13,7 +13,12 @@
 #include "dagd/tmpl.h"
 #include "exec_internal.h"
 
+/* Scheduler commands handled in one turn of the loop before the rest waits for the next. */
+#define PUMP_BUDGET 2000
+
 static void pump(dg_exec *x);
+static void defer_pump(dg_exec *x);
+static void wake_cb(uv_timer_t *h);
 static void check_stalled(dg_exec *x);
 static void try_unref(exec_try *t);
 static void exec_release(dg_exec *x);
@@ -235,7 +240,25 @@ static void batch_flush(dg_exec *x) {
     store_failed(x, run, "the records of a loop iteration");
 }
 
-static void flush_cb(uv_prepare_t *h) { batch_flush(h->data); }
+/* Before the loop waits: the turn's writes are committed, and a pump deferred by its
+ * budget goes on at once in the next turn (a timer of 0 started here lets the loop
+ * poll without waiting). */
+static void flush_cb(uv_prepare_t *h) {
+    dg_exec *x = h->data;
+    batch_flush(x);
+    x->turn_handled = 0;
+    if (x->pump_deferred) {
+        x->pump_deferred = false;
+        uv_unref((uv_handle_t *)&x->flush);
+        if (!x->closing) uv_timer_start(&x->wake, wake_cb, 0, 0);
+    }
+}
+
+static void defer_pump(dg_exec *x) {
+    if (x->pump_deferred) return;
+    x->pump_deferred = true;
+    uv_ref((uv_handle_t *)&x->flush); /* the loop turns once more for it */
+}
 
 void dg_exec_flush(dg_exec *x) {
     if (x) batch_flush(x);
@@ -818,8 +841,7 @@ static void handle(dg_exec *x, const dg_cmd *c) {
 
 static void wake_cb(uv_timer_t *h) { pump(h->data); }
 
-/* Scheduler commands one pump handles before it lets the loop turn. */
-#define PUMP_BUDGET 2000
+
 
 static void check_stalled(dg_exec *x) {
     if (x->closing || x->store_err || !x->ready || x->held || x->pumping || x->outstanding > 0 || !x->hooks.stalled) return;
@@ -834,8 +856,11 @@ static void pump(dg_exec *x) {
         x->pump_again = true;
         return;
     }
+    if (x->turn_handled >= PUMP_BUDGET) {
+        defer_pump(x); /* flush_cb sets it going in the next turn */
+        return;
+    }
     x->pumping = true;
-    size_t handled = 0;
     bool more = false;
     for (;;) {
         x->pump_again = false;
@@ -845,18 +870,19 @@ static void pump(dg_exec *x) {
         for (size_t i = 0; i < n; i++) handle(x, &cmds[i]);
         free(cmds);
         if (n == 0 && !x->pump_again) break;
-        handled += n;
-        /* a cascade (tasks that finish as they start, like sensors whose condition holds)
-         * goes on in the next turn of the loop, so that the API answers and the turn's
-         * store transaction stays bounded (docs/benchmarks.md, Daemon at scale) */
-        if (handled >= PUMP_BUDGET) {
+        x->turn_handled += n;
+        /* past the budget of a loop turn (a cascade of tasks that finish as they start,
+         * like thousands of sensors whose condition holds at once), the rest goes on in
+         * the next turn, so that the API answers meanwhile and a turn's store transaction
+         * stays bounded (docs/benchmarks.md, The daemon at scale) */
+        if (x->turn_handled >= PUMP_BUDGET) {
             more = true;
             break;
         }
     }
     x->pumping = false;
     if (more) {
-        uv_timer_start(&x->wake, wake_cb, 0, 0);
+        defer_pump(x);
         return;
     }
     int64_t w = dg_sched_next_wakeup(x->sched);
@@ -921,10 +947,8 @@ dg_exec *dg_exec_new(const dg_exec_opts *opts) {
     x->retry.data = x;
     uv_prepare_init(x->loop, &x->flush);
     x->flush.data = x;
-    if (x->store) {
-        uv_prepare_start(&x->flush, flush_cb);
-        uv_unref((uv_handle_t *)&x->flush); /* it never keeps the loop alive */
-    }
+    uv_prepare_start(&x->flush, flush_cb);
+    uv_unref((uv_handle_t *)&x->flush); /* it keeps the loop alive only for a deferred pump */
     return x;
 }
 

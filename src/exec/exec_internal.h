@@ -42,6 +42,8 @@ struct dg_exec {
     size_t n_batch_runs, cap_batch_runs;
     dg_try_rec **batch_tries;
     size_t n_batch_tries, cap_batch_tries;
+    size_t turn_handled; /* scheduler commands handled in this turn of the loop */
+    bool pump_deferred;  /* a pump stopped at the turn's budget: the next turn goes on */
     void (*connect_cb)(void *ud, const dg_error *err);
     void *connect_ud;
     bool ready, closing, pumping, pump_again;
