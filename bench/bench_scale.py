@@ -239,7 +239,7 @@ def fmt(r):
         f"| {r['dags']:,} | {r['runs']:,} | {r['tis']:,} | {r['wall']:.1f} | {r['tis'] / r['wall']:,.0f} "
         f"| {r['cpu']:.1f} | {per_ti_ms:.3f} | {r['hwm'] / 1024:.0f} "
         f"| {r['syscw'] / r['wall']:,.0f} | {r['wbytes'] / r['wall'] / 1e6:.1f} "
-        f"| {r['db_writes'] / r['wall']:,.0f} | {r['db_commits'] / r['wall']:,.0f} "
+        f"| {r['db_writes'] / r['wall']:,.0f} | {r['db_commits'] / r['wall']:,.1f} "
         f"| {r['lat']['dags'][0]:.1f} | {r['lat']['dags_all'][0]:.1f} | {r['lat']['tasks'][0]:.1f} |"
     ]
     return lines
@@ -283,7 +283,7 @@ def main():
     if rows:
         section += ["", "State database rows at the end of the largest size: " +
                     ", ".join(f"{k} {v:,}" for k, v in rows.items()) + "."]
-    publish("\n".join(section), args.no_doc, BEGIN, END)
+    publish("\n".join(section) + "\n", args.no_doc, BEGIN, END)
     return 0
 
 
