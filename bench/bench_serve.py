@@ -225,7 +225,7 @@ class Server:
             self.port = int(text)
         return self.port
 
-    def request(self, method, path, body=None, auth=True, timeout=10):
+    def request(self, method, path, body=None, auth=True, timeout=10, text=False):
         conn = http.client.HTTPConnection("127.0.0.1", self.wait_port(), timeout=timeout)
         headers = {}
         if auth:
@@ -245,6 +245,8 @@ class Server:
             conn.close()
         if resp.status >= 300:
             raise BenchError(f"dagd {method} {path}: HTTP {resp.status}: {payload.decode(errors='replace')}")
+        if text:
+            return payload.decode()
         return json.loads(payload) if payload else None
 
     def wait_health_ready(self):

@@ -111,6 +111,10 @@ void dg_exec_stats(const dg_exec *x, dg_exec_stats_t *ret);
  * Until they work again no try starts, finished jobs are kept until their outcome is
  * written, and the records not written are retried every second. */
 const char *dg_exec_store_error(const dg_exec *x);
+/* Commits the store writes of this loop iteration now (they are otherwise committed before
+ * the loop waits): call it before a write of your own, which must not join them, and
+ * before answering for a change (docs/daemon.md, Crash recovery). */
+void dg_exec_flush(dg_exec *x);
 /* Number of tries and removals still outstanding, plus one while state writes fail. */
 int dg_exec_outstanding(dg_exec *x);
 /* Closes handles; run the loop afterwards. Does not free the backend. */

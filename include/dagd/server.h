@@ -80,5 +80,8 @@ char *dg_server_json_text(const json_t *doc, size_t flags);
 
 /* Prometheus text exposition. Caller frees. */
 char *dg_server_metrics(dg_server *s);
+/* Commits the state writes made so far in this loop iteration (the API calls it before
+ * answering a state-changing request; docs/daemon.md, Crash recovery). */
+void dg_server_flush(dg_server *s);
 /* {"status": "ok", "version", "dags", "runs_running", "tasks_running"} */
 json_t *dg_server_health(dg_server *s);

@@ -125,5 +125,14 @@ int64_t dg_tasklog_header_len(const char *log_path);
 
 /* The message of the store's last failed call ("" when none). */
 const char *dg_store_errmsg(const dg_store *st);
+/* Write statements run and transactions committed since the store was opened. */
+void dg_store_counts(const dg_store *st, uint64_t *ret_writes, uint64_t *ret_commits);
+/* One transaction for many puts: dg_store_begin opens it (nothing when one is open), the
+ * puts that follow join it, dg_store_commit writes them all or none. A put that fails
+ * inside it ends it, rolled back: none of its puts is written. Without it each put is
+ * its own transaction. */
+int dg_store_begin(dg_store *st);
+int dg_store_commit(dg_store *st); /* 0 when none is open */
+bool dg_store_in_tx(const dg_store *st);
 /* Pushes buffered lines to the file, so followers of a running task see them. */
-int dg_tasklog_flush(dg_tasklog *l);
+int dg_tasklog_flush(dg_tasklog *l); /* holds no descriptor after it returns */

@@ -297,7 +297,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     r->answered = true;
     if (r->too_large)
         return dg__api_reply_error(c, 413, "request bodies are limited to %d bytes", DG_API_BODY_MAX);
-    return dg__api_route_handler(r->route, method)(a, c, r);
+    enum MHD_Result res = dg__api_route_handler(r->route, method)(a, c, r);
+    /* what the answer reports is on disk before it goes out */
+    if (dg__api_method_changes_state(method)) dg_server_flush(a->server);
+    return res;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,

@@ -14,7 +14,12 @@
 #include "dagd/tmpl.h"
 #include "exec_internal.h"
 
+/* Scheduler commands handled in one turn of the loop before the rest waits for the next. */
+#define PUMP_BUDGET 2000
+
 static void pump(dg_exec *x);
+static void defer_pump(dg_exec *x);
+static void wake_cb(uv_timer_t *h);
 static void check_stalled(dg_exec *x);
 static void try_unref(exec_try *t);
 static void exec_release(dg_exec *x);
@@ -93,7 +98,7 @@ static void try_unref(exec_try *t) {
         check_stalled(x);
         /* records still to be written keep a foreground run going */
         if (x->hooks.idle && !x->store_err) x->hooks.idle(x->hooks.ud);
-        if (x->closing && x->wake_closed && x->retry_closed) exec_release(x);
+        if (x->closing && x->wake_closed && x->retry_closed && x->flush_closed) exec_release(x);
     }
 }
 
@@ -142,7 +147,7 @@ static void store_failed(dg_exec *x, const dg_run *run, const char *what) {
         return;
     }
     x->store_err = xstrdup(reason);
-    dg_log_ctx c = {.dag = run->dag->dag_id, .run = run->run_id};
+    dg_log_ctx c = {.dag = run ? run->dag->dag_id : NULL, .run = run ? run->run_id : NULL};
     dg_log(DG_LOG_ERR, &c,
            "state writes are failing (%s): no task starts and no run is made until they work again; "
            "retrying every second",
@@ -156,28 +161,131 @@ static bool try_rec_same(const dg_try_rec *a, const dg_try_rec *b) {
            a->try_number == b->try_number;
 }
 
+/* Keeps c (owned) to be written again, in place of an older copy of the same try. */
+static void keep_unsaved_try(dg_exec *x, dg_try_rec *c) {
+    for (size_t i = 0; i < x->n_unsaved_tries; i++) {
+        if (try_rec_same(x->unsaved_tries[i], c)) {
+            dg_try_rec_free(x->unsaved_tries[i]);
+            x->unsaved_tries[i] = c;
+            return;
+        }
+    }
+    x->unsaved_tries = xrealloc(x->unsaved_tries, (x->n_unsaved_tries + 1) * sizeof *x->unsaved_tries);
+    x->unsaved_tries[x->n_unsaved_tries++] = c;
+}
+
+/* ---- one transaction per loop iteration ----
+ *
+ * While state writes work, the records written in one turn of the loop go in one store
+ * transaction, committed by flush_cb before the loop waits again and by batch_flush
+ * wherever a record must be on disk before something outside follows from it (a
+ * container starts or is removed, a run is forgotten). Should the transaction fail, every
+ * record it held is marked to be written again, as a single failed write would be. */
+
+/* The puts that follow for er's run join the iteration's transaction: false when they
+ * are to go one by one (state writes failing, or no transaction could be opened). */
+static bool batch_join(dg_exec *x, exec_run *er) {
+    if (x->store_err || x->closing) return false;
+    if (!dg_store_in_tx(x->store) && dg_store_begin(x->store) < 0) return false;
+    if (!er->in_batch) {
+        er->in_batch = true;
+        er->refs++;
+        if (x->n_batch_runs == x->cap_batch_runs) {
+            x->cap_batch_runs = x->cap_batch_runs ? 2 * x->cap_batch_runs : 16;
+            x->batch_runs = xrealloc(x->batch_runs, x->cap_batch_runs * sizeof *x->batch_runs);
+        }
+        x->batch_runs[x->n_batch_runs++] = er;
+    }
+    return true;
+}
+
+static void batch_keep_try(dg_exec *x, const dg_try_rec *tr) {
+    if (x->n_batch_tries == x->cap_batch_tries) {
+        x->cap_batch_tries = x->cap_batch_tries ? 2 * x->cap_batch_tries : 16;
+        x->batch_tries = xrealloc(x->batch_tries, x->cap_batch_tries * sizeof *x->batch_tries);
+    }
+    x->batch_tries[x->n_batch_tries++] = dg_try_rec_dup(tr);
+}
+
+/* The transaction is over: written (lost false) or not, in which case everything it held
+ * is to be written again from the retry timer. */
+static void batch_end(dg_exec *x, bool lost) {
+    for (size_t i = 0; i < x->n_batch_runs; i++) {
+        exec_run *er = x->batch_runs[i];
+        er->in_batch = false;
+        if (lost) {
+            er->run_unsaved = true;
+            for (size_t k = 0; k < er->n_tasks; k++) er->ti_unsaved[k] = true;
+        }
+        run_unref(er);
+    }
+    x->n_batch_runs = 0;
+    for (size_t i = 0; i < x->n_batch_tries; i++) {
+        if (lost) keep_unsaved_try(x, x->batch_tries[i]);
+        else dg_try_rec_free(x->batch_tries[i]);
+    }
+    x->n_batch_tries = 0;
+}
+
+/* Commits the iteration's transaction; on failure state writes are failing. */
+static void batch_flush(dg_exec *x) {
+    if (!x->store) return;
+    if (!dg_store_in_tx(x->store)) {
+        batch_end(x, false); /* nothing held (or already ended by a failed put) */
+        return;
+    }
+    if (dg_store_commit(x->store) == 0) {
+        batch_end(x, false);
+        return;
+    }
+    const dg_run *run = x->n_batch_runs ? x->batch_runs[0]->run : NULL;
+    batch_end(x, true);
+    store_failed(x, run, "the records of a loop iteration");
+}
+
+/* Before the loop waits: the turn's writes are committed, and a pump deferred by its
+ * budget goes on at once in the next turn (a timer of 0 started here lets the loop
+ * poll without waiting). */
+static void flush_cb(uv_prepare_t *h) {
+    dg_exec *x = h->data;
+    batch_flush(x);
+    x->turn_handled = 0;
+    if (x->pump_deferred) {
+        x->pump_deferred = false;
+        uv_unref((uv_handle_t *)&x->flush);
+        if (!x->closing) uv_timer_start(&x->wake, wake_cb, 0, 0);
+    }
+}
+
+static void defer_pump(dg_exec *x) {
+    if (x->pump_deferred) return;
+    x->pump_deferred = true;
+    uv_ref((uv_handle_t *)&x->flush); /* the loop turns once more for it */
+}
+
+void dg_exec_flush(dg_exec *x) {
+    if (x) batch_flush(x);
+}
+
 /* Writes a try record; one not written is kept (a copy) to be written again, replacing
  * an older copy of the same try, so that every finished try is recorded once space
  * returns even when its instance has moved on to another try. */
 static void put_try(dg_exec *x, const dg_run *run, const dg_try_rec *tr) {
-    size_t i = 0;
-    while (i < x->n_unsaved_tries && !try_rec_same(x->unsaved_tries[i], tr)) i++;
+    bool batched = dg_store_in_tx(x->store);
     if (dg_store_put_try(x->store, tr) == 0) {
-        if (i < x->n_unsaved_tries) {
-            dg_try_rec_free(x->unsaved_tries[i]);
-            x->unsaved_tries[i] = x->unsaved_tries[--x->n_unsaved_tries];
+        for (size_t i = 0; i < x->n_unsaved_tries; i++) {
+            if (try_rec_same(x->unsaved_tries[i], tr)) {
+                dg_try_rec_free(x->unsaved_tries[i]);
+                x->unsaved_tries[i] = x->unsaved_tries[--x->n_unsaved_tries];
+                break;
+            }
         }
+        if (batched) batch_keep_try(x, tr);
         return;
     }
+    if (batched) batch_end(x, true); /* the failed put ended the transaction */
     store_failed(x, run, "a try");
-    dg_try_rec *c = dg_try_rec_dup(tr);
-    if (i < x->n_unsaved_tries) {
-        dg_try_rec_free(x->unsaved_tries[i]);
-        x->unsaved_tries[i] = c;
-        return;
-    }
-    x->unsaved_tries = xrealloc(x->unsaved_tries, (x->n_unsaved_tries + 1) * sizeof *x->unsaved_tries);
-    x->unsaved_tries[x->n_unsaved_tries++] = c;
+    keep_unsaved_try(x, dg_try_rec_dup(tr));
 }
 
 static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
@@ -205,8 +313,10 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
         .output = er->outputs[task],
         .message = ti->message,
     };
+    bool batched = batch_join(x, er);
     er->ti_unsaved[task] = false;
     if (dg_store_put_ti(x->store, &r) < 0) {
+        if (batched) batch_end(x, true); /* the failed put ended the transaction */
         er->ti_unsaved[task] = true;
         store_failed(x, run, "a task instance");
     }
@@ -253,8 +363,10 @@ static void persist_run(dg_exec *x, dg_run *run) {
         .end_ms = run->end_ms,
         .conf_json = conf,
     };
+    bool batched = batch_join(x, er);
     er->run_unsaved = false;
     if (dg_store_put_run(x->store, &r) < 0) {
+        if (batched) batch_end(x, true); /* the failed put ended the transaction */
         er->run_unsaved = true;
         store_failed(x, run, "the run");
     }
@@ -555,6 +667,7 @@ static void report_exit(exec_try *t) {
     report(t, &res);
     bool success = res.type == DG_RES_EXITED && t->exit_code == 0;
     bool remove = tk->remove == DG_REMOVE_ALWAYS || (tk->remove == DG_REMOVE_ON_SUCCESS && success);
+    if (t->job) batch_flush(t->x); /* the outcome on disk before the job goes */
     if (t->x->store_err && t->job) {
         /* the outcome is not on disk yet: the job stays, so that a restart before it is
          * takes its exit again instead of running the try a second time */
@@ -593,6 +706,7 @@ static const dg_job_events job_events = {
 static void start_job(exec_try *t) {
     dg__exec_open_log(t, false);
     persist_ti(t->x, t->er->run, t->task);
+    batch_flush(t->x);
     if (t->x->store_err) {
         t->wait = WAIT_START;
         return;
@@ -762,6 +876,8 @@ static void handle(dg_exec *x, const dg_cmd *c) {
 
 static void wake_cb(uv_timer_t *h) { pump(h->data); }
 
+
+
 static void check_stalled(dg_exec *x) {
     if (x->closing || x->store_err || !x->ready || x->held || x->pumping || x->outstanding > 0 || !x->hooks.stalled) return;
     if (dg_sched_next_wakeup(x->sched) >= 0) return;
@@ -775,7 +891,12 @@ static void pump(dg_exec *x) {
         x->pump_again = true;
         return;
     }
+    if (x->turn_handled >= PUMP_BUDGET) {
+        defer_pump(x); /* flush_cb sets it going in the next turn */
+        return;
+    }
     x->pumping = true;
+    bool more = false;
     for (;;) {
         x->pump_again = false;
         dg_sched_tick(x->sched, now_ms());
@@ -784,8 +905,21 @@ static void pump(dg_exec *x) {
         for (size_t i = 0; i < n; i++) handle(x, &cmds[i]);
         free(cmds);
         if (n == 0 && !x->pump_again) break;
+        x->turn_handled += n;
+        /* past the budget of a loop turn (a cascade of tasks that finish as they start,
+         * like thousands of sensors whose condition holds at once), the rest goes on in
+         * the next turn, so that the API answers meanwhile and a turn's store transaction
+         * stays bounded (docs/benchmarks.md, The daemon at scale) */
+        if (x->turn_handled >= PUMP_BUDGET) {
+            more = true;
+            break;
+        }
     }
     x->pumping = false;
+    if (more) {
+        defer_pump(x);
+        return;
+    }
     int64_t w = dg_sched_next_wakeup(x->sched);
     check_stalled(x);
     if (w >= 0) {
@@ -846,6 +980,10 @@ dg_exec *dg_exec_new(const dg_exec_opts *opts) {
     x->wake.data = x;
     uv_timer_init(x->loop, &x->retry);
     x->retry.data = x;
+    uv_prepare_init(x->loop, &x->flush);
+    x->flush.data = x;
+    uv_prepare_start(&x->flush, flush_cb);
+    uv_unref((uv_handle_t *)&x->flush); /* it keeps the loop alive only for a deferred pump */
     return x;
 }
 
@@ -1103,6 +1241,7 @@ bool dg_exec_forget_run(dg_exec *x, dg_run *run) {
     exec_run *er = run->userdata;
     if (run->state != DG_RUN_SUCCESS && run->state != DG_RUN_FAILED) return false;
     if (er) {
+        if (er->in_batch) batch_flush(x); /* its last records on disk, and the batch's reference gone */
         if (er->refs > 1) return false; /* a try of it is still in flight (a removal) */
         if (run_unsaved(er)) return false; /* the store does not have it all yet */
         run->userdata = NULL;
@@ -1128,18 +1267,23 @@ static void exec_release(dg_exec *x) {
     free(x->instance);
     free(x->store_err);
     dg_try_recs_free(x->unsaved_tries, x->n_unsaved_tries);
+    batch_end(x, false); /* empty: flushed when the executor was freed */
+    free(x->batch_runs);
+    free(x->batch_tries);
     free(x);
 }
 
 static void exec_free_cb(uv_handle_t *h) {
     dg_exec *x = h->data;
     if (h == (uv_handle_t *)&x->wake) x->wake_closed = true;
+    else if (h == (uv_handle_t *)&x->flush) x->flush_closed = true;
     else x->retry_closed = true;
-    if (x->outstanding == 0 && x->wake_closed && x->retry_closed) exec_release(x);
+    if (x->outstanding == 0 && x->wake_closed && x->retry_closed && x->flush_closed) exec_release(x);
 }
 
 void dg_exec_free(dg_exec *x) {
     if (!x) return;
+    batch_flush(x);
     x->closing = true;
     /* tries still alive are abandoned: their jobs are let go (not removed: a restarted
      * dagd re-adopts them) and the executor's references dropped; calls in flight release
@@ -1168,4 +1312,5 @@ void dg_exec_free(dg_exec *x) {
     }
     uv_close((uv_handle_t *)&x->wake, exec_free_cb);
     uv_close((uv_handle_t *)&x->retry, exec_free_cb);
+    uv_close((uv_handle_t *)&x->flush, exec_free_cb);
 }

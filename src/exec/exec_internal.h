@@ -32,6 +32,18 @@ struct dg_exec {
     bool retry_closed;
     dg_try_rec **unsaved_tries; /* try records to write again (owned copies) */
     size_t n_unsaved_tries;
+    /* The store transaction of this loop iteration (docs/daemon.md, Crash recovery): the
+     * runs whose records it holds (a reference each) and copies of the try records it
+     * holds, to be written again should it fail; committed by `flush` before the loop
+     * waits, and before anything that must find its record on disk. */
+    uv_prepare_t flush;
+    bool flush_closed;
+    exec_run **batch_runs;
+    size_t n_batch_runs, cap_batch_runs;
+    dg_try_rec **batch_tries;
+    size_t n_batch_tries, cap_batch_tries;
+    size_t turn_handled; /* scheduler commands handled in this turn of the loop */
+    bool pump_deferred;  /* a pump stopped at the turn's budget: the next turn goes on */
     void (*connect_cb)(void *ud, const dg_error *err);
     void *connect_ud;
     bool ready, closing, pumping, pump_again;
@@ -59,6 +71,7 @@ struct exec_run {
     int last_state; /* run state last reported (-1: none yet) */
     bool run_unsaved;  /* the run record could not be written: again from the retry timer */
     bool *ti_unsaved;  /* per task: its instance record could not be written */
+    bool in_batch;     /* in dg_exec's batch_runs */
 };
 
 struct exec_try {

@@ -178,6 +178,7 @@ static void scan_folder(dg_server *s) {
         if (dg_store_get_dag(s->store, e->dag_id, &paused) == 0) e->paused = paused;
         else {
             e->paused = dag->paused; /* `paused:` is the state when first seen */
+            dg_server_flush(s); /* a write of its own, not joining the executor's */
             if (dg_store_put_dag(s->store, e->dag_id, e->paused, e->file, dg_now_ms()) < 0) {
                 dg_log_ctx lc = {.dag = e->dag_id};
                 dg_log(DG_LOG_ERR, &lc, "saving the DAG's paused state failed: %s", dg_store_errmsg(s->store));
@@ -439,6 +440,7 @@ static void recover(dg_server *s) {
             rr->state = "failed";
             rr->end_ms = dg_now_ms();
             dg_log_ctx lc = {.dag = rr->dag_id, .run = rr->run_id};
+            dg_server_flush(s);
             if (dg_store_put_run(s->store, rr) < 0)
                 dg_log(DG_LOG_ERR, &lc, "saving the run failed: %s", dg_store_errmsg(s->store));
             rr->state = NULL;

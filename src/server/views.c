@@ -171,6 +171,7 @@ int dg_server_patch_dag(dg_server *s, const char *dag, const json_t *body, json_
     }
     json_t *p = json_object_get(body, "is_paused");
     if (!json_is_boolean(p)) return dg_error_set(err, -EINVAL, "is_paused must be true or false");
+    dg_server_flush(s);
     if (dg_store_put_dag(s->store, e->dag_id, json_is_true(p), e->file, dg_now_ms()) < 0)
         return dg_error_set(err, -EAGAIN, "the paused state could not be saved: %s", dg_store_errmsg(s->store));
     e->paused = json_is_true(p);
@@ -327,6 +328,7 @@ static int rerun(dg_server *s, dag_entry *e, const dg_run_rec *rr, const json_t 
         _cleanup_free_ char *text = json_dumps(conf, JSON_COMPACT);
         dg_run_rec copy = *rr;
         copy.conf_json = text;
+        dg_server_flush(s);
         if (dg_store_put_run(s->store, &copy) < 0)
             return dg_error_set(err, -EAGAIN, "the run's conf could not be saved: %s", dg_store_errmsg(s->store));
     }
@@ -788,6 +790,10 @@ bool dg_server_log_live(dg_server *s, const char *dag, const char *run, const ch
 
 /* ---- health and metrics ---- */
 
+void dg_server_flush(dg_server *s) {
+    if (s->exec) dg_exec_flush(s->exec);
+}
+
 int dg__server_writable(dg_server *s, dg_error *err) {
     const char *why = s->exec ? dg_exec_store_error(s->exec) : NULL;
     if (!why) return 0;
@@ -830,6 +836,13 @@ char *dg_server_metrics(dg_server *s) {
     dg_buf_printf(&b, "# HELP dagd_tasks_running Task tries holding a slot.\n# TYPE dagd_tasks_running gauge\n"
                       "dagd_tasks_running %d\n",
                   dg_sched_running(s->sched));
+    uint64_t writes, commits;
+    dg_store_counts(s->store, &writes, &commits);
+    dg_buf_printf(&b, "# HELP dagd_store_writes_total Write statements run on the state database.\n"
+                      "# TYPE dagd_store_writes_total counter\ndagd_store_writes_total %llu\n"
+                      "# HELP dagd_store_commits_total Transactions committed on the state database.\n"
+                      "# TYPE dagd_store_commits_total counter\ndagd_store_commits_total %llu\n",
+                  (unsigned long long)writes, (unsigned long long)commits);
     if (s->exec) {
         dg_exec_stats_t st;
         dg_exec_stats(s->exec, &st);

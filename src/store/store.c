@@ -4,11 +4,12 @@
  * handed in are borrowed for the duration of the call, records handed out belong to
  * the caller.
  *
- * Durability: the database runs in WAL mode with synchronous=NORMAL. Every put is its
- * own transaction, and a committed transaction is in the WAL file (the kernel's page
- * cache) before the call returns, so a finished task's state survives kill -9 of the
- * process. Only a power loss or kernel crash can lose the last transactions; that
- * never corrupts the database.
+ * Durability: the database runs in WAL mode with synchronous=NORMAL. A put is its own
+ * transaction unless the caller opened one with dg_store_begin (the executor does, for
+ * the puts of one loop iteration; docs/daemon.md, Crash recovery); a committed
+ * transaction is in the WAL file (the kernel's page cache) before the call returns, so
+ * it survives kill -9 of the process. Only a power loss or kernel crash can lose the
+ * last transactions; that never corrupts the database.
  *
  * The schema is versioned with PRAGMA user_version; `migrations` lists the steps in
  * order and each runs in its own IMMEDIATE transaction, so two processes opening the
@@ -42,6 +43,9 @@ struct dg_store {
     char *dir;
     char *errmsg;
     sqlite3_stmt *stmt[ST_MAX];
+    uint64_t writes;  /* write statements run (docs/daemon.md, Logs and metrics) */
+    uint64_t commits; /* transactions committed */
+    bool in_tx;       /* a transaction of dg_store_begin is open */
 };
 
 #define RUN_COLS                                                                        \
@@ -185,6 +189,16 @@ static int fail(dg_store *st, int rc) {
     return errno_from_sqlite(rc);
 }
 
+static int count_commit(void *ud) {
+    ((dg_store *)ud)->commits++;
+    return 0; /* let it commit */
+}
+
+void dg_store_counts(const dg_store *st, uint64_t *ret_writes, uint64_t *ret_commits) {
+    *ret_writes = st ? st->writes : 0;
+    *ret_commits = st ? st->commits : 0;
+}
+
 const char *dg_store_errmsg(const dg_store *st) {
     return st && st->errmsg ? st->errmsg : "";
 }
@@ -295,6 +309,7 @@ int dg_store_open(const char *state_dir, dg_store **ret, dg_error *err) {
     }
     sqlite3_extended_result_codes(st->db, 1);
     sqlite3_busy_timeout(st->db, 5000);
+    sqlite3_commit_hook(st->db, count_commit, st);
     /* the database holds run confs and task outputs: its owner's only (its -wal and -shm
      * files take the database's mode when SQLite makes them) */
     static const char *const suffixes[] = {"", "-wal", "-shm"};
@@ -357,6 +372,7 @@ fail:
 
 void dg_store_close(dg_store *st) {
     if (!st) return;
+    dg_store_commit(st); /* one left open by its caller: written, not dropped */
     for (int i = 0; i < ST_MAX; i++) sqlite3_finalize(st->stmt[i]);
     sqlite3_close(st->db);
     free(st->dir);
@@ -367,10 +383,36 @@ void dg_store_close(dg_store *st) {
 const char *dg_store_dir(const dg_store *st) { return st ? st->dir : NULL; }
 
 /* Runs a bound write statement to completion. */
+/* A failed write inside a transaction of dg_store_begin ends it: none of it is written. */
+static int tx_fail(dg_store *st, int r) {
+    if (st->in_tx) {
+        st->in_tx = false;
+        if (!sqlite3_get_autocommit(st->db)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    return r;
+}
+
 static int step_done(dg_store *st, sqlite3_stmt *s, int bind_rc) {
-    if (bind_rc != SQLITE_OK) return fail(st, bind_rc);
+    if (bind_rc != SQLITE_OK) return tx_fail(st, fail(st, bind_rc));
+    st->writes++;
     int rc = sqlite3_step(s);
-    return rc == SQLITE_DONE ? 0 : fail(st, rc);
+    return rc == SQLITE_DONE ? 0 : tx_fail(st, fail(st, rc));
+}
+
+int dg_store_begin(dg_store *st) {
+    if (!st) return -EINVAL;
+    if (st->in_tx) return 0;
+    int r = exec(st, "BEGIN IMMEDIATE");
+    if (r == 0) st->in_tx = true;
+    return r;
+}
+
+bool dg_store_in_tx(const dg_store *st) { return st && st->in_tx; }
+
+int dg_store_commit(dg_store *st) {
+    if (!st || !st->in_tx) return 0;
+    int r = exec(st, "COMMIT");
+    return r < 0 ? tx_fail(st, r) : (st->in_tx = false, 0);
 }
 
 int dg_store_put_run(dg_store *st, const dg_run_rec *r) {
@@ -724,9 +766,10 @@ int dg_store_put_dag(dg_store *st, const char *dag, bool paused, const char *fil
     sqlite3_bind_int(s, 2, paused ? 1 : 0);
     if (file) sqlite3_bind_text(s, 3, file, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 4, now_ms);
+    st->writes++;
     int rc = sqlite3_step(s);
     sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? 0 : fail(st, rc);
+    return rc == SQLITE_DONE ? 0 : tx_fail(st, fail(st, rc));
 }
 
 static int collect_runs(dg_store *st, sqlite3_stmt *s, dg_run_rec ***ret, size_t *ret_n) {

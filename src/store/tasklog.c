@@ -4,9 +4,11 @@
  * stderr interleaved in arrival order exactly as `docker logs` shows them. Which stream
  * each line came from is kept beside it in <try>.streams, one byte per line ('o' stdout,
  * 'e' stderr, 'd' a header line dagd wrote before the command ran), for the web UI and for
- * leaving the header out of what is served by default (docs/api.md, Log following). A dg_tasklog owns its two
- * FILE*s; output is buffered and reaches the files on dg_tasklog_flush or
- * dg_tasklog_close, the streams file first so that it never has fewer lines. */
+ * leaving the header out of what is served by default (docs/api.md, Log following). A
+ * dg_tasklog holds no file descriptor between calls (thousands of tries may be in flight at
+ * once, docs/benchmarks.md): lines are buffered in memory and reach the files on
+ * dg_tasklog_flush or dg_tasklog_close, each through a short open(O_APPEND)/write/close,
+ * the streams file first so that it never has fewer lines. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -16,8 +18,10 @@
 #include "dagd/store.h"
 
 struct dg_tasklog {
-    FILE *f;
-    FILE *s; /* the streams file; NULL when it could not be opened */
+    char *path;    /* <try>.log */
+    char *spath;   /* <try>.streams; NULL when it could not be made */
+    dg_buf text;   /* lines not yet written */
+    dg_buf marks;  /* their stream bytes */
 };
 
 /* <try>.log -> <try>.streams */
@@ -27,16 +31,23 @@ static char *streams_path(const char *log_path) {
     return xasprintf("%.*s.streams", (int)n, log_path);
 }
 
-static FILE *open_append(const char *path) {
+/* Appends len bytes of data to path (made if missing): 0 or -errno. */
+static int append_file(const char *path, const char *data, size_t len) {
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (fd < 0) return NULL;
-    FILE *f = fdopen(fd, "a");
-    if (!f) {
-        int e = errno;
-        close(fd);
-        errno = e;
+    if (fd < 0) return -errno;
+    int r = 0;
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            r = -errno;
+            break;
+        }
+        data += n;
+        len -= (size_t)n;
     }
-    return f;
+    if (close(fd) < 0 && r == 0 && errno != EINTR) r = -errno;
+    return r;
 }
 
 /* Ids come from DAG files and API callers, so one must never climb out of its
@@ -85,33 +96,40 @@ int dg_tasklog_open(const char *path, dg_tasklog **ret) {
         int r = dg_mkdir_p(dir, 0750);
         if (r < 0) return r;
     }
-    FILE *f = open_append(path);
-    if (!f) return -errno;
+    int r = append_file(path, "", 0); /* the file exists from the start, as it always did */
+    if (r < 0) return r;
     dg_tasklog *l = xcalloc(1, sizeof *l);
-    l->f = f;
-    _cleanup_free_ char *sp = streams_path(path);
-    l->s = open_append(sp);
+    l->path = xstrdup(path);
+    l->spath = streams_path(path);
+    if (append_file(l->spath, "", 0) < 0) l->spath = (free(l->spath), NULL);
     *ret = l;
     return 0;
 }
 
 void dg_tasklog_line(dg_tasklog *l, int stream, const char *line, size_t len) {
-    if (!l || !l->f) return;
-    if (l->s) fputc(stream == 2 ? 'e' : stream == DG_TASKLOG_HEADER ? 'd' : 'o', l->s);
-    if (line && len) fwrite(line, 1, len, l->f);
-    fputc('\n', l->f);
+    if (!l) return;
+    if (l->spath) dg_buf_append(&l->marks, stream == 2 ? "e" : stream == DG_TASKLOG_HEADER ? "d" : "o", 1);
+    if (line && len) dg_buf_append(&l->text, line, len);
+    dg_buf_append(&l->text, "\n", 1);
 }
 
 int dg_tasklog_flush(dg_tasklog *l) {
-    if (!l || !l->f) return 0;
-    if (l->s) fflush(l->s);
-    return fflush(l->f) == 0 ? 0 : -errno;
+    if (!l || l->text.len == 0) return 0;
+    if (l->spath && l->marks.len && append_file(l->spath, l->marks.data, l->marks.len) < 0)
+        l->spath = (free(l->spath), NULL); /* as an unopenable streams file: lines go on without */
+    l->marks.len = 0;
+    int r = append_file(l->path, l->text.data, l->text.len);
+    l->text.len = 0; /* written or not (a full disk), the lines are not kept: memory stays bounded */
+    return r;
 }
 
 void dg_tasklog_close(dg_tasklog *l) {
     if (!l) return;
-    if (l->s) fclose(l->s);
-    if (l->f) fclose(l->f);
+    dg_tasklog_flush(l);
+    free(l->path);
+    free(l->spath);
+    free(l->text.data);
+    free(l->marks.data);
     free(l);
 }
 

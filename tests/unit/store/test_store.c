@@ -843,3 +843,66 @@ Test(store, tasklog_header) {
     dg_tasklog_close(l);
     cr_assert_eq(dg_tasklog_header_len(path), 0);
 }
+
+static int64_t raw_count(const char *sql) {
+    sqlite3 *db = raw_db();
+    sqlite3_stmt *s = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+/* Puts after dg_store_begin reach the file together at dg_store_commit, counted as one
+ * commit; each of them counts as a write. */
+Test(store, batch_commits_puts_together) {
+    dg_store *st = open_ok();
+    uint64_t w0, c0, w1, c1;
+    dg_store_counts(st, &w0, &c0);
+    cr_assert_eq(dg_store_begin(st), 0);
+    cr_assert_eq(dg_store_begin(st), 0); /* one already open: nothing */
+    cr_assert(dg_store_in_tx(st));
+    put_run(st, "d", "r1", 1000);
+    put_ti(st, "d", "r1", "a", "running");
+    put_ti(st, "d", "r1", "b", "queued");
+    cr_assert_eq(raw_count("SELECT count(*) FROM task_instances"), 0, "not on disk before the commit");
+    cr_assert_eq(dg_store_commit(st), 0);
+    cr_assert_not(dg_store_in_tx(st));
+    cr_assert_eq(raw_count("SELECT count(*) FROM task_instances"), 2);
+    dg_store_counts(st, &w1, &c1);
+    cr_assert_eq(w1 - w0, 3);
+    cr_assert_eq(c1 - c0, 1);
+    cr_assert_eq(dg_store_commit(st), 0, "none open");
+    put_ti(st, "d", "r1", "c", "queued"); /* without a batch: its own transaction */
+    dg_store_counts(st, &w0, &c0);
+    cr_assert_eq(c0 - c1, 1);
+    dg_store_close(st);
+}
+
+/* A put that fails inside a batch ends it: none of the batch is written, and the next
+ * put goes on its own. */
+Test(store, batch_failed_put_drops_the_batch) {
+    dg_store *st = open_ok();
+    put_run(st, "d", "r1", 1000);
+    cr_assert_eq(dg_store_begin(st), 0);
+    put_ti(st, "d", "r1", "a", "running");
+    dg_ti_rec orphan = {.dag_id = "d", .run_id = "nope", .task_id = "x", .state = "queued"};
+    cr_assert_lt(dg_store_put_ti(st, &orphan), 0);
+    cr_assert_not(dg_store_in_tx(st));
+    cr_assert_eq(dg_store_commit(st), 0);
+    cr_assert_eq(raw_count("SELECT count(*) FROM task_instances"), 0);
+    put_ti(st, "d", "r1", "b", "queued");
+    cr_assert_eq(raw_count("SELECT count(*) FROM task_instances"), 1);
+    dg_store_close(st);
+}
+
+/* A batch left open is committed by close, not dropped. */
+Test(store, close_commits_an_open_batch) {
+    dg_store *st = open_ok();
+    cr_assert_eq(dg_store_begin(st), 0);
+    put_run(st, "d", "r1", 1000);
+    dg_store_close(st);
+    cr_assert_eq(raw_count("SELECT count(*) FROM dag_runs"), 1);
+}
