@@ -87,10 +87,10 @@ rc=0
 
 run_dir=$(ls -1td "$STATE"/logs/rappel_conso/*/ 2>/dev/null | head -n 1 || true)
 run_dir=${run_dir%/}
-last_line() { # the last line of the last try's log of a task of this run
+last_line() { # the JSON line of the last try's log of a task of this run
     local f
     f=$(ls -1 "$run_dir/$1"/*.log 2>/dev/null | sort -V | tail -n 1) || return 0
-    [ -n "$f" ] && tail -n 1 "$f"
+    [ -n "$f" ] && grep '^{' "$f" | tail -n 1
 }
 field() { python3 -c 'import json, re, sys
 m = re.search(r"\{.*\}", sys.stdin.read())

@@ -1,3 +1,4 @@
+SET client_min_messages = warning;
 -- The table the RappelConso example loads (examples/rappel_conso.yml). reference_fiche,
 -- the recall's identifier, is the primary key: the loader inserts with
 -- ON CONFLICT (reference_fiche) DO NOTHING, so loading a day again adds no row.
