@@ -89,8 +89,8 @@ run_dir=$(ls -1td "$STATE"/logs/rappel_conso/*/ 2>/dev/null | head -n 1 || true)
 run_dir=${run_dir%/}
 last_line() { # the JSON line of the last try's log of a task of this run
     local f
-    f=$(ls -1 "$run_dir/$1"/*.log 2>/dev/null | sort -V | tail -n 1) || return 0
-    [ -n "$f" ] && grep '^{' "$f" | tail -n 1
+    f=$(ls -1 "$run_dir/$1"/*.log 2>/dev/null | sort -V | tail -n 1 || true)
+    if [ -n "$f" ]; then { grep '^{' "$f" || true; } | tail -n 1; fi
 }
 field() { python3 -c 'import json, re, sys
 m = re.search(r"\{.*\}", sys.stdin.read())
