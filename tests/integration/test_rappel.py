@@ -23,6 +23,7 @@ import uuid
 import pytest
 
 from conftest import REPO, VALGRIND, Harness, docker
+from serve_helpers import clean_env
 from test_images import SANITIZED, build_images
 
 pytestmark = [
@@ -130,8 +131,7 @@ def pipeline(stack, dagd_bin, tmp_path):
 
 
 def run_day(stack, h, day):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(h.tmp),
-           "DAGD_CONN_WAREHOUSE": "postgres://etl:%s@postgres:5432/analytics" % stack.password}
+    env = clean_env(DAGD_CONN_WAREHOUSE="postgres://etl:%s@postgres:5432/analytics" % stack.password)
     res = h.exec("run", h.dag, "--date", day, "--state", h.state,
                  "--conf", json.dumps({"code_dir": str(CODE), "page_size": PAGE_SIZE}), timeout=600, env=env)
     assert res.rc == 0, res
