@@ -101,7 +101,8 @@ def main():
         len(values), rng["topic"], rng["partition"], rng["start"], rng["end"]), flush=True)
 
     spark = (SparkSession.builder.master("local[1]").appName("rappel_conso_load")
-             .config("spark.driver.memory", "512m").config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "1")
+             .config("spark.driver.memory", "512m").config("spark.ui.enabled", "false")
+             .config("spark.sql.shuffle.partitions", "1")
              .getOrCreate())
     spark.sparkContext.setLogLevel("WARN")
     schema = StructType([StructField(f, StringType()) for f in TEXT_FIELDS] +
