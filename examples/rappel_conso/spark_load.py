@@ -86,10 +86,10 @@ def read_range(servers, rng):
     return out
 
 
-def strip_accents(s):
-    if s is None:
-        return None
-    return "".join(ch for ch in unicodedata.normalize("NFKD", s) if not unicodedata.combining(ch))
+# French accented letters and their plain forms, for Spark's translate() (a built-in: no
+# Python worker per row, as a UDF would need).
+ACCENTED = "àâäáãåçéèêëíìîïñóòôöõúùûüýÿÀÂÄÁÃÅÇÉÈÊËÍÌÎÏÑÓÒÔÖÕÚÙÛÜÝŸ"
+PLAIN = "".join(unicodedata.normalize("NFKD", ch)[0] for ch in ACCENTED)
 
 
 def main():
@@ -102,7 +102,7 @@ def main():
 
     spark = (SparkSession.builder.master("local[1]").appName("rappel_conso_load")
              .config("spark.driver.memory", "512m").config("spark.ui.enabled", "false")
-             .config("spark.sql.shuffle.partitions", "1")
+             .config("spark.sql.shuffle.partitions", "1").config("spark.ui.showConsoleProgress", "false")
              .getOrCreate())
     spark.sparkContext.setLogLevel("WARN")
     schema = StructType([StructField(f, StringType()) for f in TEXT_FIELDS] +
@@ -111,9 +111,8 @@ def main():
             (int(v.get("ndeg_de_version") or 0),) for v in values]
     df = spark.createDataFrame(rows, schema)
 
-    unaccent = F.udf(strip_accents, StringType())
     for f in PLAIN_TEXT:
-        df = df.withColumn(f, unaccent(F.col(f)))
+        df = df.withColumn(f, F.translate(F.col(f), ACCENTED, PLAIN))
     period = F.col("date_debut_fin_de_commercialisation")
     df = (df
           .withColumn("date_debut_commercialisation",
