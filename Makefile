@@ -133,7 +133,7 @@ bench: deps all bench-sched
 RUN_IMAGES := image-loader image-postgres image-broker image-producer image-spark
 DAY ?= 2024-03-05
 run: deps all
-	@$(MAKE) --no-print-directory $(RUN_IMAGES)
+	@$(MAKE) -s --no-print-directory $(RUN_IMAGES)
 	bash examples/run-rappel.sh $(abspath $(BUILD)/dagd) $(DAY)
 
 time-run: deps all

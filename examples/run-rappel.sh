@@ -27,13 +27,14 @@ PG_PASSWORD=etl
 STATE=$PWD/.dagd-state-rappel
 CODE=$PWD/examples/rappel_conso
 export DAGD_NETWORK=$NETWORK POSTGRES_PASSWORD=$PG_PASSWORD
-# dagd's own service is not started here, but compose reads its secret's file name
-export DAGD_TOKEN_PATH=${DAGD_TOKEN_PATH:-/dev/null}
+# dagd's own service is not started here, but compose wants its secret's file to exist
+export DAGD_TOKEN_PATH=$STATE/compose-token-unused
+mkdir -p "$STATE" && touch "$DAGD_TOKEN_PATH"
 compose() { docker-compose -p "$PROJECT" -f compose/docker-compose.yml -f compose/docker-compose.offline.yml "$@"; }
 
 if [ "${1:-}" = --down ]; then
     docker rm -f "$API" >/dev/null 2>&1 || true
-    compose down -v
+    compose down -v 2>&1 | grep -v 'not found' || true
     rm -rf "$STATE"
     exit 0
 fi
@@ -60,8 +61,8 @@ healthy() { # container -> wait until its healthcheck says healthy
 
 say "Services: Postgres and the broker (compose project $PROJECT, network $NETWORK)"
 compose up -d postgres broker
-PG=$(compose ps -q postgres)
-BROKER=$(compose ps -q broker)
+PG=$(docker inspect -f '{{.Name}}' "$(compose ps -q postgres)") && PG=${PG#/}
+BROKER=$(docker inspect -f '{{.Name}}' "$(compose ps -q broker)") && BROKER=${BROKER#/}
 healthy "$PG"
 healthy "$BROKER"
 

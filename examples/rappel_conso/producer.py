@@ -98,10 +98,9 @@ def main():
 
     records = fetch_day(base, day, page)
     ensure_topic(servers, topic)
-    producer = KafkaProducer(bootstrap_servers=servers, acks="all", retries=5,
-                             key_serializer=str.encode,
-                             value_serializer=lambda v: json.dumps(v, ensure_ascii=False).encode())
-    sent = [producer.send(topic, key=r["reference_fiche"], value=r, partition=0) for r in records]
+    producer = KafkaProducer(bootstrap_servers=servers, acks="all", retries=5)
+    sent = [producer.send(topic, key=r["reference_fiche"].encode(), partition=0,
+                          value=json.dumps(r, ensure_ascii=False).encode()) for r in records]
     producer.flush(timeout=60)
     offsets = [f.get(timeout=60).offset for f in sent]
     producer.close()
