@@ -99,11 +99,8 @@ print(json.loads(m.group(0)).get(sys.argv[1], "?") if m else "?")' "$1"; }
 
 published=$(last_line produce | field published)
 inserted=$(last_line load | field inserted)
-in_topic=$(docker run --rm --network "$NETWORK" dagd/producer:local python3 -c '
-from kafka import KafkaConsumer, TopicPartition
-tp = TopicPartition("rappel_conso", 0)
-c = KafkaConsumer(bootstrap_servers="broker:9092")
-print(c.end_offsets([tp])[tp])' 2>/dev/null || echo "?")
+in_topic=$(docker run --rm --network "$NETWORK" -v "$CODE:/opt/rappel:ro" dagd/producer:local \
+    python3 /opt/rappel/topic_count.py | field messages)
 psql_line="docker exec -it $PG psql -U etl -d analytics"
 day_rows=$(docker exec "$PG" psql -U etl -d analytics -Atc \
     "select count(*) from rappel_conso where date_de_publication = '$DAY'" 2>/dev/null || echo "?")
