@@ -1,4 +1,4 @@
-# dagd — plain Makefile (see docs/operations.md). Targets: deps all test unit engine integration check layers valgrind bench bench-sched run run-demo time-run install clean
+# dagd — plain Makefile (see docs/operations.md). Targets: deps all test unit engine integration check layers valgrind bench bench-sched bench-airflow run run-demo time-run install clean
 CC      ?= cc
 PKGS    := libuv libcurl jansson yaml-0.1 sqlite3 libarchive libmicrohttpd libsystemd
 CFLAGS  ?= -O2 -g
@@ -23,7 +23,7 @@ DEB_PKGS := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libjansso
             libmicrohttpd-dev libsystemd-dev systemd python3-venv \
             valgrind docker.io chromium chromium-driver python3-selenium
 
-.PHONY: all deps test unit engine integration check layers bench bench-sched run run-demo time-run install clean images valgrind pydeps
+.PHONY: all deps test unit engine integration check layers bench bench-sched bench-airflow run run-demo time-run install clean images valgrind pydeps
 
 all: $(BUILD)/dagd
 
@@ -125,6 +125,24 @@ bench: deps all bench-sched
 	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_swarm.py
 	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_scale.py
 
+# dagd beside Apache Airflow (docs/benchmarks.md, "Side by side with Airflow"). Not part of
+# `make bench`, and nothing CI runs calls it: it installs Airflow 2.10 from PyPI into
+# AIRFLOW_VENV (the versions of bench/airflow-constraints.txt) and PostgreSQL's server from
+# Debian when missing.
+AIRFLOW_VENV ?= $(BUILD)/airflow-venv
+$(AIRFLOW_VENV)/.installed: bench/airflow-constraints.txt
+	rm -rf $(AIRFLOW_VENV)
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install -q --progress-bar off -c bench/airflow-constraints.txt \
+	  apache-airflow==2.10.5 apache-airflow-providers-docker psycopg2-binary
+	touch $@
+
+bench-airflow: deps all $(AIRFLOW_VENV)/.installed
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "bench-airflow: installing postgresql"; SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; }
+	DAGD_BIN=$(abspath $(BUILD)/dagd) $(PYTHON) bench/bench_airflow.py --airflow $(abspath $(AIRFLOW_VENV))/bin/airflow
+
 # The RappelConso pipeline (examples/rappel_conso.yml, docs/examples.md) for one day on the
 # offline stack: the images it needs (built the first time only), Postgres and the broker,
 # the sample records API, `dagd run`, then the counts. DAY=YYYY-MM-DD picks another day.
@@ -154,4 +172,4 @@ clean:
 
 include images/services.mk
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -path '$(BUILD)/airflow-venv*' -prune -o -name '*.d' -type f -print 2>/dev/null)

@@ -171,7 +171,7 @@ class NotifyListener:
 class Server:
     """One `dagd serve` process; stop() is safe to call twice."""
 
-    def __init__(self, dagd, dags, state, workdir, tag, notify_path=None):
+    def __init__(self, dagd, dags, state, workdir, tag, notify_path=None, extra_env=None):
         self.port = None  # from <state>/api.port, which dagd writes once its API listens on :0
         self.state = state
         self.port_file = os.path.join(state, "api.port")
@@ -186,6 +186,7 @@ class Server:
                 del env[k]
         if notify_path:
             env["NOTIFY_SOCKET"] = notify_path
+        env.update(extra_env or {})
         self.log = open(self.log_path, "w")
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(

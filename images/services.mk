@@ -14,7 +14,10 @@ IMAGE_TAG     ?= local
 TANSU_VERSION := 0.6.0
 PYSPARK_SPEC  := pyspark==3.5.*
 IMG           := build/images
-DOCKER_BUILD  := DOCKER_BUILDKIT=0 docker build -q --force-rm --build-arg BASE=$(BASE)
+# images/measure.sh builds with DOCKER_NOCACHE=--no-cache DOCKER_QUIET= (every step's image in the stamp)
+DOCKER_NOCACHE ?=
+DOCKER_QUIET  ?= -q
+DOCKER_BUILD  := DOCKER_BUILDKIT=0 docker build $(DOCKER_QUIET) --force-rm $(DOCKER_NOCACHE) --build-arg BASE=$(BASE)
 PIP_WHEELS    := $(PYTHON) -m pip download -q --disable-pip-version-check --no-deps
 
 IMAGE_NAMES   := dagd postgres broker spark producer loader docker-proxy
@@ -25,10 +28,18 @@ STACK_IMAGES  := dagd postgres broker producer loader docker-proxy
 # stack, pip for the wheel downloads.
 IMAGE_DEB_PKGS := debootstrap docker-compose python3-pip
 
-.PHONY: images images-stack images-base images-deps $(IMAGE_NAMES:%=image-%)
+.PHONY: images images-stack images-base images-deps images-measure $(IMAGE_NAMES:%=image-%)
 images: $(IMAGE_NAMES:%=image-%)
 images-stack: $(STACK_IMAGES:%=image-%)
 $(foreach n,$(IMAGE_NAMES),$(eval image-$(n): $(IMG)/$(n).stamp))
+
+# Each image's size and build times, cold (no layer cache) and cached, written into
+# docs/images.md (images/measure.sh). The downloads and the broker's cargo build are kept.
+# MEASURE_IMAGES="dagd postgres" measures those only (the table keeps the other rows);
+# MEASURE_COLD="dagd" narrows the cold builds ("" skips them; "base" is the debootstrap).
+MEASURE_IMAGES ?= $(IMAGE_NAMES)
+images-measure: $(MEASURE_IMAGES:%=image-%)
+	MAKE="$(MAKE)" sh images/measure.sh docs/images.md $(MEASURE_IMAGES)
 
 # The base image: checked (made when missing) before any image is built.
 images-deps:

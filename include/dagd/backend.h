@@ -82,6 +82,7 @@ typedef struct dg_backend_ops {
     void (*connect)(dg_backend *b, const char *const *labels, dg_backend_done_cb cb, void *ud);
     dg_job *(*create)(dg_backend *b, const dg_job_spec *spec, const dg_job_events *ev, void *ud);
     const char *(*id)(dg_job *j);
+    void (*image)(dg_job *j, const char **id, const char **digest); /* NULL: never known */
     void (*start)(dg_job *j);
     void (*stop)(dg_job *j, int grace_s);
     void (*read_file)(dg_job *j, const char *path, size_t max_bytes, dg_job_file_cb cb, void *ud);
@@ -114,6 +115,14 @@ static inline dg_job *dg_job_create(dg_backend *b, const dg_job_spec *spec, cons
 }
 /* The job's id in the backend (a container id), NULL until it is created. */
 static inline const char *dg_job_id(dg_job *j) { return j->backend->ops->id(j); }
+/* The image the job runs, once known (from `created` on for one engine; a cluster may know
+ * it only once the job runs, from `started`): *id the engine's image id ("sha256:..."),
+ * *digest its repository digest ("name@sha256:..."); either NULL when not known or when the
+ * image has none (one built locally has no digest). Valid until the job is released. */
+static inline void dg_job_image(dg_job *j, const char **id, const char **digest) {
+    *id = *digest = NULL;
+    if (j->backend->ops->image) j->backend->ops->image(j, id, digest);
+}
 /* Start a created job: events->started, then line... and exited. */
 static inline void dg_job_start(dg_job *j) { j->backend->ops->start(j); }
 /* Ask the command to end (SIGTERM, then SIGKILL after grace_s); exited follows. */

@@ -70,6 +70,8 @@ void dg_docker_container_stop(dg_docker *d, const char *id, int grace_s, dg_dock
 /* DELETE with force and v; a container already gone is success. */
 void dg_docker_container_remove(dg_docker *d, const char *id, dg_docker_done_cb cb, void *ud);
 void dg_docker_container_inspect(dg_docker *d, const char *id, dg_docker_cb cb, void *ud);
+/* GET /images/IMAGE/json (a name or an id): Id, RepoDigests... */
+void dg_docker_image_inspect(dg_docker *d, const char *image, dg_docker_cb cb, void *ud);
 /* Every container (running or not) that carries all of labels ("key=value"): the body is
  * GET /containers/json's array. */
 void dg_docker_containers_labelled(dg_docker *d, const char *const *labels, dg_docker_cb cb, void *ud);

@@ -65,10 +65,14 @@ int dg_server_patch_task(dg_server *s, const char *dag, const char *run, const c
 int dg_server_log(dg_server *s, const char *dag, const char *run, const char *task, int try_number,
                   char **ret_path, bool *ret_live, dg_error *err);
 bool dg_server_log_live(dg_server *s, const char *dag, const char *run, const char *task, int try_number);
-/* A try's log so far, each line prefixed "stdout\t", "stderr\t" or "-\t" (not known), see
- * docs/api.md; "" for a live try that wrote nothing yet. */
+/* A try's log so far, each line prefixed "stdout\t", "stderr\t" or "-\t" (not known), and
+ * with header, the header lines dagd wrote first prefixed "dagd\t" (see docs/api.md); ""
+ * for a live try that wrote nothing yet. */
+/* The bytes at the start of the log file at path that are its header (dagd's lines before
+ * the command's), which a log is served without unless asked; 0 when none. */
+int64_t dg_server_log_header_len(const char *path);
 int dg_server_log_streams(dg_server *s, const char *dag, const char *run, const char *task, int try_number,
-                          char **ret, size_t *ret_len, dg_error *err);
+                          bool header, char **ret, size_t *ret_len, dg_error *err);
 
 /* An API document as text, as json_dumps with flags, each number written with the fewest
  * digits (15 to 17) that read back the same. Caller frees. */

@@ -9,7 +9,7 @@
 
 #include "dagd/util.h"
 
-#define DG_STORE_SCHEMA_VERSION 3
+#define DG_STORE_SCHEMA_VERSION 4
 
 typedef struct dg_store dg_store;
 
@@ -26,6 +26,8 @@ typedef struct dg_ti_rec {
     bool has_exit_code;
     int exit_code;
     char *container_id, *container_name, *image, *output, *message;
+    /* read only (a put ignores them): the image its current try ran, from that try's record */
+    char *image_id, *image_digest;
 } dg_ti_rec;
 
 typedef struct dg_try_rec {
@@ -37,6 +39,9 @@ typedef struct dg_try_rec {
     int exit_code;
     char *container_id, *container_name, *message;
     char *rendered; /* JSON text: the command, entrypoint and env shown by the API; NULL keeps the stored one */
+    /* the image the job ran: the engine's id ("sha256:...") and the repository digest
+     * ("name@sha256:...", NULL for an image never pushed or pulled); NULL keeps the stored one */
+    char *image_id, *image_digest;
 } dg_try_rec;
 
 /* Creates state_dir (0700) and state_dir/dagd.db when missing, enables WAL, migrates. */
@@ -94,12 +99,19 @@ char *dg_store_log_path(const char *state_dir, const char *dag, const char *run,
 /* A task try's log file: lines appended in arrival order, stdout and stderr together. */
 typedef struct dg_tasklog dg_tasklog;
 int dg_tasklog_open(const char *path, dg_tasklog **ret); /* creates parent dirs */
+/* Removes the log at path and the streams file beside it (a log to be written anew). */
+void dg_tasklog_remove(const char *path);
+/* stream: 1 stdout, 2 stderr, DG_TASKLOG_HEADER a line of the header dagd writes first
+ * (docs/dags.md, "Tries") */
+#define DG_TASKLOG_HEADER 3
 void dg_tasklog_line(dg_tasklog *l, int stream, const char *line, size_t len);
 void dg_tasklog_close(dg_tasklog *l); /* flushes; NULL is fine */
 /* The log at log_path with each line prefixed by the stream it came from: "stdout\t",
  * "stderr\t", or "-\t" when that is not known (a log written before streams were
  * recorded). -ENOENT when there is no log. */
 int dg_tasklog_read_streams(const char *log_path, char **ret, size_t *ret_len);
+/* The bytes of the log's header lines (at its start, "dagd\t" in read_streams); 0 when none. */
+int64_t dg_tasklog_header_len(const char *log_path);
 
 /* Additions by the store module. */
 

@@ -101,7 +101,7 @@ bool dg__api_unescape(char *s);
 
 /* logs.c */
 enum MHD_Result dg__api_serve_log(dg_api *a, struct MHD_Connection *c, const char *dag, const char *run,
-                                  const char *task, int try_number, bool follow);
+                                  const char *task, int try_number, bool follow, bool header);
 /* Ends every follow stream (used by stop, before MHD_stop_daemon). */
 void dg__api_streams_abort(dg_api *a);
 

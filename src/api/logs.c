@@ -30,6 +30,7 @@ struct dg__api_stream {
     int fd;
     uint64_t offset;
     bool live, suspended, aborted;
+    bool header; /* the log's header lines too (dg_tasklog_header_len) */
     uv_timer_t timer;
 };
 
@@ -64,6 +65,8 @@ static ssize_t read_some(dg__api_stream *st, char *buf, size_t max) {
     if (st->fd < 0) {
         st->fd = open(st->path, O_RDONLY | O_CLOEXEC);
         if (st->fd < 0) return errno == ENOENT ? 0 : -1;
+        /* written whole before the command's first line, in this loop */
+        if (!st->header) st->offset = (uint64_t)dg_server_log_header_len(st->path);
     }
     ssize_t n;
     do
@@ -136,7 +139,7 @@ void dg__api_streams_abort(dg_api *a) {
 }
 
 static enum MHD_Result serve_file(struct MHD_Connection *c, const char *path, bool live, int try_number,
-                                  const char *task) {
+                                  const char *task, bool header) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat sb;
     if (fd >= 0 && (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode))) {
@@ -151,7 +154,9 @@ static enum MHD_Result serve_file(struct MHD_Connection *c, const char *path, bo
             return dg__api_reply_error(c, 404, "try %d of task '%s' has no log", try_number, task);
         return dg__api_reply_error(c, 500, "the log could not be opened: %s", strerror(errno));
     }
-    struct MHD_Response *resp = MHD_create_response_from_fd64((uint64_t)sb.st_size, fd);
+    uint64_t skip = header ? 0 : (uint64_t)dg_server_log_header_len(path);
+    if (skip > (uint64_t)sb.st_size) skip = (uint64_t)sb.st_size;
+    struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64((uint64_t)sb.st_size - skip, fd, skip);
     if (!resp) {
         close(fd);
         return MHD_NO;
@@ -164,7 +169,7 @@ static enum MHD_Result serve_file(struct MHD_Connection *c, const char *path, bo
 }
 
 enum MHD_Result dg__api_serve_log(dg_api *a, struct MHD_Connection *c, const char *dag, const char *run,
-                                  const char *task, int try_number, bool follow) {
+                                  const char *task, int try_number, bool follow, bool header) {
     dg_error err = {0};
     _cleanup_free_ char *path = NULL;
     bool live = false;
@@ -175,7 +180,7 @@ enum MHD_Result dg__api_serve_log(dg_api *a, struct MHD_Connection *c, const cha
         return ret;
     }
     if (!path) return dg__api_reply_error(c, 404, "try %d of task '%s' has no log", try_number, task);
-    if (!follow || !live) return serve_file(c, path, live, try_number, task);
+    if (!follow || !live) return serve_file(c, path, live, try_number, task, header);
 
     dg__api_stream *st = xcalloc(1, sizeof(*st));
     st->api = a;
@@ -187,6 +192,7 @@ enum MHD_Result dg__api_serve_log(dg_api *a, struct MHD_Connection *c, const cha
     st->path = TAKE_PTR(path);
     st->fd = -1;
     st->live = true;
+    st->header = header;
     uv_timer_init(a->loop, &st->timer);
     st->timer.data = st;
     st->next = a->streams;

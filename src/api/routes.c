@@ -491,6 +491,14 @@ static enum MHD_Result h_log(dg_api *a, struct MHD_Connection *c, dg__api_req *r
         else if (!(strcmp(f, "0") == 0 || strcmp(f, "false") == 0))
             return dg__api_reply_error(c, 400, "follow must be 1, true, 0 or false");
     }
+    _cleanup_free_ char *hv = query_value(c, "header");
+    bool header = false;
+    if (hv) {
+        if (strcmp(hv, "1") == 0 || strcmp(hv, "true") == 0)
+            header = true;
+        else if (!(strcmp(hv, "0") == 0 || strcmp(hv, "false") == 0))
+            return dg__api_reply_error(c, 400, "header must be 1, true, 0 or false");
+    }
     _cleanup_free_ char *sv = query_value(c, "streams");
     if (sv && !(strcmp(sv, "0") == 0 || strcmp(sv, "false") == 0)) {
         if (!(strcmp(sv, "1") == 0 || strcmp(sv, "true") == 0))
@@ -500,7 +508,7 @@ static enum MHD_Result h_log(dg_api *a, struct MHD_Connection *c, dg__api_req *r
         char *text = NULL;
         size_t len = 0;
         int rc = dg_server_log_streams(a->server, P(DG_API_P_DAG), P(DG_API_P_RUN), P(DG_API_P_TASK),
-                                       (int)try_number, &text, &len, &err);
+                                       (int)try_number, header, &text, &len, &err);
         if (rc < 0) {
             enum MHD_Result ret = dg__api_reply_errno(c, rc, &err);
             dg_error_clear(&err);
@@ -508,7 +516,7 @@ static enum MHD_Result h_log(dg_api *a, struct MHD_Connection *c, dg__api_req *r
         }
         return dg__api_reply(c, 200, "text/plain; charset=utf-8", text, len);
     }
-    return dg__api_serve_log(a, c, P(DG_API_P_DAG), P(DG_API_P_RUN), P(DG_API_P_TASK), (int)try_number, follow);
+    return dg__api_serve_log(a, c, P(DG_API_P_DAG), P(DG_API_P_RUN), P(DG_API_P_TASK), (int)try_number, follow, header);
 }
 
 static enum MHD_Result h_backfill(dg_api *a, struct MHD_Connection *c, dg__api_req *r) {

@@ -45,13 +45,14 @@ enum {
     O_TO = 1 << 9,
     O_RERUN = 1 << 10,
     O_RESET = 1 << 11,
+    O_HEADER = 1 << 12,
 };
 
 typedef struct opts {
     char **pos;
     size_t n_pos;
     const char *server, *token_file, *state, *conf, *date, *from, *to, *try_s;
-    bool json, follow, wait, downstream, failed, rerun, help;
+    bool json, follow, wait, downstream, failed, rerun, header, help;
 } opts;
 
 typedef struct client {
@@ -85,6 +86,7 @@ static const struct {
     {"json", O_JSON, 0, offsetof(opts, json), false, 0},
     {"try", O_TRY, offsetof(opts, try_s), 0, true, 0},
     {"follow", O_FOLLOW, 0, offsetof(opts, follow), false, 'f'},
+    {"header", O_HEADER, 0, offsetof(opts, header), false, 0},
     {"conf", O_CONF, offsetof(opts, conf), 0, true, 0},
     {"date", O_DATE, offsetof(opts, date), 0, true, 0},
     {"wait", O_WAIT, 0, offsetof(opts, wait), false, 0},
@@ -505,6 +507,14 @@ static char *one_line_cell(const json_t *obj, const char *key) {
     return s;
 }
 
+/* An image id as `docker images` shows it: the first 12 hex digits (the full one in --json). */
+static char *image_id_cell(const json_t *obj, const char *key) {
+    const char *id = json_string_value(json_object_get(obj, key));
+    if (!id || !*id) return xstrdup("-");
+    if (dg_str_has_prefix(id, "sha256:")) id += strlen("sha256:");
+    return xstrndup(id, 12);
+}
+
 /* Aligned columns, two spaces apart, no trailing blanks. */
 static void print_table(const json_t *items, const column *cols, size_t ncols) {
     size_t rows = json_array_size(items);
@@ -552,6 +562,7 @@ static const column task_cols[] = {
     {"TRY", "try_number", NULL},
     {"EXIT", "exit_code", NULL},
     {"DURATION", "duration", duration_cell},
+    {"IMAGE_ID", "image_id", image_id_cell},
     {"MESSAGE", "message", one_line_cell},
 };
 static const column import_error_cols[] = {
@@ -727,7 +738,8 @@ static int cmd_logs(client *c, opts *o) {
     int r = pick_try(c, o, &try_number);
     if (r < 0) return r == -EINVAL ? EXIT_USAGE : EXIT_SERVER;
     _cleanup_free_ char *tp = task_path(c, o->pos[0], o->pos[1], o->pos[2]);
-    _cleanup_free_ char *path = xasprintf("%s/logs/%ld%s", tp, try_number, o->follow ? "?follow=1" : "");
+    _cleanup_free_ char *path = xasprintf("%s/logs/%ld%s%s", tp, try_number, o->follow ? "?follow=1" : "",
+                                          o->header ? (o->follow ? "&header=1" : "?header=1") : "");
     xfer x = {.stream = stdout};
     long status = perform(c, "GET", path, NULL, &x);
     int rc = 0;
@@ -1028,7 +1040,7 @@ static const verb verbs[] = {
      "usage: dagd import-errors [--json]" COMMON "\n  the DAG files the server could not load, and why\n"},
     {"runs", cmd_runs, 1, 1, O_JSON, "usage: dagd runs DAG [--json]" COMMON "\n"},
     {"tasks", cmd_tasks, 2, 2, O_JSON, "usage: dagd tasks DAG RUN [--json]" COMMON "\n"},
-    {"logs", cmd_logs, 3, 3, O_TRY | O_FOLLOW, "usage: dagd logs DAG RUN TASK [--try N] [-f]" COMMON "\n"},
+    {"logs", cmd_logs, 3, 3, O_TRY | O_FOLLOW | O_HEADER, "usage: dagd logs DAG RUN TASK [--try N] [-f] [--header]" COMMON "\n"},
     {"trigger", cmd_trigger, 1, 1, O_JSON | O_CONF | O_DATE | O_WAIT | O_RERUN,
      "usage: dagd trigger DAG [--conf JSON] [--date D] [--rerun] [--wait] [--json]" COMMON "\n"},
     {"pause", cmd_pause, 1, 1, O_JSON, "usage: dagd pause DAG [--json]" COMMON "\n"},

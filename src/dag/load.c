@@ -1154,8 +1154,9 @@ static void load_notification(ctx *c, const node *key, const node *val, dg_notif
         collect(c, v[0], email_keys, 3, NULL, e, where);
         if (!e[0])
             err_at(c, v[0], "email needs 'to'");
-        else
-            get_strv(c, e[0], "to", true, &nt->email_to);
+        else if (get_strv(c, e[0], "to", true, &nt->email_to))
+            for (size_t i = 0; nt->email_to && nt->email_to[i]; i++)
+                check_template(c, e[0], "email to", nt->email_to[i], DG_TMPL_NOTIFICATION);
         if (e[1] && get_str(c, e[1], "subject", &nt->email_subject))
             check_template(c, e[1], "email subject", nt->email_subject, DG_TMPL_NOTIFICATION);
         if (e[2] && get_str(c, e[2], "body", &nt->email_body))

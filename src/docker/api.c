@@ -277,6 +277,12 @@ void dg_docker_container_inspect(dg_docker *d, const char *id, dg_docker_cb cb, 
     dg__req_submit(dg__req_new(d, "GET", path, NULL, call_done, c));
 }
 
+void dg_docker_image_inspect(dg_docker *d, const char *image, dg_docker_cb cb, void *ud) {
+    _cleanup_free_ char *e = dg__escape(image ? image : "");
+    _cleanup_free_ char *path = xasprintf("/images/%s/json", e);
+    dg_docker_call(d, "GET", path, NULL, cb, ud);
+}
+
 /* ---- networks ---- */
 
 typedef struct net_ctx {
@@ -284,19 +290,31 @@ typedef struct net_ctx {
     const char *driver; /* "bridge" or "overlay" (attachable, swarm-wide) */
     dg_docker_done_cb cb;
     void *ud;
+    dg_error create_err; /* a failed create, kept while the network is looked up again */
+    bool created;        /* the create was tried: a second look-up decides, no second create */
 } net_ctx;
 
 static void net_finish(net_ctx *c, const dg_error *err) {
     if (c->cb) c->cb(c->ud, err);
+    dg_error_clear(&c->create_err);
     free(c->name);
     free(c);
 }
 
+static void net_lookup(dg_docker *d, net_ctx *c);
+
 static void net_create_done(dg__req *r, const dg_error *err) {
-    /* 409: someone created it between our look-up and the create; a swarm manager says
-     * the same with a 500 "name conflicts with an existing object" */
-    bool exists = err && (r->status == 409 || (err->msg && strstr(err->msg, "conflicts with an existing object")));
-    net_finish(r->ctx, exists ? NULL : err);
+    net_ctx *c = r->ctx;
+    if (!err) {
+        net_finish(c, NULL);
+        return;
+    }
+    /* Someone may have made it between our look-up and the create (a 409, or a swarm
+     * manager's 500): whatever the engine said, look again and take a network of that
+     * name and the right driver; only when there is none does the create's error stand. */
+    dg_error_set(&c->create_err, err->code, "%s", err->msg ? err->msg : "network create failed");
+    c->created = true;
+    net_lookup(r->d, c);
 }
 
 static void net_create(dg_docker *d, net_ctx *c) {
@@ -312,6 +330,10 @@ static void net_inspect_done(dg__req *r, const dg_error *err) {
     net_ctx *c = r->ctx;
     if (err && r->status != 404) {
         net_finish(c, err);
+        return;
+    }
+    if (err && c->created) { /* not there after a failed create: the create's error */
+        net_finish(c, &c->create_err);
         return;
     }
     if (!err) {
@@ -336,7 +358,8 @@ static void net_inspect_done(dg__req *r, const dg_error *err) {
             return;
         }
     }
-    net_create(r->d, c);
+    if (c->created) net_finish(c, &c->create_err);
+    else net_create(r->d, c);
 }
 
 static void network_ensure(dg_docker *d, const char *name, const char *driver, dg_docker_done_cb cb, void *ud) {
@@ -345,6 +368,10 @@ static void network_ensure(dg_docker *d, const char *name, const char *driver, d
     c->driver = driver;
     c->cb = cb;
     c->ud = ud;
+    net_lookup(d, c);
+}
+
+static void net_lookup(dg_docker *d, net_ctx *c) {
     _cleanup_free_ char *e = dg__escape(c->name);
     _cleanup_free_ char *path = xasprintf("/networks/%s", e);
     dg__req *r = dg__req_new(d, "GET", path, NULL, net_inspect_done, c);

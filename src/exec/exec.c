@@ -7,6 +7,7 @@
  * one; it is freed when the last goes, so callbacks never see freed memory. */
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dagd/log.h"
@@ -79,6 +80,8 @@ static void try_unref(exec_try *t) {
     free(t->name);
     free(t->job_id);
     free(t->image);
+    free(t->image_id);
+    free(t->image_digest);
     free(t->rendered);
     free(t->message);
     free(t->output_error);
@@ -227,6 +230,8 @@ static void persist_ti(dg_exec *x, dg_run *run, size_t task) {
             .container_id = t ? t->job_id : NULL,
             .container_name = t ? t->name : NULL,
             .message = ti->message,
+            .image_id = t ? t->image_id : NULL,
+            .image_digest = t ? t->image_digest : NULL,
         };
         put_try(x, run, &tr);
     }
@@ -394,15 +399,42 @@ void dg__exec_open_log(exec_try *t, bool fresh) {
     const dg_run *run = t->er->run;
     _cleanup_free_ char *path =
         dg_store_log_path(x->state_dir, run->dag->dag_id, run->run_id, run->dag->tasks[t->task].id, t->try_number);
-    if (fresh) unlink(path); /* an adopted job's output comes again from its first line */
+    if (fresh) dg_tasklog_remove(path); /* an adopted job's output comes again from its first line */
+    struct stat sb;
+    bool empty = stat(path, &sb) < 0 || sb.st_size == 0;
     int r = dg_tasklog_open(path, &t->log);
     if (r < 0) {
         dg_log_ctx c = try_ctx(t);
         dg_log(DG_LOG_ERR, &c, "cannot open the log file %s: %s", path, strerror(-r));
+        return;
+    }
+    /* the header: which image the try runs, before its first line (docs/dags.md, "Tries") */
+    if (empty && (t->image || t->image_id)) {
+        exec_run *er = t->er;
+        _cleanup_free_ char *image = t->image && er->secrets ? dg_redact(er->secrets, t->image, strlen(t->image)) : NULL;
+        _cleanup_free_ char *h = xasprintf("[dagd] image %s (id %s, digest: %s)", image ? image : t->image ? t->image : "?",
+                                           t->image_id ? t->image_id : "unknown",
+                                           t->image_digest ? t->image_digest : "none");
+        dg_tasklog_line(t->log, DG_TASKLOG_HEADER, h, strlen(h));
+        dg_tasklog_flush(t->log);
     }
 }
 
 static void start_job(exec_try *t);
+
+/* What the backend knows of the image the job runs (docs/dags.md, "Tries"): kept for the
+ * try's record, said once in the daemon's log. */
+static void take_image(exec_try *t) {
+    const char *id, *digest;
+    dg_job_image(t->job, &id, &digest);
+    if (!id || (t->image_id && !strcmp(t->image_id, id))) return;
+    free(t->image_id);
+    free(t->image_digest);
+    t->image_id = xstrdup(id);
+    t->image_digest = xstrdup(digest);
+    dg_log_ctx c = try_ctx(t);
+    dg_log(DG_LOG_INFO, &c, "runs image %s%s%s", id, digest ? ", digest " : "", digest ? digest : "");
+}
 
 static void job_created(void *ud, const dg_error *err) {
     exec_try *t = ud;
@@ -413,6 +445,7 @@ static void job_created(void *ud, const dg_error *err) {
     t->created = true;
     free(t->job_id);
     t->job_id = xstrdup(dg_job_id(t->job));
+    take_image(t);
     if (t->start_requested) start_job(t);
 }
 
@@ -440,6 +473,7 @@ static void job_started(void *ud, const dg_error *err) {
     t->started = true;
     /* a backend may name its job only once it runs (a swarm service) */
     if (!t->job_id) t->job_id = xstrdup(dg_job_id(t->job));
+    take_image(t); /* a cluster learns it only now */
     dg_exec *x = t->x;
     int64_t now = now_ms();
     x->starts++;
@@ -536,6 +570,7 @@ static void job_exited(void *ud, int exit_code, bool vanished) {
     exec_try *t = ud;
     if (t->exited) return;
     t->exited = true;
+    take_image(t); /* a cluster may learn it only while the job runs */
     if (vanished) {
         dg__exec_try_fail(t, "the container vanished (removed outside dagd?)");
         return;
@@ -947,6 +982,20 @@ static bool finished_job_to_remove(const dg_run *run, const dg_job_info *j) {
     return false;
 }
 
+/* The image an adopted try runs, as recorded when its job was made, for its log header. */
+static void recall_image(dg_exec *x, exec_try *t) {
+    const dg_run *run = t->er->run;
+    dg_ti_rec *r = NULL;
+    if (!x->store || dg_store_get_ti(x->store, run->dag->dag_id, run->run_id, run->dag->tasks[t->task].id, &r) < 0)
+        return;
+    if (r->try_number == t->try_number && r->image_id) {
+        if (!t->image) t->image = xstrdup(r->image);
+        t->image_id = xstrdup(r->image_id);
+        t->image_digest = xstrdup(r->image_digest);
+    }
+    dg_ti_rec_free(r);
+}
+
 static void recover_try(dg_exec *x, dg_run *run, size_t i, const dg_job_info *found) {
     exec_run *er = run->userdata;
     dg_ti *ti = &run->ti[i];
@@ -970,6 +1019,7 @@ static void recover_try(dg_exec *x, dg_run *run, size_t i, const dg_job_info *fo
         t->job_id = xstrdup(found->id);
         t->created = t->started = true;
         if (ti->state == DG_TI_QUEUED) dg_sched_on_started(x->sched, run, i, ti->try_number, now_ms());
+        recall_image(x, t);
         dg__exec_open_log(t, true);
         t->job = dg_job_adopt(x->backend, found, &job_events, try_ref(t));
     } else if (found) {

@@ -72,6 +72,7 @@ struct exec_try {
     char *name, *image, *message;
     char *rendered; /* the command, entrypoint and env it ran with, redacted (JSON text) */
     char *job_id; /* the backend's id of the job (a container id), once created */
+    char *image_id, *image_digest; /* the image it ran (dg_job_image), once known */
     bool prepare_only, start_requested, stopping, released;
     bool created, started, exited, reported, output_read;
     /* waiting for state writes to work again: to begin at all (WAIT_BEGIN), to start its

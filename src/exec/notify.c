@@ -189,7 +189,11 @@ static int prepare_job(notify_job *j, const dg_notification *n, exec_run *er, co
     j->from = xstrdup(x->smtp_from && *x->smtp_from ? x->smtp_from : "dagd@localhost");
     j->user = xstrdup(x->smtp_user);
     j->password = xstrdup(x->smtp_password);
-    j->to = dg_strv_copy(n->email_to);
+    size_t nto = 0;
+    while (n->email_to && n->email_to[nto]) nto++;
+    j->to = xcalloc(nto + 1, sizeof *j->to);
+    for (size_t i = 0; i < nto; i++)
+        if (dg_tmpl_render(n->email_to[i], &ctx, &j->to[i], err) < 0) return -EINVAL;
     const char *subj = n->email_subject ? n->email_subject : "dagd: {{ dag_id }} {{ ds }} {{ state }}";
     const char *body = n->email_body ? n->email_body
                                      : "DAG {{ dag_id }}, run {{ run_id }}: {{ state }}";

@@ -470,6 +470,8 @@ static void add_tries(dg_server *s, json_t *o, const char *dag, const char *run,
             json_object_set_new(x, "exit_code", t->has_exit_code ? json_integer(t->exit_code) : json_null());
             json_object_set_new(x, "container_name", str_or_null(t->container_name));
             json_object_set_new(x, "message", str_or_null(t->message));
+            json_object_set_new(x, "image_id", str_or_null(t->image_id));
+            json_object_set_new(x, "image_digest", str_or_null(t->image_digest));
             /* stored redacted, see rendered_json in exec */
             json_t *rd = t->rendered ? json_loads(t->rendered, 0, NULL) : NULL;
             json_object_set_new(x, "command", json_incref(json_object_get(rd, "command")) ?: json_null());
@@ -660,6 +662,8 @@ json_t *dg__ti_json(const dg_ti_rec *r) {
     json_object_set_new(o, "container_id", str_or_null(r->container_id));
     json_object_set_new(o, "container_name", str_or_null(r->container_name));
     json_object_set_new(o, "image", str_or_null(r->image));
+    json_object_set_new(o, "image_id", str_or_null(r->image_id));
+    json_object_set_new(o, "image_digest", str_or_null(r->image_digest));
     json_object_set_new(o, "output", str_or_null(r->output));
     json_object_set_new(o, "message", str_or_null(r->message));
     return o;
@@ -746,8 +750,10 @@ int dg_server_log(dg_server *s, const char *dag, const char *run, const char *ta
     return 0;
 }
 
+int64_t dg_server_log_header_len(const char *path) { return dg_tasklog_header_len(path); }
+
 int dg_server_log_streams(dg_server *s, const char *dag, const char *run, const char *task, int try_number,
-                          char **ret, size_t *ret_len, dg_error *err) {
+                          bool header, char **ret, size_t *ret_len, dg_error *err) {
     _cleanup_free_ char *path = NULL;
     bool live = false;
     int r = dg_server_log(s, dag, run, task, try_number, &path, &live, err);
@@ -760,6 +766,15 @@ int dg_server_log_streams(dg_server *s, const char *dag, const char *run, const 
     }
     if (r < 0) return dg_error_set(err, r == -ENOENT ? -ENOENT : -EIO, "try %d of '%s': %s", try_number, task,
                                    strerror(-r));
+    if (!header && *ret && *ret_len) { /* the header lines lead */
+        size_t skip = 0;
+        while (skip < *ret_len && dg_str_has_prefix(*ret + skip, "dagd\t")) {
+            const char *nl = memchr(*ret + skip, '\n', *ret_len - skip);
+            skip = nl ? (size_t)(nl - *ret) + 1 : *ret_len;
+        }
+        memmove(*ret, *ret + skip, *ret_len - skip + 1);
+        *ret_len -= skip;
+    }
     return 0;
 }
 

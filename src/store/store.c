@@ -52,7 +52,13 @@ struct dg_store {
     "container_id, container_name, image, output, message"
 #define TRY_COLS                                                                        \
     "dag_id, run_id, task_id, try_number, state, start_ms, end_ms, exit_code, "        \
-    "container_id, container_name, message, running_ms, rendered_json"
+    "container_id, container_name, message, running_ms, rendered_json, image_id, image_digest"
+/* Read with an instance: the image its current try ran (kept on the try, TRY_COLS) */
+#define TI_IMAGE_OF(col)                                                                              \
+    "(SELECT y." col " FROM task_tries y WHERE y.dag_id=task_instances.dag_id AND"                   \
+    " y.run_id=task_instances.run_id AND y.task_id=task_instances.task_id AND"                       \
+    " y.try_number=task_instances.try_number)"
+#define TI_SELECT "SELECT " TI_COLS ", " TI_IMAGE_OF("image_id") ", " TI_IMAGE_OF("image_digest")
 
 static const char *const migrations[] = {
     /* 1 */
@@ -86,6 +92,10 @@ static const char *const migrations[] = {
     /* 3: when each try's container started running (start_ms is when it was queued) */
     "ALTER TABLE task_tries ADD COLUMN running_ms INTEGER;"
     "ALTER TABLE task_tries ADD COLUMN rendered_json TEXT;",
+    /* 4: which image each try ran: the engine's image id and, when it has one, the
+     * repository digest (docs/dags.md, "Tries") */
+    "ALTER TABLE task_tries ADD COLUMN image_id TEXT;"
+    "ALTER TABLE task_tries ADD COLUMN image_digest TEXT;",
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == DG_STORE_SCHEMA_VERSION,
@@ -107,23 +117,24 @@ static const char *const stmt_sql[ST_MAX] = {
                   " container_id=excluded.container_id, container_name=excluded.container_name,"
                   " image=excluded.image, output=excluded.output, message=excluded.message",
     [ST_PUT_TRY] = "INSERT INTO task_tries (" TRY_COLS ")"
-                   " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+                   " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
                    " ON CONFLICT (dag_id, run_id, task_id, try_number) DO UPDATE SET"
                    " state=excluded.state, start_ms=excluded.start_ms, end_ms=excluded.end_ms,"
                    " exit_code=excluded.exit_code, container_id=excluded.container_id,"
                    " container_name=excluded.container_name, message=excluded.message,"
                    " running_ms=coalesce(excluded.running_ms, running_ms),"
-                   " rendered_json=coalesce(excluded.rendered_json, rendered_json)",
+                   " rendered_json=coalesce(excluded.rendered_json, rendered_json),"
+                   " image_id=coalesce(excluded.image_id, image_id),"
+                   " image_digest=coalesce(excluded.image_digest, image_digest)",
     [ST_GET_RUN] = "SELECT " RUN_COLS " FROM dag_runs WHERE dag_id=?1 AND run_id=?2",
-    [ST_GET_TI] = "SELECT " TI_COLS
-                  " FROM task_instances WHERE dag_id=?1 AND run_id=?2 AND task_id=?3",
+    [ST_GET_TI] = TI_SELECT " FROM task_instances WHERE dag_id=?1 AND run_id=?2 AND task_id=?3",
     [ST_LIST_RUNS] = "SELECT " RUN_COLS " FROM dag_runs WHERE dag_id=?1"
                      " ORDER BY logical_ms DESC, run_id DESC LIMIT ?2 OFFSET ?3",
     [ST_LIST_RUNS_ALL] = "SELECT " RUN_COLS " FROM dag_runs"
                          " ORDER BY logical_ms DESC, run_id DESC, dag_id LIMIT ?1 OFFSET ?2",
     [ST_COUNT_RUNS] = "SELECT count(*) FROM dag_runs WHERE dag_id=?1",
     [ST_COUNT_RUNS_ALL] = "SELECT count(*) FROM dag_runs",
-    [ST_LIST_TIS] = "SELECT " TI_COLS " FROM task_instances WHERE dag_id=?1 AND run_id=?2"
+    [ST_LIST_TIS] = TI_SELECT " FROM task_instances WHERE dag_id=?1 AND run_id=?2"
                     " ORDER BY rowid",
     [ST_LIST_TRIES] = "SELECT " TRY_COLS " FROM task_tries"
                       " WHERE dag_id=?1 AND run_id=?2 AND task_id=?3 ORDER BY try_number",
@@ -414,6 +425,8 @@ int dg_store_put_try(dg_store *st, const dg_try_rec *r) {
     rc |= bind_str(s, 11, r->message);
     rc |= bind_ms(s, 12, r->running_ms);
     rc |= bind_str(s, 13, r->rendered);
+    rc |= bind_str(s, 14, r->image_id);
+    rc |= bind_str(s, 15, r->image_digest);
     return step_done(st, s, rc);
 }
 
@@ -451,6 +464,8 @@ static dg_ti_rec *row_ti(sqlite3_stmt *s) {
     r->image = col_str(s, 11);
     r->output = col_str(s, 12);
     r->message = col_str(s, 13);
+    r->image_id = col_str(s, 14);
+    r->image_digest = col_str(s, 15);
     return r;
 }
 
@@ -470,6 +485,8 @@ static dg_try_rec *row_try(sqlite3_stmt *s) {
     r->message = col_str(s, 10);
     r->running_ms = sqlite3_column_int64(s, 11);
     r->rendered = col_str(s, 12);
+    r->image_id = col_str(s, 13);
+    r->image_digest = col_str(s, 14);
     return r;
 }
 
@@ -619,6 +636,8 @@ void dg_ti_rec_free(dg_ti_rec *r) {
     free(r->image);
     free(r->output);
     free(r->message);
+    free(r->image_id);
+    free(r->image_digest);
     free(r);
 }
 
@@ -633,6 +652,8 @@ dg_try_rec *dg_try_rec_dup(const dg_try_rec *r) {
     c->container_name = xstrdup(r->container_name);
     c->message = xstrdup(r->message);
     c->rendered = xstrdup(r->rendered);
+    c->image_id = xstrdup(r->image_id);
+    c->image_digest = xstrdup(r->image_digest);
     return c;
 }
 
@@ -646,6 +667,8 @@ void dg_try_rec_free(dg_try_rec *r) {
     free(r->container_name);
     free(r->message);
     free(r->rendered);
+    free(r->image_id);
+    free(r->image_digest);
     free(r);
 }
 

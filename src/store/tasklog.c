@@ -3,7 +3,8 @@
  * The file format is plain text, one line per container output line, stdout and
  * stderr interleaved in arrival order exactly as `docker logs` shows them. Which stream
  * each line came from is kept beside it in <try>.streams, one byte per line ('o' stdout,
- * 'e' stderr), for the web UI (docs/api.md, Log following). A dg_tasklog owns its two
+ * 'e' stderr, 'd' a header line dagd wrote before the command ran), for the web UI and for
+ * leaving the header out of what is served by default (docs/api.md, Log following). A dg_tasklog owns its two
  * FILE*s; output is buffered and reaches the files on dg_tasklog_flush or
  * dg_tasklog_close, the streams file first so that it never has fewer lines. */
 #include <errno.h>
@@ -96,7 +97,7 @@ int dg_tasklog_open(const char *path, dg_tasklog **ret) {
 
 void dg_tasklog_line(dg_tasklog *l, int stream, const char *line, size_t len) {
     if (!l || !l->f) return;
-    if (l->s) fputc(stream == 2 ? 'e' : 'o', l->s);
+    if (l->s) fputc(stream == 2 ? 'e' : stream == DG_TASKLOG_HEADER ? 'd' : 'o', l->s);
     if (line && len) fwrite(line, 1, len, l->f);
     fputc('\n', l->f);
 }
@@ -127,7 +128,7 @@ int dg_tasklog_read_streams(const char *log_path, char **ret, size_t *ret_len) {
         const char *nl = memchr(text + i, '\n', len - i);
         size_t end = nl ? (size_t)(nl - text) : len;
         char m = line < nmarks ? marks[line] : 0;
-        dg_buf_puts(&b, m == 'e' ? "stderr\t" : m == 'o' ? "stdout\t" : "-\t");
+        dg_buf_puts(&b, m == 'e' ? "stderr\t" : m == 'o' ? "stdout\t" : m == 'd' ? "dagd\t" : "-\t");
         dg_buf_append(&b, text + i, end - i);
         dg_buf_puts(&b, "\n");
         i = end + 1;
@@ -135,4 +136,31 @@ int dg_tasklog_read_streams(const char *log_path, char **ret, size_t *ret_len) {
     if (ret_len) *ret_len = b.len;
     *ret = dg_buf_steal(&b);
     return 0;
+}
+
+int64_t dg_tasklog_header_len(const char *log_path) {
+    _cleanup_free_ char *sp = streams_path(log_path);
+    FILE *s = fopen(sp, "re");
+    if (!s) return 0;
+    size_t lines = 0;
+    int ch;
+    while ((ch = fgetc(s)) == 'd') lines++;
+    fclose(s);
+    if (!lines) return 0;
+    FILE *f = fopen(log_path, "re");
+    if (!f) return 0;
+    int64_t len = 0;
+    while (lines && (ch = fgetc(f)) != EOF) {
+        len++;
+        if (ch == '\n') lines--;
+    }
+    fclose(f);
+    return lines ? 0 : len; /* a header cut short (a full disk) is served as it is */
+}
+
+void dg_tasklog_remove(const char *path) {
+    if (!path) return;
+    unlink(path);
+    _cleanup_free_ char *sp = streams_path(path);
+    unlink(sp);
 }

@@ -289,10 +289,25 @@ class Harness:
         run_id = run_id or self.the_run(dag_id)["run_id"]
         return self.state / "logs" / dag_id / run_id / task_id / ("%d.log" % try_number)
 
+    def log_header_len(self, task_id, try_number=1, run_id=None, dag_id=None):
+        """The bytes of the header dagd writes at the start of a try's log: the lines marked
+        'd' in <try>.streams (docs/dags.md, "Tries")."""
+        p = self.log_path(task_id, try_number, run_id, dag_id)
+        marks = p.with_suffix(".streams").read_bytes() if p.with_suffix(".streams").exists() else b""
+        n = len(marks) - len(marks.lstrip(b"d"))
+        raw = p.read_bytes()
+        return len(b"".join(raw.splitlines(keepends=True)[:n]))
+
+    def log_header(self, *a, **kw):
+        raw = self.log_path(*a, **kw).read_bytes()
+        return raw[:self.log_header_len(*a, **kw)].decode("utf-8", "replace").splitlines()
+
     def log(self, task_id, try_number=1, run_id=None, dag_id=None):
+        """The try's log as the container wrote it (the header left out, as the API does)."""
         p = self.log_path(task_id, try_number, run_id, dag_id)
         assert p.is_file(), "no log file %s" % p
-        return p.read_bytes().decode("utf-8", "replace")
+        skip = self.log_header_len(task_id, try_number, run_id, dag_id)
+        return p.read_bytes()[skip:].decode("utf-8", "replace")
 
     def log_lines(self, *a, **kw):
         return self.log(*a, **kw).splitlines()

@@ -189,7 +189,7 @@ def test_trigger_wait_success_then_runs_tasks_logs(srv, dg):
     table = srv.cli("tasks", dg.dag_id, run_id)
     assert table.rc == 0, table
     rows = table.out.splitlines()
-    assert rows[0].split() == ["TASK", "STATE", "TRY", "EXIT", "DURATION", "MESSAGE"]
+    assert rows[0].split() == ["TASK", "STATE", "TRY", "EXIT", "DURATION", "IMAGE_ID", "MESSAGE"]
     parsed = {r.split()[0]: r.split()[1:] for r in rows[1:]}
     assert set(parsed) == {"a", "b"}
     for t in ("a", "b"):
@@ -366,11 +366,11 @@ def test_cancel_prints_the_state_the_run_ends_in_and_tasks_say_why(srv, dg):
     assert srv.run(run_id)["state"] == "failed"
     table = srv.cli("tasks", dg.dag_id, run_id)
     assert table.rc == 0, table
-    rows = [l.split(None, 5) for l in table.out.splitlines()]
-    assert rows[0] == ["TASK", "STATE", "TRY", "EXIT", "DURATION", "MESSAGE"], table.out
+    rows = [l.split(None, 6) for l in table.out.splitlines()]
+    assert rows[0] == ["TASK", "STATE", "TRY", "EXIT", "DURATION", "IMAGE_ID", "MESSAGE"], table.out
     got = {r[0]: r for r in rows[1:]}
-    assert got["graceful"][1:4] == ["failed", "1", "0"] and got["graceful"][5] == "run cancelled", table.out
-    assert got["after"][1] == "skipped" and got["after"][5] == "run cancelled", table.out
+    assert got["graceful"][1:4] == ["failed", "1", "0"] and got["graceful"][6] == "run cancelled", table.out
+    assert got["after"][1] == "skipped" and got["after"][6] == "run cancelled", table.out
     assert srv.cli("logs", dg.dag_id, run_id, "graceful").out == "up\ngot-term\n"
     # a run that has ended cannot be cancelled again
     again = srv.cli("cancel", dg.dag_id, run_id)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import TIME_SCALE, containers, docker, inspect
+from conftest import IMAGE, TIME_SCALE, containers, docker, inspect
 from serve_helpers import (Server, clean_env, dag_text, running_task_containers, simple_task,
                            wait_for)
 
@@ -114,6 +114,11 @@ def test_kill9_while_task_runs_readopts_and_runs_once(dg):
     assert dg.log("after", run_id=run).splitlines() == ["after-ran"]
     assert (marks / "ran").read_text().splitlines() == ["X"], "the command ran more than once"
     assert assert_log_once(dg, "work", run, "start", "end") == ["start", "end"]
+    # the log written again from the first line starts again with its header, which image
+    image_id = docker("image", "inspect", "--format", "{{.Id}}", IMAGE).stdout.strip()
+    assert tis["work"]["image_id"] == image_id, tis["work"]
+    head = dg.log_header("work", run_id=run)
+    assert len(head) == 1 and head[0].startswith("[dagd] image ") and image_id in head[0], head
     adopted = [l for l in srv.stderr().splitlines() if "re-adopting container" in l]
     assert len(adopted) == 1 and "task=work try=1" in adopted[0], srv.stderr()
     assert len(dg.tries("work", run_id=run)) == 1

@@ -399,8 +399,7 @@ def test_long_and_utf8_lines(dg):
         """)
     res = dg.run(f)
     assert res.rc == 0, res
-    raw = dg.log_path("long").read_bytes()
-    lines = raw.decode("utf-8").splitlines()
+    lines = dg.log_lines("long")
     assert lines == ["x" * 40000, "h\u00e9llo \u2713 \u0434\u0430"]
     assert dg.tis()["long"]["output"] == "h\u00e9llo \u2713 \u0434\u0430"
 

@@ -391,6 +391,38 @@ def test_email_on_failure(dg, smtp_sink):
     assert ("Task bad of run %s ended failed." % run_id).encode() in m["data"], m
 
 
+def test_email_to_is_a_template(dg, smtp_sink):
+    """An email's recipients are rendered like its subject (params, a run's conf)."""
+    f = dg.write("""\
+        dag: @DAG@
+        params: {team: data}
+        notifications:
+          report:
+            email: {to: ["{{ params.team }}@example.com", "{{ dag_run.conf.cc | default('x') }}@example.org"]}
+        tasks:
+          mail:
+            notify: report
+        """)
+    res = dg.run(f, "--date", DATE, "--conf", '{"cc": "boss"}', timeout=60,
+                 env=env_with(DAGD_SMTP_URL=smtp_sink.url, DAGD_SMTP_FROM="dagd@example.org"))
+    assert res.rc == 0, res
+    mails = smtp_sink.wait(1, timeout=5)
+    assert len(mails) == 1, mails
+    assert sorted(r.strip("<>") for r in mails[0]["to"]) == ["boss@example.org", "data@example.com"], mails
+    assert header(mails[0]["data"], "To") == "data@example.com, boss@example.org", mails
+    bad = dg.write("""\
+        dag: @DAG@
+        notifications:
+          report:
+            email: {to: ["{{ next_ds }}@example.com"]}
+        tasks:
+          mail:
+            notify: report
+        """, name="bad.yml")
+    res = dg.exec("validate", bad)
+    assert res.rc != 0 and "email to" in res.out + res.err and "next_ds" in res.out + res.err, res
+
+
 def test_email_notify_task_without_smtp_fails_clearly(dg):
     f = dg.write("""\
         dag: @DAG@

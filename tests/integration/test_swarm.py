@@ -18,6 +18,7 @@ swarm timing into a wait), and when the machine cannot make network namespaces (
 root, no `ip`): under CI that is a failure.
 """
 import os
+import subprocess
 import time
 
 import pytest
@@ -118,6 +119,13 @@ def test_core_scenarios_on_one_node(dg, one_node):
     assert [t["exit_code"] for t in dg.tries("right")] == [3, 0]
     assert "first" in dg.log("right", 1) and "second" in dg.log("right", 2)
     assert [t["exit_code"] for t in dg.tries("broken")] == [5]
+    # which image each try ran: the task containers ran on the manager's own node, whose
+    # engine says; the image was never pushed, so no digest (docs/operations.md)
+    node_image = subprocess.run(["docker", "-H", one_node.host(1), "image", "inspect", "--format", "{{.Id}}", IMAGE],
+                                capture_output=True, text=True, timeout=60).stdout.strip()
+    assert node_image.startswith("sha256:"), node_image
+    assert [(t["image_id"], t["image_digest"]) for t in dg.tries("right")] == [(node_image, None)] * 2
+    assert dg.log_header("start") == ["[dagd] image %s (id unknown, digest: none)" % IMAGE]
     assert services_gone(one_node), "services left: %r" % one_node.services()
 
 
@@ -250,5 +258,10 @@ def test_placement_and_a_node_lost_mid_try(dg, docker_engine, test_image):
         man = s.docker(1, "ps", "-a", "--filter", "label=io.dagd.dag=%s" % dg.dag_id,
                        "--format", "{{.Label \"io.dagd.task\"}}").stdout.decode().split()
         assert man == ["pinned"], man
+        # a worker's engine is refused clearly: the swarm backend needs a manager
+        wenv = dict(swarm_env(s), DAGD_DOCKER_HOST=s.host(other), DOCKER_HOST=s.host(other))
+        res = dg.run(path, "--state", str(dg.state) + "-worker", env=wenv, timeout=30, state=False)
+        assert res.rc == 3, res
+        assert "the engine is a swarm worker, not a manager" in res.err, res
     finally:
         s.stop()

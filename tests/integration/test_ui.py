@@ -368,8 +368,11 @@ def test_browser_sign_in_list_trigger_grid_graph_log_clear_pause(dg, browser):
     shot("failed-task")
     drv.find_element("id", "log-search").clear()
     drv.find_element("id", "clear-task").click()
-    until("try 2's log on the page", lambda: drv.find_element("id", "log").text.splitlines() == ["fine"],
+    # the header dagd wrote first (which image, docs/dags.md "Tries"), then the output
+    until("try 2's log on the page", lambda: drv.find_element("id", "log").text.splitlines()[-1:] == ["fine"],
           timeout=60)
+    head = drv.find_element("id", "log").text.splitlines()
+    assert len(head) == 2 and head[0].startswith("[dagd] image ") and " (id sha256:" in head[0], head
     until("the task page to show success", lambda: "success" in drv.find_element("id", "ti-info").text)
     assert srv.tis(flaky, frun)["check"]["try_number"] == 2
     opts = [o.text for o in css(drv, "#try-select option")]

@@ -470,7 +470,7 @@
     const info = slot(root, "log-info");
     if (!tr) { logState.text = ""; info.textContent = "no try yet"; paintLog(); return live; }
     try {
-      logState.text = await api("GET", runPath(dag, run) + "/tasks/" + enc(task) + "/logs/" + tr + "?streams=1", undefined, true);
+      logState.text = await api("GET", runPath(dag, run) + "/tasks/" + enc(task) + "/logs/" + tr + "?streams=1&header=1", undefined, true);
       info.textContent = live && +tr === n ? "following (live)" : "";
     } catch (e) {
       if (e.status !== 404) throw e;
@@ -489,7 +489,7 @@
     const lines = logState.text.replace(/\n$/, "").split("\n");
     const ql = q.toLowerCase();
     pre.replaceChildren(...lines.map((l) => {
-      const m = /^(stderr|stdout|-)\t/.exec(l);
+      const m = /^(stderr|stdout|dagd|-)\t/.exec(l);
       return { stream: m && m[1] !== "-" ? m[1] : "", body: m ? l.slice(m[0].length) : l };
     }).filter((x) => !q || x.body.toLowerCase().includes(ql)).map((x) => {
       const line = h("span", { class: "line " + x.stream });

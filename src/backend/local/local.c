@@ -54,6 +54,7 @@ struct local_job {
     void *gone_ud;
     char *gone_error;
     char *id, *name, *image, *network;
+    char *image_id, *image_digest; /* what it was created from (local_image) */
     dg_job_pull pull;
     json_t *config; /* the create body until create is sent */
     bool image_ok, network_ok, created, started, die_seen, logs_done, vanished, exited_sent;
@@ -121,6 +122,8 @@ static void job_unref(local_job *j) {
     free(j->id);
     free(j->name);
     free(j->image);
+    free(j->image_id);
+    free(j->image_digest);
     free(j->network);
     json_decref(j->config);
     free(j);
@@ -260,13 +263,64 @@ static void network_cb(void *ud, const dg_error *err) {
 
 static void start_step(local_job *j);
 
-static void created(local_job *j, const char *id) {
+/* Which image the container was made from: the container's Image (the engine's id, fixed
+ * at create, whatever the name points at later) and that image's first RepoDigests entry
+ * (none for an image built here and never pushed or pulled). The job counts as created once
+ * both are known, so the try's record and log say it before the command runs; a failed look
+ * leaves them unknown and the job goes on (docs/dags.md, "Tries"). */
+static void image_digest_cb(void *ud, int status, json_t *body, const dg_error *err) {
+    local_job *j = ud;
+    (void)status;
+    if (err && err->code == -ECANCELED) {
+        job_unref(j);
+        return;
+    }
+    if (err) {
+        dg_log(DG_LOG_WARNING, NULL, "container %s: cannot inspect its image %s: %s", j->name, j->image_id, err->msg);
+    } else {
+        const char *d = json_string_value(json_array_get(json_object_get(body, "RepoDigests"), 0));
+        if (d) j->image_digest = xstrdup(d);
+    }
+    if (live(j)) j->ev->created(j->ud, NULL);
+    job_unref(j);
+}
+
+static void image_known(local_job *j, json_t *inspect) {
+    const char *img = json_string_value(json_object_get(inspect, "Image"));
+    if (img) {
+        free(j->image_id);
+        j->image_id = xstrdup(img);
+        dg_docker_image_inspect(j->b->docker, img, image_digest_cb, job_ref(j));
+        return;
+    }
+    if (live(j)) j->ev->created(j->ud, NULL);
+}
+
+static void image_id_cb(void *ud, int status, json_t *body, const dg_error *err) {
+    local_job *j = ud;
+    (void)status;
+    if (err && err->code == -ECANCELED) {
+        job_unref(j);
+        return;
+    }
+    if (err) {
+        dg_log(DG_LOG_WARNING, NULL, "container %s: cannot inspect it for its image: %s", j->name, err->msg);
+        if (live(j)) j->ev->created(j->ud, NULL);
+    } else if (live(j)) {
+        image_known(j, body);
+    }
+    job_unref(j);
+}
+
+/* inspect: the container's inspect when the caller has it (NULL: ask for it) */
+static void created(local_job *j, const char *id, json_t *inspect) {
     j->id = xstrdup(id);
     j->created = true;
     if (j->released) {
         if (j->remove_on_release) remove_container(j);
     } else if (live(j)) {
-        j->ev->created(j->ud, NULL);
+        if (inspect) image_known(j, inspect);
+        else dg_docker_container_inspect(j->b->docker, j->id, image_id_cb, job_ref(j));
     }
 }
 
@@ -294,7 +348,7 @@ static void find_created_cb(void *ud, int status, json_t *body, const dg_error *
     json_t *v;
     json_object_foreach(want, k, v) ours = ours && json_equal(v, json_object_get(have, k)); /* image labels join them */
     if (ours) {
-        created(j, id);
+        created(j, id, body);
     } else {
         _cleanup_free_ char *m = xasprintf("a container named %s that dagd did not create for this try exists", j->name);
         fail_created(j, m);
@@ -323,7 +377,7 @@ static void create_cb(void *ud, const char *id, const dg_error *err) {
         job_unref(j);
         return;
     }
-    created(j, id);
+    created(j, id, NULL);
     job_unref(j);
 }
 
@@ -568,6 +622,12 @@ static void start_checked_step(local_job *j) {
 
 static const char *local_id(dg_job *jj) { return ((local_job *)jj)->id; }
 
+static void local_image(dg_job *jj, const char **id, const char **digest) {
+    local_job *j = (local_job *)jj;
+    *id = j->image_id;
+    *digest = j->image_digest;
+}
+
 static void local_start(dg_job *jj) {
     local_job *j = (local_job *)jj;
     if (j->start_checked) start_checked_step(j); /* adopted, listed as only created */
@@ -810,6 +870,7 @@ static const dg_backend_ops local_ops = {
     .connect = local_connect,
     .create = local_create,
     .id = local_id,
+    .image = local_image,
     .start = local_start,
     .stop = local_stop,
     .read_file = local_read_file,

@@ -64,6 +64,8 @@ struct swarm_job {
     int exit_code;
     int no_task_rounds;
     char *container_id, *node_id, *last_err;
+    char *image_id, *image_digest; /* swarm_image */
+    bool image_looked, image_pending, exit_after_image;
     dg_docker_stream *logs;
     uv_timer_t *timer;
     void (*timer_step)(swarm_job *j);
@@ -98,6 +100,8 @@ static void job_unref(swarm_job *j) {
     free(j->network);
     free(j->refusal);
     free(j->container_id);
+    free(j->image_id);
+    free(j->image_digest);
     free(j->node_id);
     free(j->last_err);
     json_decref(j->body);
@@ -166,6 +170,10 @@ static void remove_service(swarm_job *j) {
 
 static void send_exited(swarm_job *j) {
     if (j->exited_sent) return;
+    if (j->image_pending) { /* the try's record gets its image first (task_image_cb) */
+        j->exit_after_image = true;
+        return;
+    }
     j->exited_sent = true;
     if (j->logs) {
         dg_docker_stream_cancel(j->logs);
@@ -456,6 +464,12 @@ static void start_step(swarm_job *j) {
 
 static const char *swarm_id(dg_job *jj) { return ((swarm_job *)jj)->id; }
 
+static void swarm_image(dg_job *jj, const char **id, const char **digest) {
+    swarm_job *j = (swarm_job *)jj;
+    *id = j->image_id;
+    *digest = j->image_digest;
+}
+
 static void swarm_start(dg_job *jj) { start_step((swarm_job *)jj); }
 
 static void stop_cb(void *ud, int status, json_t *body, const dg_error *err) {
@@ -572,12 +586,40 @@ static void set_str(char **dst, const char *v) {
     *dst = xstrdup(v);
 }
 
+/* Which image the task ran (docs/operations.md, "Running on a swarm"). The task's spec
+ * names the image as the service does: with a digest ("name:tag@sha256:...") only when the
+ * DAG pinned one, since the manager resolves no tag by itself and dagd asks no registry.
+ * The image id is the task container's Image, known only when that container is on the
+ * engine dagd talks to (the manager's own node); on another node it stays unknown. */
+static void task_image_cb(void *ud, int status, json_t *body, const dg_error *err) {
+    swarm_job *j = ud;
+    (void)status;
+    if (err && err->code == -ECANCELED) {
+        job_unref(j);
+        return;
+    }
+    j->image_pending = false;
+    if (!err) set_str(&j->image_id, json_string_value(json_object_get(body, "Image")));
+    if (j->exit_after_image) send_exited(j);
+    job_unref(j);
+}
+
+static void task_image(swarm_job *j, json_t *task) {
+    const char *img = json_string_value(json_object_get(json_object_get(json_object_get(task, "Spec"), "ContainerSpec"), "Image"));
+    if (img && strstr(img, "@sha256:")) set_str(&j->image_digest, img);
+    if (j->container_id && !j->image_looked && live(j)) {
+        j->image_looked = j->image_pending = true;
+        dg_docker_container_inspect(j->b->docker, j->container_id, task_image_cb, job_ref(j));
+    }
+}
+
 static void task_seen(swarm_job *j, json_t *task) {
     json_t *st = json_object_get(task, "Status");
     const char *state = json_string_value(json_object_get(st, "State"));
     const char *terr = json_string_value(json_object_get(st, "Err"));
     json_t *cst = json_object_get(st, "ContainerStatus");
     set_str(&j->container_id, json_string_value(json_object_get(cst, "ContainerID")));
+    task_image(j, task);
     set_str(&j->node_id, json_string_value(json_object_get(task, "NodeID")));
     if (!state) return;
     json_t *code = json_object_get(cst, "ExitCode");
@@ -850,6 +892,7 @@ static const dg_backend_ops swarm_ops = {
     .connect = swarm_connect,
     .create = swarm_create,
     .id = swarm_id,
+    .image = swarm_image,
     .start = swarm_start,
     .stop = swarm_stop,
     .read_file = swarm_read_file,

@@ -85,6 +85,7 @@ typedef struct fake {
     char path[108];
     const char *api_version;
     int conns;
+    int net_creates;       /* POST /networks/create seen */
     char requests[8][512]; /* request lines, in order */
     pthread_t th;
     pthread_mutex_t mu;
@@ -151,6 +152,21 @@ static void *fake_main(void *arg) {
             send_all(c, first);
             usleep(20000);
             send_all(c, resp + half);
+        } else if (strstr(req, "POST ") == req && strstr(req, "/networks/create ")) {
+            /* the create fails as when another client made the network meanwhile (a
+             * swarm manager answers 500 with its own words): only a look-up tells */
+            pthread_mutex_lock(&f->mu);
+            f->net_creates++;
+            pthread_mutex_unlock(&f->mu);
+            send_all(c, "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+                        "Content-Length: 28\r\nConnection: close\r\n\r\n{\"message\":\"create refused\"}\n");
+        } else if (strstr(req, "GET ") == req && strstr(req, "/networks/racy ") && f->net_creates > 0) {
+            const char *body = "{\"Name\":\"racy\",\"Driver\":\"bridge\"}";
+            snprintf(resp, sizeof resp,
+                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n%s",
+                     strlen(body), body);
+            send_all(c, resp);
         } else {
             send_all(c, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
                         "Content-Length: 24\r\nConnection: close\r\n\r\n{\"message\":\"not faked\"}\n");
@@ -318,4 +334,32 @@ Test(docker_transport, free_from_inside_a_callback) {
     cr_assert_eq(uv_loop_close(&loop), 0);
     res_clear(&f.first);
     res_clear(&f.second);
+}
+
+/* A failed network create is followed by a second look-up, whatever the engine's words:
+ * a network made meanwhile by someone else is taken; when there is none, the create's
+ * error stands (and no second create is tried). */
+Test(docker_fake, network_create_failure_looks_again) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    fake f;
+    fake_start(&f, "1.41");
+    dg_docker *d = fake_client(&loop, &f);
+    res made = {0}, gone = {0};
+    dg_docker_network_ensure(d, "racy", done_cb, &made);
+    wait_for(&loop, &made.done, 10000);
+    cr_assert_null(made.err.msg, "%s", made.err.msg);
+    dg_docker_network_ensure(d, "gone", done_cb, &gone);
+    wait_for(&loop, &gone.done, 10000);
+    cr_assert_not_null(gone.err.msg);
+    cr_assert_not_null(strstr(gone.err.msg, "create refused"), "%s", gone.err.msg);
+    pthread_mutex_lock(&f.mu);
+    cr_assert_eq(f.net_creates, 2, "one create per ensure, got %d", f.net_creates);
+    pthread_mutex_unlock(&f.mu);
+    res_clear(&made);
+    res_clear(&gone);
+    dg_docker_free(d);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    fake_stop(&f);
 }

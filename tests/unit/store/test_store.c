@@ -715,3 +715,131 @@ Test(store, daemon_queries) {
     free(counts);
     dg_store_close(st);
 }
+
+/* The image a try ran (schema 4): kept per try, a put without it keeps the stored one, a
+ * copy carries it, and an instance reads its current try's. */
+Test(store, try_image) {
+    dg_store *st = open_ok();
+    put_run(st, "d", "r", 1);
+    put_ti(st, "d", "r", "t", "running");
+    dg_try_rec y = {.dag_id = "d", .run_id = "r", .task_id = "t", .try_number = 1, .state = "running",
+                    .image_id = "sha256:1111", .image_digest = "reg/x@sha256:2222"};
+    cr_assert_eq(dg_store_put_try(st, &y), 0, "%s", dg_store_errmsg(st));
+    dg_try_rec later = {.dag_id = "d", .run_id = "r", .task_id = "t", .try_number = 1, .state = "success"};
+    cr_assert_eq(dg_store_put_try(st, &later), 0, "%s", dg_store_errmsg(st));
+    dg_try_rec two = {.dag_id = "d", .run_id = "r", .task_id = "t", .try_number = 2, .state = "running",
+                      .image_id = "sha256:3333"};
+    cr_assert_eq(dg_store_put_try(st, &two), 0, "%s", dg_store_errmsg(st));
+
+    dg_try_rec **v = NULL;
+    size_t n = 0;
+    cr_assert_eq(dg_store_list_tries(st, "d", "r", "t", &v, &n), 0);
+    cr_assert_eq(n, 2);
+    cr_assert_str_eq(v[0]->state, "success");
+    cr_assert_str_eq(v[0]->image_id, "sha256:1111");
+    cr_assert_str_eq(v[0]->image_digest, "reg/x@sha256:2222");
+    cr_assert_str_eq(v[1]->image_id, "sha256:3333");
+    cr_assert_null(v[1]->image_digest);
+    dg_try_rec *c = dg_try_rec_dup(v[0]);
+    cr_assert(c->image_id != v[0]->image_id && c->image_digest != v[0]->image_digest);
+    cr_assert_str_eq(c->image_id, "sha256:1111");
+    cr_assert_str_eq(c->image_digest, "reg/x@sha256:2222");
+    dg_try_rec_free(c);
+    dg_try_recs_free(v, n);
+
+    /* the instance is on try 1 (put_ti): that try's image; on try 2: the second's */
+    dg_ti_rec *ti = NULL;
+    cr_assert_eq(dg_store_get_ti(st, "d", "r", "t", &ti), 0);
+    cr_assert_str_eq(ti->image_id, "sha256:1111");
+    cr_assert_str_eq(ti->image_digest, "reg/x@sha256:2222");
+    dg_ti_rec_free(ti);
+    dg_ti_rec t2 = {.dag_id = "d", .run_id = "r", .task_id = "t", .state = "running", .try_number = 2,
+                    .max_tries = 3, .image_id = "ignored"};
+    cr_assert_eq(dg_store_put_ti(st, &t2), 0, "%s", dg_store_errmsg(st));
+    dg_ti_rec **tv = NULL;
+    cr_assert_eq(dg_store_list_tis(st, "d", "r", &tv, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(tv[0]->image_id, "sha256:3333");
+    cr_assert_null(tv[0]->image_digest);
+    dg_ti_recs_free(tv, n);
+    /* an instance whose try has no record yet */
+    put_ti(st, "d", "r", "u", "queued");
+    cr_assert_eq(dg_store_get_ti(st, "d", "r", "u", &ti), 0);
+    cr_assert_null(ti->image_id);
+    cr_assert_null(ti->image_digest);
+    dg_ti_rec_free(ti);
+    dg_store_close(st);
+}
+
+/* A database of schema 3 (task_tries without the image columns) migrates on open: its
+ * tries read back with no image, and new tries keep theirs. */
+Test(store, migrates_schema_3) {
+    dg_store *st = open_ok();
+    put_run(st, "d", "r", 1);
+    put_ti(st, "d", "r", "t", "success");
+    dg_try_rec y = {.dag_id = "d", .run_id = "r", .task_id = "t", .try_number = 1, .state = "success",
+                    .container_name = "old", .running_ms = 5};
+    cr_assert_eq(dg_store_put_try(st, &y), 0, "%s", dg_store_errmsg(st));
+    dg_store_close(st);
+
+    /* back to what schema 3 was: version 3, task_tries without the two columns */
+    sqlite3 *db = raw_db();
+    cr_assert_eq(sqlite3_exec(db,
+                              "ALTER TABLE task_tries DROP COLUMN image_id;"
+                              "ALTER TABLE task_tries DROP COLUMN image_digest;"
+                              "PRAGMA user_version = 3;",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    _cleanup_free_ char *cols = raw_text(db, "SELECT group_concat(name) FROM pragma_table_info('task_tries')");
+    cr_assert_null(strstr(cols, "image"), "%s", cols);
+    sqlite3_close(db);
+
+    st = open_ok();
+    db = raw_db();
+    _cleanup_free_ char *ver = raw_text(db, "PRAGMA user_version");
+    cr_assert_str_eq(ver, "4");
+    sqlite3_close(db);
+    dg_try_rec **v = NULL;
+    size_t n = 0;
+    cr_assert_eq(dg_store_list_tries(st, "d", "r", "t", &v, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(v[0]->container_name, "old");
+    cr_assert_eq(v[0]->running_ms, 5);
+    cr_assert_null(v[0]->image_id);
+    cr_assert_null(v[0]->image_digest);
+    dg_try_recs_free(v, n);
+    dg_try_rec z = {.dag_id = "d", .run_id = "r", .task_id = "t", .try_number = 2, .state = "success",
+                    .image_id = "sha256:4444"};
+    cr_assert_eq(dg_store_put_try(st, &z), 0, "%s", dg_store_errmsg(st));
+    cr_assert_eq(dg_store_list_tries(st, "d", "r", "t", &v, &n), 0);
+    cr_assert_eq(n, 2);
+    cr_assert_str_eq(v[1]->image_id, "sha256:4444");
+    dg_try_recs_free(v, n);
+    dg_store_close(st);
+}
+
+/* The header dagd writes first is marked 'd' beside the log; its length is what a reader
+ * skips, and a log written anew loses its streams file too. */
+Test(store, tasklog_header) {
+    _cleanup_free_ char *path = xasprintf("%s/logs/d/r/t/1.log", tmpdir);
+    _cleanup_free_ char *sp = xasprintf("%s/logs/d/r/t/1.streams", tmpdir);
+    dg_tasklog *l = NULL;
+    cr_assert_eq(dg_tasklog_open(path, &l), 0);
+    cr_assert_eq(dg_tasklog_header_len(path), 0);
+    dg_tasklog_line(l, DG_TASKLOG_HEADER, "[dagd] image x (id sha256:1, digest: none)", 42);
+    dg_tasklog_line(l, 1, "out", 3);
+    dg_tasklog_line(l, 2, "err", 3);
+    dg_tasklog_close(l);
+    cr_assert_eq(dg_tasklog_header_len(path), 43);
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    cr_assert_eq(dg_tasklog_read_streams(path, &text, &len), 0);
+    cr_assert_str_eq(text, "dagd\t[dagd] image x (id sha256:1, digest: none)\nstdout\tout\nstderr\terr\n");
+    dg_tasklog_remove(path);
+    cr_assert_neq(access(path, F_OK), 0);
+    cr_assert_neq(access(sp, F_OK), 0);
+    cr_assert_eq(dg_tasklog_open(path, &l), 0);
+    dg_tasklog_line(l, 1, "again", 5);
+    dg_tasklog_close(l);
+    cr_assert_eq(dg_tasklog_header_len(path), 0);
+}
