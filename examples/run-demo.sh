@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo behind `make run`: make sure a Docker engine answers, build the local demo
+# The demo behind `make run-demo`: make sure a Docker engine answers, build the local demo
 # image (no registry needed), validate the example DAGs, run examples/daily_sales.yml
 # for yesterday, then say where its state and logs are.
 #
@@ -7,13 +7,9 @@
 set -euo pipefail
 
 DEMO_IMAGE=dagd-demo/busybox:1
-DOCKERD_WAIT=30 # seconds to wait for an engine we started
-
-die() {
-    printf 'run-demo: %s\n' "$*" >&2
-    exit 1
-}
-say() { printf '\n==> %s\n' "$*"; }
+PROG=run-demo
+# shellcheck source=examples/engine.sh
+. "$(dirname "$0")/engine.sh"
 
 [ $# -eq 1 ] || die "usage: bash examples/run-demo.sh /absolute/path/to/dagd"
 DAGD=$1
@@ -21,60 +17,6 @@ DAGD=$1
 case $DAGD in /*) ;; *) DAGD=$PWD/$DAGD ;; esac
 
 cd "$(dirname "$0")/.."
-
-as_root() {
-    if [ "$(id -u)" = 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        return 1
-    fi
-}
-
-engine_up() { docker info >/dev/null 2>&1; }
-
-# Is DOCKER_HOST (if set) the local default socket, i.e. one we could start ourselves?
-local_engine() {
-    case ${DOCKER_HOST:-unix:///var/run/docker.sock} in
-    unix:///var/run/docker.sock | unix:///run/docker.sock) return 0 ;;
-    *) return 1 ;;
-    esac
-}
-
-ensure_engine() {
-    command -v docker >/dev/null 2>&1 ||
-        die "the docker command is missing; 'make deps' installs Debian's docker.io"
-    engine_up && return 0
-
-    if ! local_engine; then
-        die "no Docker engine answers at DOCKER_HOST=$DOCKER_HOST ($(docker info 2>&1 | tail -n 1))"
-    fi
-    if [ -S /var/run/docker.sock ] && [ "$(id -u)" != 0 ] &&
-        docker info 2>&1 | grep -qi 'permission denied'; then
-        die "no permission on /var/run/docker.sock: add yourself to the docker group" \
-            "(sudo usermod -aG docker $USER, then log in again) or run as root"
-    fi
-
-    say "Docker engine not running; starting it"
-    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        as_root systemctl start docker || true
-    fi
-    if ! engine_up; then
-        command -v dockerd >/dev/null 2>&1 ||
-            die "no Docker engine is running and dockerd is not installed ('make deps' installs docker.io)"
-        local log=${TMPDIR:-/tmp}/dagd-demo-dockerd.log
-        as_root sh -c "nohup dockerd >'$log' 2>&1 &" ||
-            die "cannot start dockerd: it needs root (run as root, or install sudo)"
-        echo "dockerd started in the background; its log is $log"
-    fi
-    local i
-    for ((i = 0; i < DOCKERD_WAIT * 2; i++)); do
-        engine_up && return 0
-        sleep 0.5
-    done
-    die "the Docker engine did not come up within ${DOCKERD_WAIT}s: $(docker info 2>&1 | tail -n 1)"
-}
 
 # The image holds only a statically linked busybox; Debian's busybox-static ships one.
 find_static_busybox() {
