@@ -8,7 +8,8 @@ it shares nothing with `make run` or another test's stack.
 Checked against the sample file (the expected figures are computed here from it): a day
 loads exactly its distinct reference_fiche values, the topic holds what the producer
 published, the same day run again leaves the table as it was (ON CONFLICT DO NOTHING),
-and three days in a row load the three days.
+three days in a row load the three days, and so does `dagd backfill` of three days
+under `dagd serve`.
 
 It is the slowest end-to-end scenario and its images hold no dagd, so it runs in the plain
 pass only: not under valgrind (DAGD_VALGRIND) and not against the ASan build, whose paths
@@ -23,7 +24,7 @@ import uuid
 import pytest
 
 from conftest import REPO, VALGRIND, Harness, docker
-from serve_helpers import clean_env
+from serve_helpers import Server, clean_env
 from test_images import SANITIZED, build_images
 
 pytestmark = [
@@ -164,6 +165,37 @@ def test_one_day_loads_its_distinct_recalls_and_a_rerun_adds_none(stack, pipelin
     assert stack.topic_messages() - before == 2 * len(refs), "the second run publishes the day again"
     assert stack.sql("SELECT string_agg(reference_fiche || ':' || loaded_at, ',' ORDER BY reference_fiche) "
                      "FROM rappel_conso") == loaded, "a second run of the same day changed the table"
+
+
+def test_a_backfill_of_three_days_loads_three_days(stack, pipeline):
+    """`dagd backfill` of three days under `dagd serve`: three runs, each day's recalls
+    loaded once (a recall already loaded from an earlier day keeps its first row)."""
+    days = DAYS[:3]
+    h = pipeline
+    dags = h.tmp / "dags"
+    dags.mkdir()
+    (dags / "rappel_conso.yml").write_text(h.dag.read_text())
+    srv = Server(h, dags, env={"DAGD_CONN_WAREHOUSE": "postgres://etl:%s@postgres:5432/analytics" % stack.password})
+    srv.start()
+    try:
+        srv.wait_dag(h.dag_id, timeout=30)
+        before = stack.topic_messages()
+        conf = json.dumps({"code_dir": str(CODE), "page_size": PAGE_SIZE})
+        res = h.exec("backfill", h.dag_id, "--from", days[0], "--to", days[-1], "--conf", conf, "--json",
+                     "--server", "http://127.0.0.1:%d" % srv.port, "--state", srv.state, env=clean_env())
+        assert res.rc == 0, res
+        runs = json.loads(res.out)["dag_runs"]
+        assert sorted(r["logical_date"][:10] for r in runs) == days, runs
+        for r in runs:
+            done = srv.wait_run(h.dag_id, r["dag_run_id"], timeout=600)
+            assert done["state"] == "success", (done, srv.tis(h.dag_id, r["dag_run_id"]))
+        assert stack.password not in srv.all_stderr(), "the connection's password was logged"
+    finally:
+        srv.term(timeout=60)
+    union = set().union(*(day_refs(d) for d in days))
+    assert all_refs(stack) == union
+    assert sum(day_rows(stack, d) for d in days) == len(union)
+    assert stack.topic_messages() - before == sum(len(day_refs(d)) for d in days)
 
 
 def test_three_days_load_three_days(stack, pipeline):
