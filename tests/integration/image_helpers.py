@@ -1,4 +1,5 @@
-"""What the tests of the container images share (test_images.py, test_stack.py): building
+"""What the tests of the container images share (test_images.py, test_stack.py, test_seeds.py,
+test_rappel.py): building
 the images through the Makefile, and telling whether DAGD_BIN is a sanitizer build (the
 images hold a plain build of dagd, so their tests run in the plain pass only)."""
 import os
@@ -6,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, VALGRIND
 
 
 def _sanitized():
@@ -20,6 +21,13 @@ def _sanitized():
 
 
 SANITIZED = _sanitized()
+
+
+def plain_pass_only(why):
+    """The marks of a test module that runs in the plain pass only (`make test`): skipped
+    under valgrind (DAGD_VALGRIND) and against the ASan/UBSan build, saying why."""
+    return [pytest.mark.skipif(VALGRIND, reason="%s; the plain pass runs it, not valgrind's" % why),
+            pytest.mark.skipif(SANITIZED, reason="%s; the plain pass runs it, not the sanitizer build's" % why)]
 
 
 def build_images(*targets):

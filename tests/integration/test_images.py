@@ -19,16 +19,11 @@ import uuid
 
 import pytest
 
-from conftest import TIME_SCALE, VALGRIND, docker
-from image_helpers import SANITIZED, build_images
+from conftest import TIME_SCALE, docker
+from image_helpers import build_images, plain_pass_only
 
 
-pytestmark = [
-    pytest.mark.skipif(VALGRIND, reason="the images hold a plain build of dagd, not the one "
-                       "valgrind runs; the plain pass tests them"),
-    pytest.mark.skipif(SANITIZED, reason="the images hold a plain build of dagd, not the "
-                       "sanitizer build; the plain pass tests them"),
-]
+pytestmark = plain_pass_only("the images hold a plain build of dagd")
 
 TAG = "local"
 DAGD_IMAGE = "dagd/dagd:" + TAG

@@ -23,16 +23,11 @@ import uuid
 
 import pytest
 
-from conftest import REPO, VALGRIND, Harness, docker
+from conftest import REPO, Harness, docker
 from serve_helpers import Server, clean_env
-from test_images import SANITIZED, build_images
+from image_helpers import build_images, plain_pass_only
 
-pytestmark = [
-    pytest.mark.skipif(VALGRIND, reason="the slowest end-to-end scenario: the plain pass runs "
-                       "it; its dagd paths run under valgrind in the other tests"),
-    pytest.mark.skipif(SANITIZED, reason="the slowest end-to-end scenario: the plain pass runs "
-                       "it; its dagd paths run against the ASan build in the other tests"),
-]
+pytestmark = plain_pass_only("the slowest end-to-end scenario; its dagd paths run in the other tests")
 
 EXAMPLE = REPO / "examples" / "rappel_conso.yml"
 CODE = REPO / "examples" / "rappel_conso"

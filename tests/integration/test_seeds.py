@@ -31,18 +31,13 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import REPO, TIME_SCALE, VALGRIND, docker, env_with, epoch_ms, wrap
-from image_helpers import SANITIZED, build_images
+from conftest import REPO, TIME_SCALE, docker, env_with, epoch_ms, wrap
+from image_helpers import build_images, plain_pass_only
 from test_images import Container
 from test_sensors_notify import header
 from test_sensors_more import wait_proc
 
-E2E = [
-    pytest.mark.skipif(VALGRIND, reason="end-to-end scenarios that mostly wait on containers (a JVM per Spark "
-                       "job); the plain pass runs them"),
-    pytest.mark.skipif(SANITIZED, reason="end-to-end scenarios that mostly wait on containers (a JVM per Spark "
-                       "job); the plain pass runs them, dagd's paths here run under ASan in the sensor tests"),
-]
+E2E = plain_pass_only("end-to-end scenarios that mostly wait on containers (a JVM per Spark job)")
 
 EXAMPLES = REPO / "examples"
 CENT = Decimal("0.01")

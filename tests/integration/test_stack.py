@@ -28,15 +28,10 @@ import uuid
 
 import pytest
 
-from conftest import REPO, VALGRIND, docker, free_port
-from image_helpers import SANITIZED, build_images
+from conftest import REPO, docker, free_port
+from image_helpers import build_images, plain_pass_only
 
-pytestmark = [
-    pytest.mark.skipif(VALGRIND, reason="the images hold a plain build of dagd, not the one "
-                       "valgrind runs, and the scenario is slow; the plain pass runs it"),
-    pytest.mark.skipif(SANITIZED, reason="the images hold a plain build of dagd, not the "
-                       "sanitizer build, and the scenario is slow; the plain pass runs it"),
-]
+pytestmark = plain_pass_only("the images hold a plain build of dagd, and the scenario is slow")
 
 COMPOSE = REPO / "compose" / "docker-compose.yml"
 OFFLINE = REPO / "compose" / "docker-compose.offline.yml"
