@@ -1,7 +1,7 @@
-"""What the tests of the container images share (test_images.py, test_stack.py, test_seeds.py,
-test_rappel.py): building
-the images through the Makefile, and telling whether DAGD_BIN is a sanitizer build (the
-images hold a plain build of dagd, so their tests run in the plain pass only)."""
+"""What the tests of the container images and the pipelines on them share (test_images.py,
+test_stack.py, test_seeds.py, test_rappel.py): building the images through the Makefile,
+telling whether DAGD_BIN is a sanitizer build, and the marks that keep such tests to the
+plain pass (the images hold a plain build of dagd; the pipelines mostly wait)."""
 import os
 import subprocess
 
