@@ -27,7 +27,6 @@ Usage: DAGD_BIN=/abs/path/to/dagd /usr/bin/python3 bench/bench_scale.py [--scale
 """
 
 import argparse
-import subprocess
 import os
 import platform
 import sqlite3
@@ -138,7 +137,7 @@ def measure(dagd, scale, workdir, timeout):
     saved_timeout = bench_serve.READY_TIMEOUT
     bench_serve.READY_TIMEOUT = max(saved_timeout, 120.0 * max(scale, 0.1))
     try:
-        srv = ConfServer(dagd, folder, state, workdir)
+        srv = Server(dagd, folder, state, workdir, "scale", extra_env={"DAGD_PARALLELISM": "10000"})
         t_ready = srv.wait_health_ready()
         srv.wait_dags(n_dags)
         dags = [dag_id(i) for i in range(n_dags)]
@@ -207,30 +206,6 @@ def measure(dagd, scale, workdir, timeout):
         bench_serve.READY_TIMEOUT = saved_timeout
         if srv:
             srv.stop()
-
-
-class ConfServer(Server):
-    """bench_serve's Server, with DAGD_PARALLELISM=10000 in its environment."""
-
-    def __init__(self, dagd, dags, state, workdir):
-        self.port = None
-        self.state = state
-        self.port_file = os.path.join(state, "api.port")
-        try:
-            os.unlink(self.port_file)
-        except FileNotFoundError:
-            pass
-        self.log_path = os.path.join(workdir, "serve-scale.log")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DAGD_")}
-        env.pop("NOTIFY_SOCKET", None)
-        env["DAGD_PARALLELISM"] = "10000"
-        self.log = open(self.log_path, "w")
-        self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            [dagd, "serve", "--dags", dags, "--state", state,
-             "--listen", "127.0.0.1:0", "--log", "stderr"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        self.token = None
 
 
 def fmt(r):
