@@ -876,8 +876,6 @@ static void handle(dg_exec *x, const dg_cmd *c) {
 
 static void wake_cb(uv_timer_t *h) { pump(h->data); }
 
-
-
 static void check_stalled(dg_exec *x) {
     if (x->closing || x->store_err || !x->ready || x->held || x->pumping || x->outstanding > 0 || !x->hooks.stalled) return;
     if (dg_sched_next_wakeup(x->sched) >= 0) return;
