@@ -382,7 +382,6 @@ void dg_store_close(dg_store *st) {
 
 const char *dg_store_dir(const dg_store *st) { return st ? st->dir : NULL; }
 
-/* Runs a bound write statement to completion. */
 /* A failed write inside a transaction of dg_store_begin ends it: none of it is written. */
 static int tx_fail(dg_store *st, int r) {
     if (st->in_tx) {
@@ -392,6 +391,7 @@ static int tx_fail(dg_store *st, int r) {
     return r;
 }
 
+/* Runs a bound write statement to completion. */
 static int step_done(dg_store *st, sqlite3_stmt *s, int bind_rc) {
     if (bind_rc != SQLITE_OK) return tx_fail(st, fail(st, bind_rc));
     st->writes++;
